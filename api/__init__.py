@@ -1,0 +1,1 @@
+"""HTTP layer: translates requests into calls on ``rag`` and ``ingest``."""

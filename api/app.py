@@ -1,0 +1,44 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import install_error_handlers
+from api.routes import collections, documents, health, query
+from ingest.runtime import Role, Runtime, build_runtime
+from rag.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, *, role: Role = "serve", runtime: Runtime | None = None) -> FastAPI:
+    """``role='serve'`` runs the embedded worker in this process (unless the
+    settings turn it off); ``role='api'`` serves HTTP only, for split mode."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime if runtime is not None else await run_in_threadpool(build_runtime, settings, role)
+        app.state.runtime = rt
+        if role == "serve" and not settings.is_split_mode and settings.embedded_worker:
+            await run_in_threadpool(rt.start_worker)
+        try:
+            yield
+        finally:
+            if runtime is None:
+                await run_in_threadpool(rt.close)
+
+    app = FastAPI(
+        title="rag",
+        summary="Upload documents, ask grounded questions, get answers with their sources.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, collections, documents, query):
+        app.include_router(module.router)
+    return app

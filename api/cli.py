@@ -1,0 +1,227 @@
+"""The ``rag`` command.
+
+``serve``, ``api``, ``worker`` and ``beat`` start the service's processes;
+``ingest`` and ``ask`` are clients of a running service over HTTP (in the
+embedded mode the service holds the store, so a second process can't open it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="Self-hosted retrieval-augmented generation.", no_args_is_help=True)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", envvar="RAG_URL", help="Base URL of the service [default: from settings]."),
+]
+
+
+def _settings() -> Any:
+    from rag.errors import ConfigurationError
+    from rag.settings import Settings
+
+    try:
+        return Settings()
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _configure_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run the service: HTTP API with the ingestion worker in the same process
+    (embedded mode) or the API alone when a broker URL is set."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    _configure_logging()
+    uvicorn.run(
+        create_app(settings, role="api" if settings.is_split_mode else "serve"),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+    )
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run the HTTP API only (split mode: workers run as `rag worker`)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    if not settings.is_split_mode:
+        typer.echo(
+            "error: `rag api` is for split mode (set RAG_BROKER_URL and RAG_QDRANT_URL); "
+            "use `rag serve` for the embedded mode",
+            err=True,
+        )
+        raise typer.Exit(2)
+    _configure_logging()
+    uvicorn.run(create_app(settings, role="api"), host=host or settings.host, port=port or settings.port)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Documents indexed at once.")] = 1,
+) -> None:
+    """Run an ingestion worker (split mode)."""
+    from ingest.queue import QUEUE
+    from ingest.runtime import build_runtime
+
+    settings = _settings()
+    if not settings.is_split_mode:
+        typer.echo("error: `rag worker` needs RAG_BROKER_URL (split mode); `rag serve` runs its own", err=True)
+        raise typer.Exit(2)
+    _configure_logging()
+    runtime = build_runtime(settings, "worker")
+    try:
+        runtime.celery.Worker(
+            pool_cls="threads", concurrency=concurrency, queues=[QUEUE], loglevel="INFO"
+        ).start()
+    finally:
+        runtime.close()
+
+
+@app.command()
+def beat() -> None:
+    """Run the scheduler (split mode)."""
+    from ingest.queue import create_celery_app
+
+    settings = _settings()
+    _configure_logging()
+    schedule = settings.data_dir / "celerybeat-schedule"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    create_celery_app(settings).Beat(loglevel="INFO", schedule=str(schedule)).run()
+
+
+def _client(url: str | None) -> Any:
+    import httpx
+
+    if url is None:
+        settings = _settings()
+        url = f"http://{settings.host}:{settings.port}"
+    return httpx.Client(base_url=url, timeout=httpx.Timeout(300.0, connect=5.0))
+
+
+def _fail(response: Any) -> None:
+    try:
+        err = response.json()["error"]
+        message = f"{err['code']}: {err['message']}"
+    except (ValueError, KeyError, TypeError):
+        message = response.text
+    typer.echo(f"error ({response.status_code}): {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to upload.", exists=True)],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    url: UrlOption = None,
+    wait: Annotated[bool, typer.Option(help="Wait until every file is indexed.")] = True,
+) -> None:
+    """Upload files (folders recursively) into a collection, creating it if needed."""
+    import httpx
+    from tqdm import tqdm
+
+    files = sorted({f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()})
+    if not files:
+        typer.echo("nothing to upload", err=True)
+        raise typer.Exit(1)
+    with _client(url) as client:
+        try:
+            r = client.post("/v1/collections", json={"name": collection})
+        except httpx.ConnectError as exc:
+            typer.echo(f"error: cannot reach the service at {client.base_url} ({exc})", err=True)
+            raise typer.Exit(1) from exc
+        if r.status_code not in (201, 409):
+            _fail(r)
+        ids: dict[str, str] = {}
+        failed = 0
+        for path in tqdm(files, desc="upload", unit="file"):
+            with path.open("rb") as fh:
+                r = client.post(f"/v1/collections/{collection}/documents", files={"files": (path.name, fh)})
+            if r.status_code != 202:
+                failed += 1
+                tqdm.write(f"{path}: {r.json().get('error', {}).get('message', r.text)}")
+                continue
+            for item in r.json()["documents"]:
+                if item["id"]:
+                    ids[item["id"]] = item["filename"]
+        if not wait:
+            typer.echo(f"queued {len(ids)} document(s)")
+            return
+        done: dict[str, dict[str, Any]] = {}
+        with tqdm(total=len(ids), desc="index", unit="doc") as bar:
+            while len(done) < len(ids):
+                for doc in client.get(f"/v1/collections/{collection}/documents").json():
+                    if doc["id"] in ids and doc["id"] not in done and doc["status"] in ("indexed", "failed"):
+                        done[doc["id"]] = doc
+                        bar.update(1)
+                        if doc["status"] == "failed":
+                            tqdm.write(f"{doc['filename']}: failed: {doc['error']}")
+                time.sleep(0.5)
+    indexed = sum(1 for d in done.values() if d["status"] == "indexed")
+    chunks = sum(d["chunk_count"] for d in done.values())
+    typer.echo(f"{indexed} indexed ({chunks} chunks), {len(done) - indexed + failed} failed")
+    if len(done) - indexed + failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    url: UrlOption = None,
+    top_k: Annotated[int | None, typer.Option(help="Passages to retrieve.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False,
+) -> None:
+    """Ask a question; prints the answer and its sources."""
+    body: dict[str, Any] = {"question": question}
+    if top_k:
+        body["top_k"] = top_k
+    with _client(url) as client:
+        r = client.post(f"/v1/collections/{collection}/ask", json=body)
+    if r.status_code != 200:
+        _fail(r)
+    data = r.json()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(data["answer"])
+    typer.echo("")
+    for s in data["sources"]:
+        page = f", page {s['page']}" if s["page"] else ""
+        typer.echo(f"[{s['rank']}] {s['filename']}{page} (score {s['score']:.3f})")
+
+
+def main() -> None:
+    app(prog_name="rag")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Dependencies that hand the process's objects to the routes."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from ingest.runtime import Runtime
+from rag.service import RagService
+
+__all__ = ["RuntimeDep", "ServiceDep"]
+
+
+def get_runtime(request: Request) -> Runtime:
+    return cast(Runtime, request.app.state.runtime)
+
+
+def get_service(request: Request) -> RagService:
+    return get_runtime(request).service
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ServiceDep = Annotated[RagService, Depends(get_service)]

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, File, Response, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ServiceDep
+from api.errors import error_body, status_for
+from api.schemas import DocumentPublic, UploadItem, UploadResponse
+from rag.service import Upload
+
+router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=UploadResponse,
+    responses={413: {}, 415: {}, 422: {}},
+    summary="Upload one or more files; each is queued for indexing",
+)
+async def upload_documents(
+    name: str, service: ServiceDep, files: list[UploadFile] = File(...)
+) -> JSONResponse:
+    uploads = [Upload(f.filename or "", f.content_type, f.file) for f in files]
+    results = await run_in_threadpool(service.add_documents, name, uploads)
+    # When every file was refused, the request as a whole failed with that reason.
+    refused = [r.error for r in results if r.error is not None]
+    if refused and len(refused) == len(results):
+        first = refused[0]
+        return JSONResponse(error_body(first.code, "; ".join(e.message for e in refused)), status_for(first))
+    body = UploadResponse(documents=[UploadItem.of(r) for r in results])
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+@router.get("", response_model=list[DocumentPublic])
+async def list_documents(name: str, service: ServiceDep) -> list[DocumentPublic]:
+    return [DocumentPublic.of(d) for d in await run_in_threadpool(service.list_documents, name)]
+
+
+@router.get("/{document_id}", response_model=DocumentPublic)
+async def get_document(name: str, document_id: str, service: ServiceDep) -> DocumentPublic:
+    return DocumentPublic.of(await run_in_threadpool(service.get_document, name, document_id))
+
+
+@router.delete("/{document_id}", status_code=204)
+async def delete_document(name: str, document_id: str, service: ServiceDep) -> Response:
+    await run_in_threadpool(service.delete_document, name, document_id)
+    return Response(status_code=204)

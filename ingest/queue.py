@@ -1,0 +1,131 @@
+"""Celery adapter: the only module that talks to Celery.
+
+Two set-ups, one code path:
+
+- embedded (default): the broker is kombu's SQLAlchemy transport on a SQLite file
+  in the data directory, and a Celery worker runs in a background thread of the
+  API process (Qdrant local mode lets one process hold the store). Queued work
+  is on disk, so it survives a restart of the service.
+- split: a Redis broker; ``rag worker`` and ``rag beat`` run as their own
+  processes beside ``rag api``.
+
+Tasks stay thin: they call the ``Indexer`` built by the process's own wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+
+from ingest.pipeline import Indexer
+from rag.errors import BackendError
+from rag.settings import Settings
+
+__all__ = ["INDEX_TASK", "EmbeddedWorker", "IngestQueue", "create_celery_app"]
+
+log = logging.getLogger(__name__)
+
+INDEX_TASK = "rag.index_document"
+QUEUE = "rag.ingest"
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("rag", broker=settings.resolved_broker_url, set_as_current=False)
+    transport_options: dict[str, Any] = {}
+    if not settings.is_split_mode:
+        transport_options["polling_interval"] = 0.2
+    else:
+        transport_options["visibility_timeout"] = 3600
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        enable_utc=True,
+    )
+    return app
+
+
+def register_tasks(app: Celery, indexer: Callable[[], Indexer]) -> None:
+    """Bind the task bodies to this process's services."""
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=INDEX_TASK,
+        bind=True,
+        autoretry_for=(BackendError,),
+        retry_backoff=True,
+        retry_backoff_max=60,
+        max_retries=8,
+    )
+    def index_document(self: Any, document_id: str) -> dict[str, Any]:
+        outcome = indexer().index_document(document_id)
+        return {"document_id": outcome.document_id, "status": outcome.status, "chunks": outcome.chunks}
+
+
+class IngestQueue:
+    """Sends indexing work to whichever worker serves the broker."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def enqueue(self, document_id: str) -> None:
+        try:
+            self.app.send_task(INDEX_TASK, args=[document_id], queue=QUEUE)
+        except Exception as exc:  # kombu raises transport-specific errors
+            raise BackendError(f"cannot queue document {document_id}: {exc}") from exc
+
+    def ping(self) -> None:
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+        except Exception as exc:
+            raise BackendError(f"the queue broker is unreachable: {exc}") from exc
+
+
+class EmbeddedWorker:
+    """A Celery worker in a background thread of this process (threads pool)."""
+
+    def __init__(self, app: Celery, *, concurrency: int = 1) -> None:
+        from celery.worker import WorkController
+
+        self._controller = WorkController(
+            app=app,
+            hostname=f"embedded@{socket.gethostname()}",
+            pool_cls="threads",
+            concurrency=concurrency,
+            queues=[QUEUE],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel=logging.WARNING,
+        )
+        self._thread = threading.Thread(target=self._run, name="rag-embedded-worker", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._controller.start()
+        except Exception:
+            log.exception("the embedded Celery worker stopped")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._controller.stop(in_sighandler=False, exitcode=0)
+        self._thread.join(timeout)

@@ -1,0 +1,145 @@
+"""Prompt assembly, fitted to the model's context window.
+
+Two styles, chosen per model:
+
+- ``gemma-chat``: Gemma's chat format, assembled here rather than by llama.cpp,
+  since a GGUF may carry no template (llama-cpp-python then falls back to a
+  llama-2 format, which is wrong for Gemma). Gemma has no system role, so the
+  instructions open the first user turn::
+
+      <start_of_turn>user\\n{instructions}\\n\\n{context}\\n\\nQuestion: …<end_of_turn>\\n
+      <start_of_turn>model\\n
+
+- ``completion``: a plain completion prompt ending in ``Short answer:``. Base
+  (not instruction-tuned) models such as the bundled Gemma 3 270M answer far
+  better this way (docs/benchmarks.md).
+
+Token counts use the model's own tokenizer; the context is trimmed to fit
+``n_ctx - max_tokens``, never overflowing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["BuiltPrompt", "PromptBuilder", "ResolvedPromptStyle"]
+
+ResolvedPromptStyle = Literal["gemma-chat", "completion"]
+
+START_OF_TURN = "<start_of_turn>"
+END_OF_TURN = "<end_of_turn>"
+
+INSTRUCTIONS = (
+    "Answer the question using only the numbered context passages below. "
+    "Cite the passages you used as [n]. If the passages do not contain the answer, "
+    "say that the documents don't contain it."
+)
+COMPLETION_INSTRUCTIONS = "Answer the question with a short answer taken from the context."
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    text: str
+    tokens: list[int]
+    passages_used: int  # how many passages (in rank order) made it in, even partly
+    truncated: bool  # whether any passage was cut or left out
+    stop: tuple[str, ...]
+
+
+class PromptBuilder:
+    """Builds prompts for one model: its style and its tokenizer.
+
+    ``tokenize`` must treat special-token text (``<start_of_turn>``) as the special
+    token and add BOS when the model wants one; ``detokenize`` is its inverse.
+    """
+
+    def __init__(
+        self,
+        style: ResolvedPromptStyle,
+        tokenize: Callable[[str], list[int]],
+        detokenize: Callable[[list[int]], str],
+    ) -> None:
+        self.style = style
+        self._tokenize = tokenize
+        self._detokenize = detokenize
+
+    def _render(self, question: str, passages: Sequence[str]) -> str:
+        context = "\n\n".join(f"[{i}] {text.strip()}" for i, text in enumerate(passages, start=1))
+        if self.style == "gemma-chat":
+            return (
+                f"{START_OF_TURN}user\n{INSTRUCTIONS}\n\nContext:\n{context}\n\n"
+                f"Question: {question.strip()}{END_OF_TURN}\n{START_OF_TURN}model\n"
+            )
+        return (
+            f"{COMPLETION_INSTRUCTIONS}\n\nContext:\n{context}\n\n"
+            f"Question: {question.strip()}\nShort answer:"
+        )
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        if self.style == "gemma-chat":
+            return (END_OF_TURN,)
+        return ("\n", "Question:")
+
+    def build(self, question: str, passages: Sequence[str], budget: int) -> BuiltPrompt:
+        """The prompt with as many passages (in the given order) as fit in
+        ``budget`` tokens; the last one that fits only partly is cut."""
+        if budget <= 0:
+            raise ValueError("prompt budget must be positive")
+        frame = self._tokenize(self._render(question, []))
+        if len(frame) > budget:
+            # Even the question does not fit: keep its beginning.
+            q_tokens = self._tokenize_plain(question)
+            keep = max(1, len(q_tokens) - (len(frame) - budget) - 8)
+            question = self._detokenize(q_tokens[:keep])
+            return self._final(question, [], budget, truncated=True)
+
+        # Measure each passage once; "\n\n[n] " joins cost a few tokens, which
+        # `_final` checks against the real tokenization.
+        remaining = budget - len(frame)
+        kept: list[str] = []
+        truncated = False
+        for i, text in enumerate(passages, start=1):
+            tokens = self._tokenize_plain(f"[{i}] {text.strip()}\n\n")
+            if len(tokens) <= remaining:
+                kept.append(text)
+                remaining -= len(tokens)
+                continue
+            truncated = True
+            prefix = self._tokenize_plain(f"[{i}] ")
+            room = remaining - len(prefix) - 2
+            if room >= 16:  # a stub of a passage is noise, not context
+                body = self._tokenize_plain(text.strip())
+                kept.append(self._detokenize(body[:room]))
+            break
+        truncated = truncated or len(kept) < len(passages)
+        return self._final(question, kept, budget, truncated=truncated)
+
+    def _tokenize_plain(self, text: str) -> list[int]:
+        tokens = self._tokenize(text)
+        bos = self._tokenize("")
+        return tokens[len(bos) :] if bos and tokens[: len(bos)] == bos else tokens
+
+    def _final(self, question: str, kept: list[str], budget: int, *, truncated: bool) -> BuiltPrompt:
+        while True:
+            text = self._render(question, kept)
+            tokens = self._tokenize(text)
+            if len(tokens) <= budget or not kept:
+                break
+            # Joins tokenized a little differently: shave the last passage.
+            over = len(tokens) - budget
+            last = self._tokenize_plain(kept[-1])
+            if len(last) - over - 4 < 16:
+                kept.pop()
+            else:
+                kept[-1] = self._detokenize(last[: len(last) - over - 4])
+            truncated = True
+        return BuiltPrompt(
+            text=text,
+            tokens=tokens,
+            passages_used=len(kept),
+            truncated=truncated,
+            stop=self.stop,
+        )

@@ -1,0 +1,154 @@
+"""One settings object for the whole service.
+
+Built once at start-up (``create_app``, the worker, the CLI) from the environment
+(prefix ``RAG_``) or an ``.env`` file, then passed down. Nothing reads the
+environment at import time. Tests build their own ``Settings(...)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.errors import ConfigurationError
+
+__all__ = ["PromptStyle", "Settings"]
+
+PromptStyle = Literal["auto", "gemma-chat", "completion"]
+
+BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
+BUNDLED_LLM = "bundled:gemma-3-270m-q4_k_m"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- where things live -------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Holds the registry DB, stored originals, the embedded Qdrant "
+        "store, the embedded queue and the assembled model.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the registry. Default: SQLite in data_dir.",
+    )
+    qdrant_url: str | None = Field(
+        default=None,
+        description="URL of a Qdrant server. Default: Qdrant local mode under data_dir.",
+    )
+    qdrant_api_key: str | None = None
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker, e.g. redis://host:6379/0. Default: an embedded "
+        "SQLite queue in data_dir with the worker inside the API process.",
+    )
+
+    # --- HTTP -----------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    embedded_worker: bool = Field(
+        default=True,
+        description="In embedded mode, run the Celery worker and scheduler in the "
+        "API process. Off only to hold queued work (maintenance).",
+    )
+
+    # --- embeddings -----------------------------------------------------------
+    embedding_model: str = Field(
+        default=BUNDLED_EMBEDDING_MODEL,
+        description="Path of a local sentence-transformers model, or the bundled "
+        "all-MiniLM-L6-v2.",
+    )
+    embedding_device: str | None = Field(
+        default=None, description="cpu, cuda, mps… Default: chosen automatically."
+    )
+    embedding_batch_size: int = Field(default=32, gt=0)
+
+    # --- chunking -------------------------------------------------------------
+    chunk_max_tokens: int = Field(
+        default=200,
+        gt=16,
+        description="Upper bound of a chunk, in the embedder's tokens; also capped "
+        "by the embedder's own sequence limit.",
+    )
+    chunk_overlap_tokens: int = Field(default=40, ge=0)
+
+    # --- retrieval ------------------------------------------------------------
+    top_k: int = Field(default=5, gt=0, le=100)
+    score_threshold: float = Field(
+        default=0.2,
+        description="Below this best cosine score the answer says the documents "
+        "don't contain it, and no generation runs.",
+    )
+
+    # --- generation -----------------------------------------------------------
+    llm_model: str = Field(
+        default=BUNDLED_LLM,
+        description="Path of a GGUF file, or the bundled Gemma 3 270M Q4_K_M.",
+    )
+    llm_prompt_style: PromptStyle = Field(
+        default="auto",
+        description="gemma-chat: Gemma's chat template (instruction-tuned models). "
+        "completion: a plain completion prompt (base models). auto: completion for "
+        "the bundled base model, gemma-chat otherwise.",
+    )
+    llm_n_ctx: int = Field(default=4096, ge=512)
+    llm_threads: int | None = Field(default=None, ge=1)
+    llm_n_gpu_layers: int | None = Field(
+        default=None,
+        description="Layers offloaded to the GPU. Default: all when llama.cpp was "
+        "built with a GPU backend, else 0.",
+    )
+    llm_pool_size: int = Field(default=1, ge=1, le=64)
+    llm_queue_size: int = Field(
+        default=8, ge=0, description="Requests that may wait for a model; more get 429."
+    )
+    max_tokens: int = Field(default=256, gt=0)
+    llm_load: bool = Field(
+        default=True, description="Load the model at start-up (off for index-only nodes)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.is_split_mode and not self.qdrant_url:
+            raise ConfigurationError(
+                "RAG_BROKER_URL is set, so the API, worker and beat run as separate "
+                "processes; Qdrant local mode lets only one process open its store, "
+                "so set RAG_QDRANT_URL to a Qdrant server as well."
+            )
+        if self.chunk_overlap_tokens >= self.chunk_max_tokens:
+            raise ConfigurationError("chunk_overlap_tokens must be below chunk_max_tokens")
+        if self.max_tokens >= self.llm_n_ctx:
+            raise ConfigurationError("max_tokens must be below llm_n_ctx")
+        return self
+
+    # --- derived values ------------------------------------------------------
+    @property
+    def is_split_mode(self) -> bool:
+        return self.broker_url is not None and not self.broker_url.startswith("sqla+")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'registry.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir.resolve() / 'queue.db'}"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "originals"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"

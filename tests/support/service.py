@@ -1,0 +1,103 @@
+"""Runs the real service as separate processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["ServiceProcess", "free_port", "upload", "wait_for", "wait_indexed"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, *, timeout: float, interval: float = 0.25, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ServiceProcess:
+    """``rag <command>`` in a subprocess, with its output in a log file."""
+
+    def __init__(self, command: str, env: Mapping[str, str], log_path: Path, port: int | None = None):
+        self.command = command
+        self.port = port
+        self.log_path = log_path
+        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        args = [sys.executable, "-m", "api.cli", command]
+        if port is not None:
+            args += ["--port", str(port)]
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, timeout: float = 300) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rag {self.command} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(ready, timeout=timeout, interval=0.5, what=f"rag {self.command} to be ready")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.log()}") from exc
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+def wait_indexed(client: httpx.Client, collection: str, ids: list[str], timeout: float = 300) -> list[dict[str, Any]]:
+    def done() -> list[dict[str, Any]] | None:
+        docs = {d["id"]: d for d in client.get(f"/v1/collections/{collection}/documents").json()}
+        if all(docs[i]["status"] in ("indexed", "failed") for i in ids):
+            return [docs[i] for i in ids]
+        return None
+
+    return wait_for(done, timeout=timeout, interval=0.5, what="documents to be indexed")  # type: ignore[no-any-return]
+
+
+def upload(client: httpx.Client, collection: str, paths: list[Path]) -> httpx.Response:
+    files = [("files", (p.name, p.read_bytes())) for p in paths]
+    return client.post(f"/v1/collections/{collection}/documents", files=files)

@@ -1,0 +1,84 @@
+"""Prompt assembly against the real Gemma vocabulary, token by token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.llm import LlamaModel
+from rag.prompt import PromptBuilder
+
+
+@pytest.fixture(scope="module")
+def vocab(model_path: Path) -> LlamaModel:
+    # vocab_only: the tokenizer without the weights, fast to load.
+    return LlamaModel(model_path, n_ctx=4096, vocab_only=True)
+
+
+def single_token(vocab: LlamaModel, text: str) -> int:
+    tokens = vocab.tokenize(text)[1:]  # drop BOS
+    assert len(tokens) == 1, f"{text!r} is not one token: {tokens}"
+    return tokens[0]
+
+
+def test_turn_markers_are_single_special_tokens(vocab: LlamaModel) -> None:
+    start = single_token(vocab, "<start_of_turn>")
+    end = single_token(vocab, "<end_of_turn>")
+    assert vocab.token_text(start) == "<start_of_turn>"
+    assert vocab.token_text(end) == "<end_of_turn>"
+
+
+def test_gemma_chat_prompt_token_by_token(vocab: LlamaModel) -> None:
+    builder = PromptBuilder("gemma-chat", vocab.tokenize, vocab.detokenize)
+    prompt = builder.build("Who wrote it?", ["Alice wrote the report.", "Bob read it."], budget=1000)
+    start = single_token(vocab, "<start_of_turn>")
+    end = single_token(vocab, "<end_of_turn>")
+    tokens = prompt.tokens
+
+    assert tokens[0] == vocab.tokenize("")[0]  # BOS
+    assert tokens[1] == start
+    assert vocab.detokenize(tokens[2:4]) == "user\n"
+    # exactly two turns opened, one closed, and the prompt ends by opening the model's turn
+    assert tokens.count(start) == 2
+    assert tokens.count(end) == 1
+    i_end = tokens.index(end)
+    assert tokens[i_end + 1 :] == vocab.tokenize("\n<start_of_turn>model\n")[1:]
+    body = vocab.detokenize(tokens[2:i_end])
+    assert body.startswith("user\nAnswer the question using only the numbered context passages")
+    assert "[1] Alice wrote the report.\n\n[2] Bob read it." in body
+    assert body.endswith("Question: Who wrote it?")
+    # no stray markers inside the user's text
+    assert "<start_of_turn>" not in body and "<end_of_turn>" not in body
+    assert prompt.stop == ("<end_of_turn>",)
+    assert not prompt.truncated and prompt.passages_used == 2
+
+
+def test_completion_prompt_ends_with_short_answer(vocab: LlamaModel) -> None:
+    builder = PromptBuilder("completion", vocab.tokenize, vocab.detokenize)
+    prompt = builder.build("Who wrote it?", ["Alice wrote the report."], budget=500)
+    assert prompt.text.endswith("Question: Who wrote it?\nShort answer:")
+    assert "<start_of_turn>" not in prompt.text
+    assert prompt.stop[0] == "\n"
+
+
+@pytest.mark.parametrize("style", ["gemma-chat", "completion"])
+def test_long_context_is_trimmed_to_the_budget(vocab: LlamaModel, style: str) -> None:
+    builder = PromptBuilder(style, vocab.tokenize, vocab.detokenize)  # type: ignore[arg-type]
+    passages = [f"Passage {i}: " + "the quick brown fox jumps over the lazy dog " * 40 for i in range(20)]
+    for budget in (200, 512, 1500, 3000):
+        prompt = builder.build("What does the fox do?", passages, budget=budget)
+        assert len(prompt.tokens) <= budget
+        assert len(vocab.tokenize(prompt.text)) == len(prompt.tokens)
+        assert prompt.truncated
+        assert 0 < prompt.passages_used < len(passages)
+        # rank order is kept: the first passage is always the one given first
+        assert "[1] Passage 0:" in prompt.text
+        # a bigger budget holds more context, and uses most of it
+        assert len(prompt.tokens) > budget * 0.8
+
+
+def test_everything_fits_when_room(vocab: LlamaModel) -> None:
+    builder = PromptBuilder("gemma-chat", vocab.tokenize, vocab.detokenize)
+    prompt = builder.build("q?", ["a", "b", "c"], budget=4000)
+    assert prompt.passages_used == 3 and not prompt.truncated
