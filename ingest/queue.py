@@ -36,11 +36,9 @@ QUEUE = "rag.ingest"
 
 def create_celery_app(settings: Settings) -> Celery:
     app = Celery("rag", broker=settings.resolved_broker_url, set_as_current=False)
-    transport_options: dict[str, Any] = {}
-    if not settings.is_split_mode:
-        transport_options["polling_interval"] = 0.2
-    else:
-        transport_options["visibility_timeout"] = 3600
+    # kombu's SQLAlchemy transport hands its options to create_engine, so the
+    # embedded broker takes none; Redis redelivers unacked work after an hour.
+    transport_options: dict[str, Any] = {"visibility_timeout": 3600} if settings.is_split_mode else {}
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -19,7 +19,7 @@ from ingest.pipeline import Indexer
 from ingest.queue import EmbeddedWorker, IngestQueue, create_celery_app, register_tasks
 from rag.blobs import BlobStore
 from rag.embedder import Embedder
-from rag.errors import BackendError
+from rag.errors import BackendError, ConfigurationError
 from rag.llm import LlamaModel, ModelPool, resolve_model_path
 from rag.prompt import ResolvedPromptStyle
 from rag.registry import DocumentStatus, Registry
@@ -109,6 +109,10 @@ class Runtime:
 def build_runtime(settings: Settings, role: Role) -> Runtime:
     """``serve``: API + embedded worker; ``api``: API only (split mode);
     ``worker``: indexing only, no model."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create the data directory {settings.data_dir}: {exc}") from exc
     registry = Registry(settings.resolved_database_url)
     store = VectorStore(
         path=None if settings.qdrant_url else settings.qdrant_path,

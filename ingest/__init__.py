@@ -1,0 +1,1 @@
+"""Document ingestion: parsing uploaded files and cutting them into chunks."""
