@@ -60,7 +60,8 @@ class Embedder:
             raise ConfigurationError(f"cannot load embedding model {path}: {exc}") from exc
         self._batch_size = batch_size
         self._lock = threading.Lock()
-        dim: int | None = self._model.get_sentence_embedding_dimension()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dim: int | None = get_dim()
         if not dim:
             raise ConfigurationError(f"embedding model {path} does not report its dimension")
         self.dimension = int(dim)

@@ -203,6 +203,9 @@ class LlamaModel:
                 break
             produced += 1
             piece = decoder.decode(bytes(self._llm.detokenize([token])))
+            if not matcher.text:
+                # Leading blanks are no answer; a "\n" stop must not end it empty.
+                piece = piece.lstrip()
             out, hit = matcher.feed(piece)
             if out and on_text is not None and not on_text(out):
                 finish = "cancelled"

@@ -36,7 +36,6 @@ INSTRUCTIONS = (
     "Cite the passages you used as [n]. If the passages do not contain the answer, "
     "say that the documents don't contain it."
 )
-COMPLETION_INSTRUCTIONS = "Answer the question with a short answer taken from the context."
 
 
 @dataclass(frozen=True)
@@ -72,10 +71,8 @@ class PromptBuilder:
                 f"{START_OF_TURN}user\n{INSTRUCTIONS}\n\nContext:\n{context}\n\n"
                 f"Question: {question.strip()}{END_OF_TURN}\n{START_OF_TURN}model\n"
             )
-        return (
-            f"{COMPLETION_INSTRUCTIONS}\n\nContext:\n{context}\n\n"
-            f"Question: {question.strip()}\nShort answer:"
-        )
+        # No instruction line: the base model copies it instead of answering.
+        return f"Context:\n{context}\n\nQuestion: {question.strip()}\nShort answer:"
 
     @property
     def stop(self) -> tuple[str, ...]:
