@@ -257,25 +257,48 @@ class RagService:
         lexical fused in Qdrant by reciprocal rank), dense or lexical; default
         from settings. ``rerank``: re-score with the cross-encoder when one is
         configured (default: yes, if configured)."""
+        return self.search_timed(name, query, top_k, mode=mode, where=where, rerank=rerank)[0]
+
+    def search_timed(
+        self,
+        name: str,
+        query: str,
+        top_k: int | None = None,
+        *,
+        mode: SearchMode | None = None,
+        where: SearchFilter | None = None,
+        rerank: bool | None = None,
+    ) -> tuple[list[SearchHit], dict[str, float]]:
+        """``search``, plus the seconds spent in each part (embed_s, store_s,
+        rerank_s) and in all (total_s)."""
+        started = time.perf_counter()
         if not query.strip():
             raise InvalidRequestError("the query is empty")
         mode = mode or self.search_mode
         k = top_k or self._top_k
-        collection = self.registry.get_collection(name)
-        use_reranker = self.reranker is not None and rerank is not False
         if rerank and self.reranker is None:
             raise InvalidRequestError("re-ranking was asked for, but no re-ranking model is configured")
+        use_reranker = self.reranker is not None and rerank is not False
+        collection = self.registry.get_collection(name)
         limit = max(k, self._rerank_candidates) if use_reranker else k
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
         dense = self.embedder.embed_query(query) if mode in ("hybrid", "dense") else None
         lexical = self.lexical.encode_query(query) if mode in ("hybrid", "lexical") else None
+        timings["embed_s"] = time.perf_counter() - t
+        t = time.perf_counter()
         chunks = self.store.search(
             collection.id, limit, dense=dense, lexical=lexical, where=where, candidates=self._candidates
         )
+        timings["store_s"] = time.perf_counter() - t
         if use_reranker and chunks and self.reranker is not None:
+            t = time.perf_counter()
             scores = self.reranker.score(query, [c.text for c in chunks])
             order = sorted(range(len(chunks)), key=lambda i: scores[i], reverse=True)[:k]
             chunks = [replace(chunks[i], score=scores[i]) for i in order]
-        return [_hit(i, h) for i, h in enumerate(chunks[:k], start=1)]
+            timings["rerank_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - started
+        return [_hit(i, h) for i, h in enumerate(chunks[:k], start=1)], timings
 
     def abstains(self, sources: list[SearchHit]) -> bool:
         """Whether ``ask`` answers "not in the documents" without generating:
