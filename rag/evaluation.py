@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import random
 import re
 import string
@@ -87,7 +88,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
@@ -241,6 +242,12 @@ def render_table(report: dict[str, Any]) -> str:
             return f"{value:.3f}"
         return str(value)
 
+    def ms(latency: dict[str, Any]) -> str:
+        p50, p95 = latency.get("p50"), latency.get("p95")
+        if p50 is None or p95 is None:
+            return "n/a"
+        return f"{float(p50):.1f} / {float(p95):.1f} ms"
+
     rows: list[tuple[str, str]] = [
         ("collection", report["collection"]),
         ("mode", report["mode"] + (" + re-ranking" if report.get("reranked") else "")),
@@ -256,7 +263,7 @@ def render_table(report: dict[str, Any]) -> str:
         ("false abstention (answerable)", fmt(report["false_abstention"])),
         (
             "retrieval latency p50 / p95",
-            f"{fmt(report['retrieval_latency_ms']['p50'])} / {fmt(report['retrieval_latency_ms']['p95'])} ms",
+            ms(report["retrieval_latency_ms"]),
         ),
     ]
     gen = report.get("generation")
@@ -266,7 +273,7 @@ def render_table(report: dict[str, Any]) -> str:
             ("  exact match", fmt(gen["exact_match"])),
             ("  F1", fmt(gen["f1"])),
             ("  abstained", fmt(gen["abstained"])),
-            ("  ask latency p50 / p95", f"{fmt(gen['latency_ms']['p50'])} / {fmt(gen['latency_ms']['p95'])} ms"),
+            ("  ask latency p50 / p95", ms(gen["latency_ms"])),
         ]
     width = max(len(name) for name, _ in rows)
     line = "-" * (width + 2 + max(len(v) for _, v in rows))
