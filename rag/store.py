@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rag.errors import BackendError
+from rag.errors import BackendError, ConfigurationError
 from rag.lexical import SparseTerms
 
 __all__ = [
@@ -171,6 +171,14 @@ class VectorStore:
         name = self._name(collection_id)
         with self._lock:
             if self._call(self._client.collection_exists, name):
+                info = self._call(self._client.get_collection, name)
+                vectors = info.config.params.vectors
+                if not isinstance(vectors, dict) or DENSE not in vectors:
+                    raise ConfigurationError(
+                        f"the Qdrant collection {name} was made by an earlier version (one unnamed "
+                        "vector, no lexical vectors); delete the RAG collection and ingest again"
+                    )
+                self._indexed[name] = set((info.payload_schema or {}).keys())
                 return
             self._call(
                 self._client.create_collection,
