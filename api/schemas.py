@@ -222,5 +222,6 @@ class EvaluationRequest(_Strict):
     generate_sample: int = Field(
         default=5, ge=0, le=1000, description="Answerable questions to generate answers for (EM/F1); 0: none."
     )
+    latency_sample: int = Field(default=100, ge=0, le=10000, description="Questions timed one search at a time.")
     seed: int = 0
     rerank: bool | None = None

@@ -275,20 +275,65 @@ class RagService:
         if not query.strip():
             raise InvalidRequestError("the query is empty")
         mode = mode or self.search_mode
-        k = top_k or self._top_k
-        if rerank and self.reranker is None:
-            raise InvalidRequestError("re-ranking was asked for, but no re-ranking model is configured")
-        use_reranker = self.reranker is not None and rerank is not False
+        use_reranker = self._use_reranker(rerank)
         collection = self.registry.get_collection(name)
-        limit = max(k, self._rerank_candidates) if use_reranker else k
-        timings: dict[str, float] = {}
         t = time.perf_counter()
         dense = self.embedder.embed_query(query) if mode in ("hybrid", "dense") else None
+        embed_s = time.perf_counter() - t
+        hits, timings = self._retrieve(collection.id, query, dense, top_k or self._top_k, mode, where, use_reranker)
+        timings = {"embed_s": embed_s + timings.pop("lexical_s"), **timings}
+        timings["total_s"] = time.perf_counter() - started
+        return hits, timings
+
+    def search_batch(
+        self,
+        name: str,
+        queries: list[str],
+        top_k: int | None = None,
+        *,
+        mode: SearchMode | None = None,
+        where: SearchFilter | None = None,
+        rerank: bool | None = None,
+    ) -> list[list[SearchHit]]:
+        """``search`` for many queries at once (embedded in batches: far faster
+        than one by one); same results as ``search`` for each."""
+        if any(not q.strip() for q in queries):
+            raise InvalidRequestError("a query is empty")
+        mode = mode or self.search_mode
+        use_reranker = self._use_reranker(rerank)
+        collection = self.registry.get_collection(name)
+        vectors: list[list[float] | None] = (
+            list(self.embedder.embed(queries)) if mode in ("hybrid", "dense") else [None] * len(queries)
+        )
+        k = top_k or self._top_k
+        return [
+            self._retrieve(collection.id, q, v, k, mode, where, use_reranker)[0]
+            for q, v in zip(queries, vectors, strict=True)
+        ]
+
+    def _use_reranker(self, rerank: bool | None) -> bool:
+        if rerank and self.reranker is None:
+            raise InvalidRequestError("re-ranking was asked for, but no re-ranking model is configured")
+        return self.reranker is not None and rerank is not False
+
+    def _retrieve(
+        self,
+        collection_id: str,
+        query: str,
+        dense: list[float] | None,
+        k: int,
+        mode: SearchMode,
+        where: SearchFilter | None,
+        use_reranker: bool,
+    ) -> tuple[list[SearchHit], dict[str, float]]:
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
         lexical = self.lexical.encode_query(query) if mode in ("hybrid", "lexical") else None
-        timings["embed_s"] = time.perf_counter() - t
+        timings["lexical_s"] = time.perf_counter() - t
+        limit = max(k, self._rerank_candidates) if use_reranker else k
         t = time.perf_counter()
         chunks = self.store.search(
-            collection.id, limit, dense=dense, lexical=lexical, where=where, candidates=self._candidates
+            collection_id, limit, dense=dense, lexical=lexical, where=where, candidates=self._candidates
         )
         timings["store_s"] = time.perf_counter() - t
         if use_reranker and chunks and self.reranker is not None:
@@ -297,7 +342,6 @@ class RagService:
             order = sorted(range(len(chunks)), key=lambda i: scores[i], reverse=True)[:k]
             chunks = [replace(chunks[i], score=scores[i]) for i in order]
             timings["rerank_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - started
         return [_hit(i, h) for i, h in enumerate(chunks[:k], start=1)], timings
 
     def abstains(self, sources: list[SearchHit]) -> bool:

@@ -54,6 +54,7 @@ async def evaluations(name: str, body: EvaluationRequest, service: ServiceDep) -
         mode=body.mode,
         ks=body.k,
         generate_sample=body.generate_sample,
+        latency_sample=body.latency_sample,
         seed=body.seed,
         rerank=body.rerank,
     )
