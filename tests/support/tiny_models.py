@@ -26,8 +26,7 @@ def build_tiny_cross_encoder(path: Path, *, seed: int = 0) -> Path:
     hf_dir.mkdir(exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_WORDS, *"abcdefghijklmnopqrstuvwxyz0123456789"]
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-    (hf_dir / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(dict.fromkeys(vocab))}, do_lower_case=True)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer),
