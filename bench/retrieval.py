@@ -118,7 +118,9 @@ def score_modes(runtime: Any, items: Sequence[Any], candidates: int) -> dict[str
     return results
 
 
-def time_search(data_dir: Path, questions: Sequence[str], args: argparse.Namespace, size: int) -> dict[str, Any]:
+def time_search(
+    data_dir: Path, questions: Sequence[str], args: argparse.Namespace, size: int, threads: int | None = None
+) -> dict[str, Any]:
     """``rag serve`` (no model, no worker) on the bench's data directory; per
     request, the client's round trip and the service's own timing of its parts
     (query embedding + BM25 query terms, and the Qdrant query), which it returns
@@ -138,7 +140,9 @@ def time_search(data_dir: Path, questions: Sequence[str], args: argparse.Namespa
         "RAG_HYBRID_CANDIDATES": str(args.candidates),
         "RAG_EMBED_SECTION_TITLES": str(not args.no_section_titles).lower(),
     }
-    proc = ServiceProcess("serve", env, data_dir.parent / f"serve-{size}.log", port=free_port())
+    if threads:
+        env["RAG_EMBEDDING_THREADS"] = str(threads)
+    proc = ServiceProcess("serve", env, data_dir.parent / f"serve-{size}-{threads}.log", port=free_port())
     round_trip, parts, embed, store, inside = [], [], [], [], []
     try:
         proc.wait_ready()
@@ -203,6 +207,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--questions", type=int, default=0, help="first N questions only (0: all)")
     parser.add_argument("--timing-sample", type=int, default=300)
     parser.add_argument("--timing-sizes", default="200", help="chunk sizes whose /search is timed ('': none)")
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="reuse the collections already in --work-dir: time /search only",
+    )
+    parser.add_argument(
+        "--embedding-threads",
+        default="",
+        help="comma-separated RAG_EMBEDDING_THREADS values to time /search with ('': torch's default only)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--work-dir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -225,16 +239,21 @@ def main(argv: list[str] | None = None) -> None:
     for size in (int(s) for s in args.chunk_sizes.split(",")):
         log(f"chunk size {size}")
         data_dir = work / f"size-{size}" / "data"
-        settings = settings_for(data_dir, size, args)
-        runtime = build_runtime(settings, "api")
-        try:
-            row: dict[str, Any] = {"ingest": ingest(runtime, documents)}
-            row["recall"] = score_modes(runtime, items, args.candidates)
-        finally:
-            runtime.close()
-        if str(size) in args.timing_sizes.split(","):
-            row["timing"] = time_search(data_dir, timing_questions, args, size)
-            log(f"  timing: {row['timing']}")
+        row: dict[str, Any] = {}
+        if not args.timing_only:
+            runtime = build_runtime(settings_for(data_dir, size, args), "api")
+            try:
+                row["ingest"] = ingest(runtime, documents)
+                row["recall"] = score_modes(runtime, items, args.candidates)
+            finally:
+                runtime.close()
+        if args.timing_only or str(size) in args.timing_sizes.split(","):
+            # One server per thread setting, one after the other, on the same data.
+            variants: list[int | None] = [None, *(int(t) for t in args.embedding_threads.split(",") if t)]
+            for variant in variants:
+                key = "timing" if variant is None else f"timing_threads_{variant}"
+                row[key] = time_search(data_dir, timing_questions, args, size, variant)
+                log(f"  {key}: {row[key]}")
         report["sizes"][str(size)] = row
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))

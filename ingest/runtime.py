@@ -124,6 +124,7 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         settings.embedding_model,
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
     )
     blobs = BlobStore(settings.blob_dir)
     lexical = LexicalEncoder(

@@ -46,8 +46,11 @@ class Embedder:
     borrowed" when two threads use it at once (API queries beside the worker).
     """
 
-    def __init__(self, model: str, *, device: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self, model: str, *, device: str | None = None, batch_size: int = 32, threads: int | None = None
+    ) -> None:
         path = resolve_embedding_model(model)
+        _set_threads(threads)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -130,6 +133,14 @@ class Reranker:
                 show_progress_bar=False,
             )
         return [float(s) for s in scores.reshape(len(passages), -1)[:, -1]]
+
+
+def _set_threads(threads: int | None) -> None:
+    # torch's intra-op pool is per process; this process embeds and re-ranks only.
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _auto_device() -> str:

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         default=None, description="cpu, cuda, mps… Default: chosen automatically."
     )
     embedding_batch_size: int = Field(default=32, gt=0)
+    embedding_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads torch uses for embedding and re-ranking. Default: "
+        "torch's choice (one per core). On a small, busy host 1 is often faster "
+        "for single queries; see docs/benchmarks.md.",
+    )
 
     # --- chunking -------------------------------------------------------------
     chunk_max_tokens: int = Field(
