@@ -1,7 +1,7 @@
 """The ``rag`` command.
 
 ``serve``, ``api``, ``worker`` and ``beat`` start the service's processes;
-``ingest`` and ``ask`` are clients of a running service over HTTP (in the
+``ingest``, ``ask`` and ``eval`` are clients of a running service over HTTP (in the
 embedded mode the service holds the store, so a second process can't open it).
 """
 
@@ -217,6 +217,60 @@ def ask(
     for s in data["sources"]:
         page = f", page {s['page']}" if s["page"] else ""
         typer.echo(f"[{s['rank']}] {s['filename']}{page} (score {s['score']:.3f})")
+
+
+@app.command(name="eval")
+def eval_(
+    qa_file: Annotated[Path, typer.Argument(help="QA set, JSON lines: {question, answers: [...], document}.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    url: UrlOption = None,
+    mode: Annotated[str | None, typer.Option(help="hybrid, dense or lexical [default: the service's].")] = None,
+    generate: Annotated[
+        int, typer.Option(help="Answerable questions to generate answers for (exact match, F1); 0: none.")
+    ] = 5,
+    limit: Annotated[int, typer.Option(help="Use the first N questions only (0: all).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Evaluate a collection on a QA set: answer-recall@1/5/10, MRR, abstention,
+    exact match / F1 of generated answers, latency."""
+    items: list[dict[str, Any]] = []
+    try:
+        with qa_file.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    answers = list(row.get("answers") or [])
+                    items.append({"question": row["question"], "answers": answers, "document": row.get("document")})
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise ValueError(f"line {number}: {type(exc).__name__}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {qa_file}: cannot read the QA set ({exc})", err=True)
+        raise typer.Exit(2) from exc
+    if limit:
+        items = items[:limit]
+    body: dict[str, Any] = {"items": items, "generate_sample": generate}
+    if mode:
+        body["mode"] = mode
+    with _client(url) as client:
+        client.timeout = httpx_timeout_for(len(items), generate)
+        r = client.post(f"/v1/collections/{collection}/evaluations", json=body)
+    if r.status_code != 200:
+        _fail(r)
+    data = r.json()
+    if as_json:
+        data.pop("table", None)
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(data["table"])
+
+
+def httpx_timeout_for(questions: int, generated: int) -> Any:
+    import httpx
+
+    # About a second per question on a small CPU, plus generation; never below 5 minutes.
+    return httpx.Timeout(max(300.0, questions * 1.0 + generated * 30.0), connect=5.0)
 
 
 def main() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag.registry import CollectionRecord, DocumentRecord
 from rag.service import Answer, CollectionInfo, SearchHit, UploadResult
+from rag.store import MetadataValue, SearchFilter
 
 __all__ = [
     "AskRequest",
@@ -15,6 +17,9 @@ __all__ = [
     "CollectionCreate",
     "CollectionPublic",
     "DocumentPublic",
+    "EvaluationItem",
+    "EvaluationRequest",
+    "FilterSpec",
     "SearchRequest",
     "SearchResponse",
     "SourcePublic",
@@ -69,6 +74,7 @@ class DocumentPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     indexed_at: datetime | None
+    metadata: dict[str, Any] = {}
 
     @classmethod
     def of(cls, d: DocumentRecord) -> DocumentPublic:
@@ -84,6 +90,7 @@ class DocumentPublic(BaseModel):
             created_at=d.created_at,
             updated_at=d.updated_at,
             indexed_at=d.indexed_at,
+            metadata=d.metadata,
         )
 
 
@@ -109,9 +116,36 @@ class UploadResponse(BaseModel):
     documents: list[UploadItem]
 
 
+SearchModeName = Literal["hybrid", "dense", "lexical"]
+
+
+class FilterSpec(_Strict):
+    """Every given part must hold; lists mean any of."""
+
+    document_ids: list[str] | None = Field(default=None, max_length=1000)
+    filenames: list[str] | None = Field(default=None, max_length=1000)
+    uploaded_after: datetime | None = None
+    uploaded_before: datetime | None = None
+    metadata: dict[str, MetadataValue | list[MetadataValue]] | None = Field(
+        default=None, description="Upload metadata key -> value (or list of values, any of which matches)."
+    )
+
+    def to_filter(self) -> SearchFilter:
+        return SearchFilter(
+            document_ids=self.document_ids,
+            filenames=self.filenames,
+            uploaded_after=self.uploaded_after,
+            uploaded_before=self.uploaded_before,
+            metadata=self.metadata,
+        )
+
+
 class SearchRequest(_Strict):
     query: str = Field(min_length=1, max_length=4000)
     top_k: int = Field(default=5, ge=1, le=100)
+    mode: SearchModeName | None = Field(default=None, description="Default: the service's (hybrid).")
+    filter: FilterSpec | None = None
+    rerank: bool | None = Field(default=None, description="Default: re-rank when a re-ranker is configured.")
 
 
 class SourcePublic(BaseModel):
@@ -123,6 +157,8 @@ class SourcePublic(BaseModel):
     chunk_index: int
     text: str
     score: float
+    similarity: float | None = None
+    metadata: dict[str, Any] = {}
 
     @classmethod
     def of(cls, h: SearchHit) -> SourcePublic:
@@ -135,17 +171,23 @@ class SourcePublic(BaseModel):
             chunk_index=h.chunk_index,
             text=h.text,
             score=h.score,
+            similarity=h.similarity,
+            metadata=h.metadata,
         )
 
 
 class SearchResponse(BaseModel):
     results: list[SourcePublic]
+    timings: dict[str, float] = {}
 
 
 class AskRequest(_Strict):
     question: str = Field(min_length=1, max_length=4000)
     top_k: int | None = Field(default=None, ge=1, le=50)
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    mode: SearchModeName | None = None
+    filter: FilterSpec | None = None
+    rerank: bool | None = None
 
 
 class AskResponse(BaseModel):
@@ -164,3 +206,22 @@ class AskResponse(BaseModel):
             usage=a.usage,
             timings={k: round(v, 4) for k, v in a.timings.items()},
         )
+
+
+class EvaluationItem(_Strict):
+    question: str = Field(min_length=1, max_length=4000)
+    answers: list[str] = Field(default_factory=list, description="Empty: unanswerable.")
+    document: str | None = Field(default=None, description="File name (or document id) holding the answer.")
+    id: str | None = None
+
+
+class EvaluationRequest(_Strict):
+    items: list[EvaluationItem] = Field(min_length=1, max_length=20000)
+    mode: SearchModeName | None = None
+    k: list[int] = Field(default=[1, 5, 10], min_length=1, max_length=10)
+    generate_sample: int = Field(
+        default=5, ge=0, le=1000, description="Answerable questions to generate answers for (EM/F1); 0: none."
+    )
+    latency_sample: int = Field(default=100, ge=0, le=10000, description="Questions timed one search at a time.")
+    seed: int = 0
+    rerank: bool | None = None

@@ -15,6 +15,7 @@ from ingest.parsing import parse_file
 from rag.blobs import BlobStore
 from rag.embedder import Embedder
 from rag.errors import BackendError, RagError
+from rag.lexical import LexicalEncoder
 from rag.registry import DocumentRecord, DocumentStatus, Registry
 from rag.store import ChunkPoint, VectorStore
 
@@ -43,8 +44,12 @@ class Indexer:
         blobs: BlobStore,
         chunk_max_tokens: int,
         chunk_overlap_tokens: int,
+        lexical: LexicalEncoder | None = None,
+        embed_section_titles: bool = True,
     ) -> None:
         self._registry = registry
+        self._lexical = lexical or LexicalEncoder()
+        self._section_titles = embed_section_titles
         self._store = store
         self._embedder = embedder
         self._blobs = blobs
@@ -103,7 +108,8 @@ class Indexer:
         self._store.ensure_collection(document.collection_id, self._embedder.dimension)
         for start in range(0, len(chunks), _UPSERT_BATCH):
             batch = chunks[start : start + _UPSERT_BATCH]
-            vectors = self._embedder.embed([_embedding_text(c) for c in batch])
+            texts = [self.indexed_text(c) for c in batch]
+            vectors = self._embedder.embed(texts)
             self._store.upsert(
                 document.collection_id,
                 [
@@ -115,8 +121,11 @@ class Indexer:
                         filename=document.filename,
                         page=c.page,
                         section=c.section,
+                        lexical=self._lexical.encode_document(t),
+                        uploaded_at=document.created_at,
+                        metadata=document.metadata,
                     )
-                    for c, v in zip(batch, vectors, strict=True)
+                    for c, t, v in zip(batch, texts, vectors, strict=True)
                 ],
             )
         # A re-index that produced fewer chunks leaves no stale tail behind.
@@ -124,5 +133,11 @@ class Indexer:
         return len(chunks)
 
 
-def _embedding_text(chunk: Chunk) -> str:
-    return chunk.text
+    def indexed_text(self, chunk: Chunk) -> str:
+        """What is embedded and indexed lexically for a chunk (the stored and
+        returned text stays the chunk's own): its section title in front, unless
+        the chunk already starts with it, so a passage deep in a section keeps
+        the subject its heading names."""
+        if not self._section_titles or not chunk.section or chunk.text.startswith(chunk.section):
+            return chunk.text
+        return f"{chunk.section}\n{chunk.text}"

@@ -18,8 +18,9 @@ from ingest.parsing import is_supported
 from ingest.pipeline import Indexer
 from ingest.queue import EmbeddedWorker, IngestQueue, create_celery_app, register_tasks
 from rag.blobs import BlobStore
-from rag.embedder import Embedder
+from rag.embedder import Embedder, Reranker
 from rag.errors import BackendError, ConfigurationError
+from rag.lexical import LexicalEncoder
 from rag.llm import LlamaModel, ModelPool, resolve_model_path
 from rag.prompt import ResolvedPromptStyle
 from rag.registry import DocumentStatus, Registry
@@ -123,8 +124,12 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         settings.embedding_model,
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
     )
     blobs = BlobStore(settings.blob_dir)
+    lexical = LexicalEncoder(
+        k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
+    )
     indexer = Indexer(
         registry=registry,
         store=store,
@@ -132,6 +137,8 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         blobs=blobs,
         chunk_max_tokens=settings.chunk_max_tokens,
         chunk_overlap_tokens=settings.chunk_overlap_tokens,
+        lexical=lexical,
+        embed_section_titles=settings.embed_section_titles,
     )
     celery = create_celery_app(settings)
     if role in ("serve", "worker"):
@@ -152,6 +159,12 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         ]
         pool = ModelPool(models, queue_size=settings.llm_queue_size)
 
+    reranker: Reranker | None = None
+    if role != "worker" and settings.rerank_model:
+        reranker = Reranker(
+            settings.rerank_model, device=settings.embedding_device, batch_size=settings.embedding_batch_size
+        )
+
     service = RagService(
         registry=registry,
         store=store,
@@ -166,6 +179,11 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         n_ctx=settings.llm_n_ctx,
         pool=pool,
         prompt_style=resolve_prompt_style(settings),
+        lexical=lexical,
+        search_mode=settings.search_mode,
+        hybrid_candidates=settings.hybrid_candidates,
+        reranker=reranker,
+        rerank_candidates=settings.rerank_candidates,
     )
     return Runtime(
         settings=settings,

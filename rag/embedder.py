@@ -17,7 +17,7 @@ from typing import Any
 from rag.errors import ConfigurationError
 from rag.settings import BUNDLED_EMBEDDING_MODEL
 
-__all__ = ["Embedder", "resolve_embedding_model"]
+__all__ = ["Embedder", "Reranker", "resolve_embedding_model"]
 
 
 def resolve_embedding_model(name: str) -> Path:
@@ -46,8 +46,11 @@ class Embedder:
     borrowed" when two threads use it at once (API queries beside the worker).
     """
 
-    def __init__(self, model: str, *, device: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self, model: str, *, device: str | None = None, batch_size: int = 32, threads: int | None = None
+    ) -> None:
         path = resolve_embedding_model(model)
+        _set_threads(threads)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -94,6 +97,50 @@ class Embedder:
     def chunk_token_limit(self) -> int:
         """Longest chunk the model embeds without cutting it ([CLS] and [SEP] aside)."""
         return self.max_seq_length - 2
+
+
+class Reranker:
+    """A cross-encoder that scores (query, passage) pairs, loaded from a local
+    folder (a sentence-transformers ``CrossEncoder`` save, or any Hugging Face
+    sequence-classification model with its tokenizer). Higher is better."""
+
+    def __init__(self, model: str, *, device: str | None = None, batch_size: int = 32) -> None:
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise ConfigurationError(
+                f"re-ranking model {model!r} is not a folder; give the path of a local cross-encoder"
+            )
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import CrossEncoder
+
+        try:
+            self._model: Any = CrossEncoder(str(path), device=device or _auto_device(), local_files_only=True)
+        except Exception as exc:  # torch/transformers raise many kinds
+            raise ConfigurationError(f"cannot load re-ranking model {path}: {exc}") from exc
+        self._batch_size = batch_size
+        self._lock = threading.Lock()  # same tokenizer caveat as the embedder
+        self.name = path.name
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        if not passages:
+            return []
+        with self._lock:
+            scores = self._model.predict(
+                [(query, p) for p in passages],
+                batch_size=self._batch_size,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return [float(s) for s in scores.reshape(len(passages), -1)[:, -1]]
+
+
+def _set_threads(threads: int | None) -> None:
+    # torch's intra-op pool is per process; this process embeds and re-ranks only.
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _auto_device() -> str:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     DateTime,
     ForeignKey,
     Integer,
@@ -80,6 +81,8 @@ class _Document(_Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # User metadata given at upload (a JSON object); copied into every chunk's payload.
+    doc_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
 
 
 class _Job(_Base):
@@ -118,6 +121,7 @@ class DocumentRecord:
     created_at: datetime
     updated_at: datetime
     indexed_at: datetime | None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,7 @@ def _document(row: _Document) -> DocumentRecord:
         created_at=_utc(row.created_at) or _now(),
         updated_at=_utc(row.updated_at) or _now(),
         indexed_at=_utc(row.indexed_at),
+        metadata=dict(row.doc_metadata or {}),
     )
 
 
@@ -279,6 +284,7 @@ class Registry:
         content_hash: str,
         size_bytes: int,
         content_type: str | None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[DocumentRecord, bool]:
         """Register a document; returns (record, created). Identical content in the
         same collection returns the existing record and ``created=False``."""
@@ -297,6 +303,7 @@ class Registry:
             chunk_count=0,
             created_at=now,
             updated_at=now,
+            doc_metadata=metadata or {},
         )
         try:
             with self._session() as session:

@@ -8,19 +8,22 @@ reached through the ``enqueue`` callable handed in at wiring time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import BinaryIO
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO
 
 from rag.blobs import BlobStore
-from rag.embedder import Embedder
+from rag.embedder import Embedder, Reranker
 from rag.errors import InvalidRequestError, RagError, UnsupportedFileTypeError
+from rag.lexical import LexicalEncoder
 from rag.llm import Generation, LlamaModel, ModelPool
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle
 from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry
-from rag.store import ScoredChunk, VectorStore
+from rag.settings import SearchMode
+from rag.store import MetadataValue, ScoredChunk, SearchFilter, VectorStore
 
 __all__ = [
     "NO_ANSWER",
@@ -30,11 +33,13 @@ __all__ = [
     "SearchHit",
     "Upload",
     "UploadResult",
+    "check_metadata",
 ]
 
 NO_ANSWER = "The documents don't contain an answer to this question."
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,9 @@ class SearchHit:
     section: str | None
     chunk_index: int
     text: str
-    score: float
+    score: float  # of the ranking that ordered the hits: cosine, BM25, fused (RRF) or re-ranker
+    similarity: float | None = None  # cosine between the query and the chunk, when embedded
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,11 @@ class RagService:
         n_ctx: int,
         pool: ModelPool | None = None,
         prompt_style: ResolvedPromptStyle = "gemma-chat",
+        lexical: LexicalEncoder | None = None,
+        search_mode: SearchMode = "hybrid",
+        hybrid_candidates: int = 40,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 20,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -113,6 +125,11 @@ class RagService:
         self._n_ctx = n_ctx
         self.pool = pool
         self.prompt_style: ResolvedPromptStyle = prompt_style
+        self.lexical = lexical or LexicalEncoder()
+        self.search_mode: SearchMode = search_mode
+        self._candidates = hybrid_candidates
+        self.reranker = reranker
+        self._rerank_candidates = rerank_candidates
 
     # --- collections ---------------------------------------------------------
     def create_collection(self, name: str) -> CollectionRecord:
@@ -151,21 +168,29 @@ class RagService:
             self._drop_blob_if_unused(doc.content_hash)
 
     # --- documents -----------------------------------------------------------
-    def add_documents(self, name: str, uploads: list[Upload]) -> list[UploadResult]:
+    def add_documents(
+        self, name: str, uploads: list[Upload], metadata: dict[str, Any] | None = None
+    ) -> list[UploadResult]:
         """Store and queue each upload. A bad file fails alone: its result carries
-        the error and the others go on."""
+        the error and the others go on. ``metadata`` (flat: keys to strings,
+        numbers, booleans or lists of them) is attached to every file of the
+        upload and can be filtered on at search time; an identical re-upload
+        keeps the metadata of the first."""
         collection = self.registry.get_collection(name)
+        clean = check_metadata(metadata or {})
         if not uploads:
             raise InvalidRequestError("no files in the upload (form field 'files')")
         results: list[UploadResult] = []
         for upload in uploads:
             try:
-                results.append(self._add_one(collection, upload))
+                results.append(self._add_one(collection, upload, clean))
             except (UnsupportedFileTypeError, InvalidRequestError) as exc:
                 results.append(UploadResult(filename=upload.filename, document=None, error=exc))
         return results
 
-    def _add_one(self, collection: CollectionRecord, upload: Upload) -> UploadResult:
+    def _add_one(
+        self, collection: CollectionRecord, upload: Upload, metadata: dict[str, MetadataValue | list[MetadataValue]]
+    ) -> UploadResult:
         filename = _clean_filename(upload.filename)
         if not self._is_supported(filename):
             raise UnsupportedFileTypeError(f"{filename}: unsupported file type")
@@ -180,6 +205,7 @@ class RagService:
             content_hash=digest,
             size_bytes=size,
             content_type=upload.content_type,
+            metadata=dict(metadata),
         )
         if created:
             try:
@@ -217,13 +243,116 @@ class RagService:
             self.blobs.delete(digest)
 
     # --- retrieval -----------------------------------------------------------
-    def search(self, name: str, query: str, top_k: int | None = None) -> list[SearchHit]:
+    def search(
+        self,
+        name: str,
+        query: str,
+        top_k: int | None = None,
+        *,
+        mode: SearchMode | None = None,
+        where: SearchFilter | None = None,
+        rerank: bool | None = None,
+    ) -> list[SearchHit]:
+        """The ``top_k`` best chunks for ``query``. ``mode``: hybrid (dense and
+        lexical fused in Qdrant by reciprocal rank), dense or lexical; default
+        from settings. ``rerank``: re-score with the cross-encoder when one is
+        configured (default: yes, if configured)."""
+        return self.search_timed(name, query, top_k, mode=mode, where=where, rerank=rerank)[0]
+
+    def search_timed(
+        self,
+        name: str,
+        query: str,
+        top_k: int | None = None,
+        *,
+        mode: SearchMode | None = None,
+        where: SearchFilter | None = None,
+        rerank: bool | None = None,
+    ) -> tuple[list[SearchHit], dict[str, float]]:
+        """``search``, plus the seconds spent in each part (embed_s, store_s,
+        rerank_s) and in all (total_s)."""
+        started = time.perf_counter()
         if not query.strip():
             raise InvalidRequestError("the query is empty")
+        mode = mode or self.search_mode
+        use_reranker = self._use_reranker(rerank)
         collection = self.registry.get_collection(name)
-        vector = self.embedder.embed_query(query)
-        hits = self.store.search(collection.id, vector, top_k or self._top_k)
-        return [_hit(i, h) for i, h in enumerate(hits, start=1)]
+        t = time.perf_counter()
+        dense = self.embedder.embed_query(query) if mode in ("hybrid", "dense") else None
+        embed_s = time.perf_counter() - t
+        hits, timings = self._retrieve(collection.id, query, dense, top_k or self._top_k, mode, where, use_reranker)
+        timings = {"embed_s": embed_s + timings.pop("lexical_s"), **timings}
+        timings["total_s"] = time.perf_counter() - started
+        return hits, timings
+
+    def search_batch(
+        self,
+        name: str,
+        queries: list[str],
+        top_k: int | None = None,
+        *,
+        mode: SearchMode | None = None,
+        where: SearchFilter | None = None,
+        rerank: bool | None = None,
+    ) -> list[list[SearchHit]]:
+        """``search`` for many queries at once (embedded in batches: far faster
+        than one by one); same results as ``search`` for each."""
+        if any(not q.strip() for q in queries):
+            raise InvalidRequestError("a query is empty")
+        mode = mode or self.search_mode
+        use_reranker = self._use_reranker(rerank)
+        collection = self.registry.get_collection(name)
+        vectors: list[list[float] | None] = (
+            list(self.embedder.embed(queries)) if mode in ("hybrid", "dense") else [None] * len(queries)
+        )
+        k = top_k or self._top_k
+        return [
+            self._retrieve(collection.id, q, v, k, mode, where, use_reranker)[0]
+            for q, v in zip(queries, vectors, strict=True)
+        ]
+
+    def _use_reranker(self, rerank: bool | None) -> bool:
+        if rerank and self.reranker is None:
+            raise InvalidRequestError("re-ranking was asked for, but no re-ranking model is configured")
+        return self.reranker is not None and rerank is not False
+
+    def _retrieve(
+        self,
+        collection_id: str,
+        query: str,
+        dense: list[float] | None,
+        k: int,
+        mode: SearchMode,
+        where: SearchFilter | None,
+        use_reranker: bool,
+    ) -> tuple[list[SearchHit], dict[str, float]]:
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        lexical = self.lexical.encode_query(query) if mode in ("hybrid", "lexical") else None
+        timings["lexical_s"] = time.perf_counter() - t
+        limit = max(k, self._rerank_candidates) if use_reranker else k
+        t = time.perf_counter()
+        chunks = self.store.search(
+            collection_id, limit, dense=dense, lexical=lexical, where=where, candidates=self._candidates
+        )
+        timings["store_s"] = time.perf_counter() - t
+        if use_reranker and chunks and self.reranker is not None:
+            t = time.perf_counter()
+            scores = self.reranker.score(query, [c.text for c in chunks])
+            order = sorted(range(len(chunks)), key=lambda i: scores[i], reverse=True)[:k]
+            chunks = [replace(chunks[i], score=scores[i]) for i in order]
+            timings["rerank_s"] = time.perf_counter() - t
+        return [_hit(i, h) for i, h in enumerate(chunks[:k], start=1)], timings
+
+    def abstains(self, sources: list[SearchHit]) -> bool:
+        """Whether ``ask`` answers "not in the documents" without generating:
+        nothing found, or no source as similar to the question as the threshold
+        asks (cosine; in lexical mode, where nothing is embedded, finding any
+        matching term is enough)."""
+        if not sources:
+            return True
+        similarities = [s.similarity for s in sources if s.similarity is not None]
+        return bool(similarities) and max(similarities) < self._threshold
 
     async def ask(
         self,
@@ -232,6 +361,9 @@ class RagService:
         *,
         top_k: int | None = None,
         max_tokens: int | None = None,
+        mode: SearchMode | None = None,
+        where: SearchFilter | None = None,
+        rerank: bool | None = None,
     ) -> Answer:
         if not question.strip():
             raise InvalidRequestError("the question is empty")
@@ -239,10 +371,12 @@ class RagService:
         if max_tokens >= self._n_ctx - 64:
             raise InvalidRequestError(f"max_tokens must be below {self._n_ctx - 64}")
         started = time.perf_counter()
-        sources = await asyncio.to_thread(self.search, name, question, top_k)
+        sources = await asyncio.to_thread(
+            functools.partial(self.search, name, question, top_k, mode=mode, where=where, rerank=rerank)
+        )
         retrieved = time.perf_counter()
         timings = {"retrieval_s": retrieved - started}
-        if not sources or sources[0].score < self._threshold:
+        if self.abstains(sources):
             timings["total_s"] = time.perf_counter() - started
             return Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings)
         if self.pool is None:
@@ -288,7 +422,32 @@ def _hit(rank: int, chunk: ScoredChunk) -> SearchHit:
         chunk_index=chunk.chunk_index,
         text=chunk.text,
         score=chunk.score,
+        similarity=chunk.similarity,
+        metadata=chunk.metadata,
     )
+
+
+def check_metadata(metadata: dict[str, Any]) -> dict[str, MetadataValue | list[MetadataValue]]:
+    """Upload metadata as the store keeps it, or InvalidRequestError saying why not."""
+    if not isinstance(metadata, dict):
+        raise InvalidRequestError("metadata must be a JSON object")
+    if len(metadata) > 64:
+        raise InvalidRequestError("metadata has more than 64 keys")
+    out: dict[str, MetadataValue | list[MetadataValue]] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not _METADATA_KEY.match(key):
+            raise InvalidRequestError(
+                f"metadata key {key!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or '_'"
+            )
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if not isinstance(v, str | int | float | bool) or (isinstance(v, str) and len(v) > 1024):
+                raise InvalidRequestError(
+                    f"metadata {key!r}: values are strings (up to 1024 characters), numbers, "
+                    "booleans or lists of them"
+                )
+        out[key] = list(values) if isinstance(value, list) else value
+    return out
 
 
 def _clean_filename(name: str) -> str:

@@ -15,9 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag.errors import ConfigurationError
 
-__all__ = ["PromptStyle", "Settings"]
+__all__ = ["PromptStyle", "SearchMode", "Settings"]
 
 PromptStyle = Literal["auto", "gemma-chat", "completion"]
+SearchMode = Literal["hybrid", "dense", "lexical"]
 
 BUNDLED_EMBEDDING_MODEL = "bundled:all-MiniLM-L6-v2"
 BUNDLED_LLM = "bundled:gemma-3-270m-q4_k_m"
@@ -69,6 +70,13 @@ class Settings(BaseSettings):
         default=None, description="cpu, cuda, mps… Default: chosen automatically."
     )
     embedding_batch_size: int = Field(default=32, gt=0)
+    embedding_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads torch uses for embedding and re-ranking. Default: "
+        "torch's choice (one per core). On a small, busy host 1 is often faster "
+        "for single queries; see docs/benchmarks.md.",
+    )
 
     # --- chunking -------------------------------------------------------------
     chunk_max_tokens: int = Field(
@@ -78,9 +86,39 @@ class Settings(BaseSettings):
         "by the embedder's own sequence limit.",
     )
     chunk_overlap_tokens: int = Field(default=40, ge=0)
+    embed_section_titles: bool = Field(
+        default=True,
+        description="Embed (and index lexically) each chunk with its section title in "
+        "front, so a chunk deep in a section still matches questions about its subject.",
+    )
 
     # --- retrieval ------------------------------------------------------------
     top_k: int = Field(default=5, gt=0, le=100)
+    search_mode: SearchMode = Field(
+        default="hybrid",
+        description="Default retrieval: dense and lexical fused by reciprocal rank "
+        "(hybrid), or either alone. Requests may choose their own.",
+    )
+    hybrid_candidates: int = Field(
+        default=40,
+        gt=0,
+        le=1000,
+        description="Chunks each side (dense, lexical) hands to the fusion; at least top_k.",
+    )
+    lexical_k1: float = Field(default=1.2, ge=0, description="BM25 term-frequency saturation.")
+    lexical_b: float = Field(default=0.75, ge=0, le=1, description="BM25 length normalisation.")
+    lexical_avg_length: float | None = Field(
+        default=None,
+        gt=0,
+        description="Average chunk length in index terms for BM25's length "
+        "normalisation. Default: derived from chunk_max_tokens.",
+    )
+    rerank_model: str | None = Field(
+        default=None,
+        description="Path of a local sentence-transformers cross-encoder; when set, "
+        "the best rerank_candidates chunks are re-scored by it. Off by default.",
+    )
+    rerank_candidates: int = Field(default=20, gt=0, le=200)
     score_threshold: float = Field(
         default=0.2,
         description="Below this best cosine score the answer says the documents "
@@ -140,6 +178,12 @@ class Settings(BaseSettings):
     @property
     def resolved_broker_url(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.data_dir.resolve() / 'queue.db'}"
+
+    @property
+    def resolved_lexical_avg_length(self) -> float:
+        # Index terms (stop words dropped) per chunk of chunk_max_tokens embedder
+        # tokens: about half, measured on the squad-dev documents.
+        return self.lexical_avg_length or max(8.0, self.chunk_max_tokens * 0.5)
 
     @property
     def qdrant_path(self) -> Path:

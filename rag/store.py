@@ -6,20 +6,37 @@ by default; a Qdrant server when a URL is set. Both go through the same
 
 Point IDs are derived from (collection, document, chunk index), so re-indexing a
 document overwrites its points instead of duplicating them.
+
+Each point carries two named vectors: ``dense`` (the embedding, cosine) and
+``lexical`` (BM25 term weights from ``rag.lexical``, with Qdrant's IDF modifier).
+A hybrid search runs both as prefetches and fuses their rankings in Qdrant with
+reciprocal-rank fusion, in one query.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rag.errors import BackendError
+from rag.errors import BackendError, ConfigurationError
+from rag.lexical import SparseTerms
 
-__all__ = ["ChunkPoint", "ScoredChunk", "VectorStore", "point_id"]
+__all__ = [
+    "DENSE",
+    "LEXICAL",
+    "ChunkPoint",
+    "MetadataValue",
+    "ScoredChunk",
+    "SearchFilter",
+    "VectorStore",
+    "point_id",
+]
 
 # Fixed namespace: IDs must be stable across processes and releases.
 _POINT_NAMESPACE = uuid.UUID("6f1d3c52-8a4e-4f0e-9a57-3f8f2b1c9d10")
@@ -28,6 +45,20 @@ _POINT_NAMESPACE = uuid.UUID("6f1d3c52-8a4e-4f0e-9a57-3f8f2b1c9d10")
 def point_id(collection_id: str, document_id: str, chunk_index: int) -> str:
     """Deterministic Qdrant point ID of one chunk."""
     return str(uuid.uuid5(_POINT_NAMESPACE, f"{collection_id}/{document_id}/{chunk_index}"))
+
+
+DENSE = "dense"
+LEXICAL = "lexical"
+
+# Payload fields with an index: the ones search filters on.
+_INDEXED_FIELDS = {
+    "document_id": "keyword",
+    "filename": "keyword",
+    "chunk_index": "integer",
+    "uploaded_at": "datetime",
+}
+
+MetadataValue = str | int | float | bool
 
 
 @dataclass(frozen=True)
@@ -40,6 +71,9 @@ class ChunkPoint:
     page: int | None = None
     section: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    lexical: SparseTerms | None = None
+    uploaded_at: datetime | None = None
+    metadata: dict[str, MetadataValue | list[MetadataValue]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,6 +85,32 @@ class ScoredChunk:
     filename: str
     page: int | None
     section: str | None
+    similarity: float | None = None  # cosine to the query vector, when one was given
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Restrictions on the chunks a search may return; every given part must hold.
+
+    Lists mean any of; ``metadata`` maps a key of the upload metadata to a value
+    (or a list of values, any of which matches).
+    """
+
+    document_ids: list[str] | None = None
+    filenames: list[str] | None = None
+    uploaded_after: datetime | None = None
+    uploaded_before: datetime | None = None
+    metadata: dict[str, MetadataValue | list[MetadataValue]] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.document_ids is not None
+            or self.filenames is not None
+            or self.uploaded_after
+            or self.uploaded_before
+            or self.metadata
+        )
 
 
 class VectorStore:
@@ -84,6 +144,7 @@ class VectorStore:
             ) from exc
         # Local mode is a Python object guarded by no lock of its own.
         self._lock = threading.RLock() if not url else _NullLock()
+        self._indexed: dict[str, set[str]] = {}  # Qdrant collection -> indexed payload fields
 
     def _name(self, collection_id: str) -> str:
         return f"{self._prefix}{collection_id.replace('-', '')}"
@@ -110,49 +171,93 @@ class VectorStore:
         name = self._name(collection_id)
         with self._lock:
             if self._call(self._client.collection_exists, name):
+                info = self._call(self._client.get_collection, name)
+                vectors = info.config.params.vectors
+                if not isinstance(vectors, dict) or DENSE not in vectors:
+                    raise ConfigurationError(
+                        f"the Qdrant collection {name} was made by an earlier version (one unnamed "
+                        "vector, no lexical vectors); delete the RAG collection and ingest again"
+                    )
+                self._indexed[name] = set((info.payload_schema or {}).keys())
                 return
             self._call(
                 self._client.create_collection,
                 name,
-                vectors_config=models.VectorParams(size=vector_size, distance=models.Distance.COSINE),
+                vectors_config={
+                    DENSE: models.VectorParams(size=vector_size, distance=models.Distance.COSINE)
+                },
+                sparse_vectors_config={LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
-            if hasattr(self._client, "create_payload_index"):
-                self._call(
-                    self._client.create_payload_index,
-                    name,
-                    field_name="document_id",
-                    field_schema=models.PayloadSchemaType.KEYWORD,
-                )
+            for field_name, schema in _INDEXED_FIELDS.items():
+                self._index_field(name, field_name, schema)
+            self._indexed[name] = set(_INDEXED_FIELDS)
+
+    def _index_field(self, name: str, field_name: str, schema: str) -> None:
+        from qdrant_client import models
+
+        with warnings.catch_warnings():  # local mode: "payload indexes have no effect"
+            warnings.simplefilter("ignore", UserWarning)
+            self._call(
+                self._client.create_payload_index,
+                name,
+                field_name=field_name,
+                field_schema=models.PayloadSchemaType(schema),
+            )
+
+    def _ensure_metadata_indexes(self, name: str, points: Sequence[ChunkPoint]) -> None:
+        """Index each metadata key the first time it is seen, typed by its value."""
+        known = self._indexed.get(name)
+        if known is None:
+            info = self._call(self._client.get_collection, name)
+            known = set((info.payload_schema or {}).keys())
+            self._indexed[name] = known
+        for p in points:
+            for key, value in p.metadata.items():
+                path = f"metadata.{key}"
+                if path in known:
+                    continue
+                sample = value[0] if isinstance(value, list) and value else value
+                self._index_field(name, path, _schema_of(sample))
+                known.add(path)
 
     def drop_collection(self, collection_id: str) -> None:
         with self._lock:
             name = self._name(collection_id)
             if self._call(self._client.collection_exists, name):
                 self._call(self._client.delete_collection, name)
+            self._indexed.pop(name, None)
 
     def upsert(self, collection_id: str, points: Sequence[ChunkPoint]) -> None:
         from qdrant_client import models
 
         if not points:
             return
-        structs = [
-            models.PointStruct(
-                id=point_id(collection_id, p.document_id, p.chunk_index),
-                vector=list(map(float, p.vector)),
-                payload={
-                    "document_id": p.document_id,
-                    "chunk_index": p.chunk_index,
-                    "text": p.text,
-                    "filename": p.filename,
-                    "page": p.page,
-                    "section": p.section,
-                    **p.extra,
-                },
+        structs = []
+        for p in points:
+            vectors: dict[str, Any] = {DENSE: list(map(float, p.vector))}
+            if p.lexical:
+                vectors[LEXICAL] = models.SparseVector(indices=p.lexical.indices, values=p.lexical.values)
+            payload: dict[str, Any] = {
+                "document_id": p.document_id,
+                "chunk_index": p.chunk_index,
+                "text": p.text,
+                "filename": p.filename,
+                "page": p.page,
+                "section": p.section,
+                "metadata": p.metadata,
+                **p.extra,
+            }
+            if p.uploaded_at is not None:
+                payload["uploaded_at"] = p.uploaded_at.isoformat()
+            structs.append(
+                models.PointStruct(
+                    id=point_id(collection_id, p.document_id, p.chunk_index), vector=vectors, payload=payload
+                )
             )
-            for p in points
-        ]
+        name = self._name(collection_id)
         with self._lock:
-            self._call(self._client.upsert, self._name(collection_id), points=structs, wait=True)
+            self._ensure_metadata_indexes(name, points)
+            self._call(self._client.upsert, name, points=structs, wait=True)
 
     def delete_document(self, collection_id: str, document_id: str) -> None:
         from qdrant_client import models
@@ -199,21 +304,68 @@ class VectorStore:
             result = self._call(self._client.count, name, count_filter=flt, exact=True)
         return int(result.count)
 
-    def search(self, collection_id: str, vector: Sequence[float], limit: int) -> list[ScoredChunk]:
+    def search(
+        self,
+        collection_id: str,
+        limit: int,
+        *,
+        dense: Sequence[float] | None = None,
+        lexical: SparseTerms | None = None,
+        where: SearchFilter | None = None,
+        candidates: int | None = None,
+    ) -> list[ScoredChunk]:
+        """Best ``limit`` chunks by the dense vector, the lexical vector, or both.
+
+        With both, each side fetches ``candidates`` chunks (default: ``limit``)
+        and Qdrant fuses the two rankings by reciprocal rank; ``score`` is then the
+        fused score. Scores are cosine for dense alone and BM25 for lexical alone.
+        When ``dense`` is given, every hit also carries its cosine ``similarity``.
+        """
+        from qdrant_client import models
+
+        if dense is None and lexical is None:
+            raise ValueError("search needs a dense vector, a lexical vector or both")
         name = self._name(collection_id)
+        flt = _filter(where)
+        dense_query = list(map(float, dense)) if dense is not None else None
+        sparse_query = (
+            models.SparseVector(indices=lexical.indices, values=lexical.values) if lexical is not None else None
+        )
+        kwargs: dict[str, Any]
+        if dense_query is not None and sparse_query is not None:
+            pool = max(candidates or limit, limit)
+            kwargs = {
+                "prefetch": [
+                    models.Prefetch(query=dense_query, using=DENSE, limit=pool),
+                    models.Prefetch(query=sparse_query, using=LEXICAL, limit=pool),
+                ],
+                "query": models.FusionQuery(fusion=models.Fusion.RRF),
+            }
+        elif dense_query is not None:
+            kwargs = {"query": dense_query, "using": DENSE}
+        else:
+            kwargs = {"query": sparse_query, "using": LEXICAL}
+        if sparse_query is not None and not sparse_query.indices and dense_query is None:
+            return []  # a query of stop words only matches nothing lexically
         with self._lock:
             if not self._call(self._client.collection_exists, name):
                 return []
             response = self._call(
                 self._client.query_points,
                 name,
-                query=list(map(float, vector)),
+                query_filter=flt,
                 limit=limit,
                 with_payload=True,
+                with_vectors=[DENSE] if dense_query is not None else False,
+                **kwargs,
             )
         hits: list[ScoredChunk] = []
         for point in response.points:
             payload = point.payload or {}
+            similarity = None
+            if dense_query is not None and isinstance(point.vector, dict) and DENSE in point.vector:
+                stored = point.vector[DENSE]
+                similarity = _cosine(dense_query, stored)  # type: ignore[arg-type]
             hits.append(
                 ScoredChunk(
                     document_id=str(payload.get("document_id", "")),
@@ -223,9 +375,60 @@ class VectorStore:
                     filename=str(payload.get("filename", "")),
                     page=payload.get("page"),
                     section=payload.get("section"),
+                    similarity=similarity,
+                    metadata=dict(payload.get("metadata") or {}),
                 )
             )
         return hits
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=False))
+    na = sum(x * x for x in a) ** 0.5
+    nb = sum(y * y for y in b) ** 0.5
+    return dot / (na * nb) if na and nb else 0.0
+
+
+def _schema_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    return "keyword"
+
+
+def _filter(where: SearchFilter | None) -> Any:
+    from qdrant_client import models
+
+    if where is None or not where:
+        return None
+    must: list[Any] = []
+    if where.document_ids is not None:
+        must.append(models.FieldCondition(key="document_id", match=models.MatchAny(any=list(where.document_ids))))
+    if where.filenames is not None:
+        must.append(models.FieldCondition(key="filename", match=models.MatchAny(any=list(where.filenames))))
+    if where.uploaded_after or where.uploaded_before:
+        must.append(
+            models.FieldCondition(
+                key="uploaded_at",
+                range=models.DatetimeRange(gte=where.uploaded_after, lte=where.uploaded_before),
+            )
+        )
+    for key, value in (where.metadata or {}).items():
+        values = value if isinstance(value, list) else [value]
+        conditions = [_metadata_condition(f"metadata.{key}", v) for v in values]
+        must.append(conditions[0] if len(conditions) == 1 else models.Filter(should=conditions))
+    return models.Filter(must=must)
+
+
+def _metadata_condition(path: str, value: MetadataValue) -> Any:
+    from qdrant_client import models
+
+    if isinstance(value, float):  # match takes strings, integers and booleans only
+        return models.FieldCondition(key=path, range=models.Range(gte=value, lte=value))
+    return models.FieldCondition(key=path, match=models.MatchValue(value=value))
 
 
 def _document_filter(document_id: str) -> Any:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, File, Response, UploadFile
+import json
+from typing import Any
+
+from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServiceDep
 from api.errors import error_body, status_for
 from api.schemas import DocumentPublic, UploadItem, UploadResponse
+from rag.errors import InvalidRequestError
 from rag.service import Upload
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
@@ -20,10 +24,15 @@ router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"]
     summary="Upload one or more files; each is queued for indexing",
 )
 async def upload_documents(
-    name: str, service: ServiceDep, files: list[UploadFile] = File(...)
+    name: str,
+    service: ServiceDep,
+    files: list[UploadFile] = File(...),
+    metadata: str | None = Form(
+        default=None, description="A JSON object attached to every file of this upload; filterable at search."
+    ),
 ) -> JSONResponse:
     uploads = [Upload(f.filename or "", f.content_type, f.file) for f in files]
-    results = await run_in_threadpool(service.add_documents, name, uploads)
+    results = await run_in_threadpool(service.add_documents, name, uploads, _metadata(metadata))
     # When every file was refused, the request as a whole failed with that reason.
     refused = [r.error for r in results if r.error is not None]
     if refused and len(refused) == len(results):
@@ -31,6 +40,18 @@ async def upload_documents(
         return JSONResponse(error_body(first.code, "; ".join(e.message for e in refused)), status_for(first))
     body = UploadResponse(documents=[UploadItem.of(r) for r in results])
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+def _metadata(raw: str | None) -> dict[str, Any] | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(f"metadata is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequestError("metadata must be a JSON object")
+    return value
 
 
 @router.get("", response_model=list[DocumentPublic])

@@ -100,7 +100,7 @@ def test_vector_store_matches_local_mode(url: str) -> None:
             store.upsert("c-1", chunks)
             store.upsert("c-1", chunks[:2])  # re-index overwrites, never duplicates
 
-        hits = both(stores, lambda s: s.search("c-1", query, limit=4))
+        hits = both(stores, lambda s: s.search("c-1", 4, dense=query))
         assert len(hits) == 4
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert both(stores, lambda s: s.count("c-1")) == 10
@@ -111,13 +111,63 @@ def test_vector_store_matches_local_mode(url: str) -> None:
         both(stores, lambda s: s.delete_document("c-1", "doc-b"))
         assert both(stores, lambda s: s.count("c-1", "doc-b")) == 0
         assert other_process.count("c-1") == 3
-        assert {h.document_id for h in both(stores, lambda s: s.search("c-1", query, 10))} == {"doc-a"}
+        assert {h.document_id for h in both(stores, lambda s: s.search("c-1", 10, dense=query))} == {"doc-a"}
 
         both(stores, lambda s: s.drop_collection("c-1"))
-        assert both(stores, lambda s: (s.count("c-1"), s.search("c-1", query, 3))) == (0, [])
+        assert both(stores, lambda s: (s.count("c-1"), s.search("c-1", 3, dense=query))) == (0, [])
         both(stores, lambda s: s.delete_document("c-1", "doc-a"))  # missing collection: no-op
     finally:
         for store in (*stores, other_process):
+            store.close()
+
+
+def test_vector_store_hybrid_search_and_filters_match_local_mode(url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from rag.lexical import LexicalEncoder
+    from rag.store import SearchFilter
+
+    enc = LexicalEncoder(avg_len=6)
+    rng = random.Random(11)
+    now = datetime(2026, 1, 10, tzinfo=UTC)
+    texts = ["the cat sat on the mat", "dogs chase cats in the park", "quantum physics of black holes", "a green park"]
+    chunks = [
+        ChunkPoint(
+            f"doc-{i}", 0, text, _vector(rng), f"f{i}.txt",
+            lexical=enc.encode_document(text),
+            uploaded_at=now - timedelta(days=i),
+            metadata={"team": "red" if i % 2 else "blue", "n": i, "x": 0.5 * i},
+        )
+        for i, text in enumerate(texts)
+    ]  # fmt: skip
+    dense, lexical = _vector(rng), enc.encode_query("cat park")
+    stores = (VectorStore(url=url), VectorStore())
+    try:
+        for store in stores:
+            store.ensure_collection("c-2", DIM)
+            store.upsert("c-2", chunks)
+        lex = both(stores, lambda s: s.search("c-2", 4, lexical=lexical))
+        assert {h.document_id for h in lex} == {"doc-0", "doc-1", "doc-3"}  # doc-2 shares no term
+        assert all(h.similarity is None for h in lex)
+        hybrid = both(stores, lambda s: s.search("c-2", 4, dense=dense, lexical=lexical, candidates=10))
+        assert len(hybrid) == 4 and all(h.similarity is not None for h in hybrid)
+        assert both(stores, lambda s: s.search("c-2", 4, lexical=enc.encode_query("the of"))) == []
+        filters = [
+            (SearchFilter(document_ids=["doc-1", "doc-2"]), {"doc-1", "doc-2"}),
+            (SearchFilter(filenames=["f3.txt"]), {"doc-3"}),
+            (SearchFilter(uploaded_after=now - timedelta(days=1, hours=1)), {"doc-0", "doc-1"}),
+            (SearchFilter(uploaded_before=now - timedelta(days=1, hours=1)), {"doc-2", "doc-3"}),
+            (SearchFilter(metadata={"team": "red"}), {"doc-1", "doc-3"}),
+            (SearchFilter(metadata={"n": [0, 3]}), {"doc-0", "doc-3"}),
+            (SearchFilter(metadata={"x": 1.0}), {"doc-2"}),
+            (SearchFilter(document_ids=[]), set()),
+        ]
+        for where, expected in filters:
+            hits = both(stores, lambda s, w=where: s.search("c-2", 10, dense=dense, lexical=lexical, where=w))
+            assert {h.document_id for h in hits} == expected, where
+    finally:
+        for store in stores:
+            store.drop_collection("c-2")
             store.close()
 
 
