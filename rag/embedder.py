@@ -17,7 +17,7 @@ from typing import Any
 from rag.errors import ConfigurationError
 from rag.settings import BUNDLED_EMBEDDING_MODEL
 
-__all__ = ["Embedder", "resolve_embedding_model"]
+__all__ = ["Embedder", "EmbedderSet", "resolve_embedding_model"]
 
 
 def resolve_embedding_model(name: str) -> Path:
@@ -67,6 +67,7 @@ class Embedder:
         self.dimension = int(dim)
         self.max_seq_length = int(self._model.max_seq_length or 256)
         self.name = path.name
+        self.model_id = model  # as configured: what an index version records
         self.device = str(self._model.device)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -94,6 +95,29 @@ class Embedder:
     def chunk_token_limit(self) -> int:
         """Longest chunk the model embeds without cutting it ([CLS] and [SEP] aside)."""
         return self.max_seq_length - 2
+
+
+class EmbedderSet:
+    """The configured embedder plus, loaded on first use, the models that built
+    other index versions: a collection is queried with the model of the version
+    its alias points at, even after the configured model changed."""
+
+    def __init__(self, default: Embedder, *, device: str | None = None, batch_size: int = 32) -> None:
+        self.default = default
+        self._device = device
+        self._batch_size = batch_size
+        self._loaded: dict[str, Embedder] = {default.model_id: default}
+        self._lock = threading.Lock()
+
+    def get(self, model: str | None) -> Embedder:
+        if model is None:
+            return self.default
+        with self._lock:
+            embedder = self._loaded.get(model)
+            if embedder is None:
+                embedder = Embedder(model, device=self._device, batch_size=self._batch_size)
+                self._loaded[model] = embedder
+            return embedder
 
 
 def _auto_device() -> str:

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from rag.blobs import BlobStore
-from rag.embedder import Embedder
-from rag.errors import InvalidRequestError, RagError, UnsupportedFileTypeError
+from rag.embedder import Embedder, EmbedderSet
+from rag.errors import BackendError, InvalidRequestError, RagError, UnsupportedFileTypeError
 from rag.llm import Generation, LlamaModel, ModelPool
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle
-from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry
+from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.store import ScoredChunk, VectorStore
 
 __all__ = [
@@ -99,6 +99,7 @@ class RagService:
         n_ctx: int,
         pool: ModelPool | None = None,
         prompt_style: ResolvedPromptStyle = "gemma-chat",
+        embedders: EmbedderSet | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -113,6 +114,8 @@ class RagService:
         self._n_ctx = n_ctx
         self.pool = pool
         self.prompt_style: ResolvedPromptStyle = prompt_style
+        # Each index version is queried with the model that built it.
+        self.embedders = embedders or EmbedderSet(embedder)
 
     # --- collections ---------------------------------------------------------
     def create_collection(self, name: str) -> CollectionRecord:
@@ -123,6 +126,13 @@ class RagService:
             )
         record = self.registry.create_collection(name)
         self.store.ensure_collection(record.id, self.embedder.dimension)
+        self.registry.add_version(
+            record.id,
+            self.store.aliased_version(record.id) or 1,
+            VersionStatus.ACTIVE,
+            embedding_model=self.embedder.model_id,
+            dimension=self.embedder.dimension,
+        )
         return record
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -205,7 +215,7 @@ class RagService:
         # Registry first: a worker that picks the document up afterwards finds
         # it gone and writes nothing.
         self.registry.delete_document(document.id)
-        self.store.delete_document(collection.id, document.id)
+        self.store.delete_document_everywhere(collection.id, document.id)
         self._drop_blob_if_unused(document.content_hash)
 
     def count_points(self, name: str, document_id: str | None = None) -> int:
@@ -221,9 +231,18 @@ class RagService:
         if not query.strip():
             raise InvalidRequestError("the query is empty")
         collection = self.registry.get_collection(name)
-        vector = self.embedder.embed_query(query)
-        hits = self.store.search(collection.id, vector, top_k or self._top_k)
+        try:
+            hits = self.store.search(collection.id, self._embed_query(collection.id, query), top_k or self._top_k)
+        except BackendError:
+            # A version switch between reading the registry and querying the alias
+            # (embedding models of different sizes): once more, with the new model.
+            time.sleep(0.1)
+            hits = self.store.search(collection.id, self._embed_query(collection.id, query), top_k or self._top_k)
         return [_hit(i, h) for i, h in enumerate(hits, start=1)]
+
+    def _embed_query(self, collection_id: str, query: str) -> list[float]:
+        active = self.registry.active_version(collection_id)
+        return self.embedders.get(active.embedding_model if active else None).embed_query(query)
 
     async def ask(
         self,
