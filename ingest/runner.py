@@ -127,6 +127,10 @@ class ReindexRunner:
             if row is not None and document is not None and row.content_hash == file.content_hash:
                 counts.unchanged += 1
                 continue
+            if row is not None and document is not None and not row.owned:
+                # The file had matched an uploaded document: leave that one alone.
+                self._registry.delete_folder_file(cid, file.relpath)
+                document = None
             try:
                 ok = self._ingest_file(cid, file, document)
             except RagError as exc:
@@ -134,7 +138,7 @@ class ReindexRunner:
                 ok = False
             if not ok:
                 counts.failed += 1
-            elif document is None:
+            elif row is None:
                 counts.added += 1
             else:
                 counts.updated += 1
@@ -142,7 +146,7 @@ class ReindexRunner:
             if relpath in seen:
                 continue
             self._registry.delete_folder_file(cid, relpath)
-            if self._registry.count_folder_refs(row.document_id) == 0:
+            if row.owned and self._registry.count_folder_refs(row.document_id) == 0:
                 self._delete_document(cid, row.document_id)
             counts.deleted += 1
 
@@ -159,14 +163,14 @@ class ReindexRunner:
             record, created = self._registry.add_document(
                 collection_id=cid, filename=filename, content_hash=digest, size_bytes=size, content_type=None
             )
-            self._registry.put_folder_file(cid, file.relpath, record.id, digest)
+            self._registry.put_folder_file(cid, file.relpath, record.id, digest, owned=created)
             if not created:  # the same bytes are already a document of the collection
                 return record.status is not DocumentStatus.FAILED
             return self._indexer.index_document(record.id).status == "indexed"
         same = self._registry.find_document_by_hash(cid, digest)
         if same is not None and same.id != document.id:
             # Now identical to another document: share it, drop the old one if orphaned.
-            self._registry.put_folder_file(cid, file.relpath, same.id, digest)
+            self._registry.put_folder_file(cid, file.relpath, same.id, digest, owned=False)
             if self._registry.count_folder_refs(document.id) == 0:
                 self._delete_document(cid, document.id)
             return same.status is not DocumentStatus.FAILED

@@ -162,6 +162,9 @@ class _FolderFile(_Base):
     relpath: Mapped[str] = mapped_column(String(1024), primary_key=True)
     document_id: Mapped[str] = mapped_column(String(36), index=True)
     content_hash: Mapped[str] = mapped_column(String(64))
+    # False when the file matched a document that was already there (an upload):
+    # the sync then never deletes or rewrites that document, only its own.
+    owned: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class _Schedule(_Base):
@@ -252,6 +255,7 @@ class FolderFileRecord:
     relpath: str
     document_id: str
     content_hash: str
+    owned: bool = True
 
 
 @dataclass(frozen=True)
@@ -732,9 +736,13 @@ class Registry:
     def list_folder_files(self, collection_id: str) -> dict[str, FolderFileRecord]:
         with self._session() as session:
             rows = session.scalars(select(_FolderFile).where(_FolderFile.collection_id == collection_id)).all()
-            return {r.relpath: FolderFileRecord(r.relpath, r.document_id, r.content_hash) for r in rows}
+            return {
+                r.relpath: FolderFileRecord(r.relpath, r.document_id, r.content_hash, bool(r.owned)) for r in rows
+            }
 
-    def put_folder_file(self, collection_id: str, relpath: str, document_id: str, content_hash: str) -> None:
+    def put_folder_file(
+        self, collection_id: str, relpath: str, document_id: str, content_hash: str, *, owned: bool = True
+    ) -> None:
         with self._session() as session:
             row = session.get(_FolderFile, (collection_id, relpath))
             if row is None:
@@ -744,11 +752,13 @@ class Registry:
                         relpath=relpath,
                         document_id=document_id,
                         content_hash=content_hash,
+                        owned=owned,
                     )
                 )
             else:
                 row.document_id = document_id
                 row.content_hash = content_hash
+                row.owned = owned
 
     def delete_folder_file(self, collection_id: str, relpath: str) -> None:
         with self._session() as session:
