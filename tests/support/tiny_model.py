@@ -41,7 +41,8 @@ def build_tiny_model(target: Path) -> Path:
         if (source / name).is_file():
             shutil.copy(source / name, bert_dir / name)
     transformer = models.Transformer(str(bert_dir), max_seq_length=128)
-    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    dimension = getattr(transformer, "get_embedding_dimension", transformer.get_word_embedding_dimension)()
+    pooling = models.Pooling(dimension, pooling_mode="mean")
     model_dir = target / "tiny-st"
     SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(model_dir))
     return model_dir
