@@ -83,7 +83,8 @@ class ReindexRunner:
         cid = run.collection_id
         if not self._registry.acquire_reindex_lock(cid, run.id, stale_after_s=self._reindex.lock_stale_s):
             holder = self._registry.reindex_lock_holder(cid)
-            return self._finish(run.id, RunStatus.SKIPPED, error=f"another re-index of the collection is running (run {holder})")
+            reason = f"another re-index of the collection is running (run {holder})"
+            return self._finish(run.id, RunStatus.SKIPPED, error=reason)
         try:
             self._registry.update_run(run.id, status=RunStatus.RUNNING, started_at=datetime.now(UTC))
             self._reindex.drop_expired_versions()
@@ -267,7 +268,9 @@ class ReindexRunner:
         current = answer_recall(
             golden, lambda q, k: self._store.search(cid, current_embedder.embed_query(q), k), RECALL_AT
         )
-        candidate = answer_recall(golden, lambda q, k: view.search(cid, candidate_embedder.embed_query(q), k), RECALL_AT)
+        candidate = answer_recall(
+            golden, lambda q, k: view.search(cid, candidate_embedder.embed_query(q), k), RECALL_AT
+        )
         self._registry.update_run(run_id, score_current=current, score_candidate=candidate)
         if not passes_gate(current, candidate, self._margin):
             raise _Rejected(

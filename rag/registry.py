@@ -800,7 +800,9 @@ class Registry:
                     row.chunk_count = count
 
     # --- schedules -------------------------------------------------------------
-    def create_schedule(self, collection_id: str, *, cron: str, timezone: str, kind: str, enabled: bool) -> ScheduleRecord:
+    def create_schedule(
+        self, collection_id: str, *, cron: str, timezone: str, kind: str, enabled: bool
+    ) -> ScheduleRecord:
         now = _now()
         row = _Schedule(
             id=str(uuid.uuid4()),

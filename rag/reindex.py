@@ -79,7 +79,9 @@ class ReindexService:
         return resolve_bound_folder(folder, self._roots) if folder is not None else None
 
     # --- schedules ---------------------------------------------------------------
-    def create_schedule(self, name: str, *, cron: str, timezone: str, kind: str, enabled: bool = True) -> ScheduleRecord:
+    def create_schedule(
+        self, name: str, *, cron: str, timezone: str, kind: str, enabled: bool = True
+    ) -> ScheduleRecord:
         collection = self._collection(name)
         validate_schedule(cron, timezone, kind)
         return self.registry.create_schedule(collection.id, cron=cron, timezone=timezone, kind=kind, enabled=enabled)
