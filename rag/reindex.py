@@ -144,7 +144,7 @@ class ReindexService:
         collection = self._collection(name)
         if kind == "sync" and self.registry.get_folder(collection.id) is None:
             raise InvalidRequestError(f"collection {name!r} is not bound to a folder; a sync needs one")
-        open_runs = self.registry.open_runs(collection.id)
+        open_runs = self.open_runs(collection.id)
         if open_runs:
             raise ConflictError(
                 f"a re-index of {name!r} is already {open_runs[0].status.value} (run {open_runs[0].id})"
@@ -160,7 +160,7 @@ class ReindexService:
         schedule_id: str | None = None,
         slot_at: datetime | None = None,
     ) -> RunRecord:
-        open_runs = self.registry.open_runs(collection_id)
+        open_runs = self.open_runs(collection_id)
         if open_runs and trigger == "schedule":
             return self.registry.create_run(
                 collection_id,
@@ -182,6 +182,26 @@ class ReindexService:
             )
             raise
         return run
+
+    def open_runs(self, collection_id: str) -> list[RunRecord]:
+        """Queued or running runs that are still alive. A run left 'running'
+        without the lock (its worker died and the lock went stale) or 'queued'
+        for longer than the stale time (its task was lost) is closed as failed,
+        so it does not block the collection forever."""
+        now = datetime.now(UTC)
+        holder = self.registry.reindex_lock_holder(collection_id)
+        alive: list[RunRecord] = []
+        for run in self.registry.open_runs(collection_id):
+            lost = (run.status is RunStatus.RUNNING and holder != run.id) or (
+                run.status is RunStatus.QUEUED and (now - run.created_at).total_seconds() > self.lock_stale_s
+            )
+            if lost:
+                self.registry.update_run(
+                    run.id, status=RunStatus.FAILED, error="lost: its worker stopped", finished_at=now
+                )
+            else:
+                alive.append(run)
+        return alive
 
     def list_runs(self, name: str) -> list[RunRecord]:
         return self.registry.list_runs(self._collection(name).id)
@@ -224,14 +244,14 @@ class ReindexService:
             raise ConflictError(f"collection {name!r} has no previous version to roll back to")
         target = previous[-1]
         active = self.registry.active_version(collection.id)
-        run = self.registry.create_run(collection.id, kind="rollback", trigger="manual", status=RunStatus.RUNNING)
+        run = self.registry.create_run(collection.id, kind="rollback", trigger="manual")
         if not self.registry.acquire_reindex_lock(collection.id, run.id, stale_after_s=self.lock_stale_s):
             self.registry.update_run(
                 run.id, status=RunStatus.SKIPPED, error="a re-index is running", finished_at=datetime.now(UTC)
             )
             raise ConflictError(f"a re-index of {name!r} is running; roll back when it is done")
         try:
-            self.registry.update_run(run.id, started_at=datetime.now(UTC))
+            self.registry.update_run(run.id, status=RunStatus.RUNNING, started_at=datetime.now(UTC))
             self.switch_to(collection.id, target.version)
         except RagError as exc:
             self.registry.update_run(run.id, status=RunStatus.FAILED, error=exc.message, finished_at=datetime.now(UTC))

@@ -202,3 +202,23 @@ def test_bound_folders_stay_under_the_allowed_roots(tmp_path: Path) -> None:
     (root / "docs" / "deep" / "b.md").write_text("b")
     found = [f.relpath for f in scan_folder(root / "docs")]
     assert found == ["a.txt", "deep/b.md"]
+
+
+def test_runs_lost_by_a_dead_worker_do_not_block_the_collection(tmp_path: Path) -> None:
+    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+    enqueued: list[str] = []
+    service = _service(registry, enqueued)
+    c = registry.create_collection("c")
+    running = registry.create_run(c.id, kind="full", trigger="manual")
+    assert registry.acquire_reindex_lock(c.id, running.id, stale_after_s=3600)
+    registry.update_run(running.id, status=RunStatus.RUNNING)
+    assert [r.id for r in service.open_runs(c.id)] == [running.id]  # alive: it holds the lock
+    # Its worker died and a later run took the stale lock over, then finished.
+    assert registry.acquire_reindex_lock(c.id, "other", stale_after_s=0)
+    registry.release_reindex_lock(c.id, "other")
+    assert service.open_runs(c.id) == []
+    lost = registry.get_run(running.id)
+    assert lost is not None and lost.status is RunStatus.FAILED and "lost" in (lost.error or "")
+    registry.create_collection("d")
+    queued = registry.create_run(c.id, kind="full", trigger="manual")
+    assert [r.id for r in service.open_runs(c.id)] == [queued.id]
