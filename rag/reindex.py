@@ -84,6 +84,7 @@ class ReindexService:
     ) -> ScheduleRecord:
         collection = self._collection(name)
         validate_schedule(cron, timezone, kind)
+        self._check_kind(collection, kind)
         return self.registry.create_schedule(collection.id, cron=cron, timezone=timezone, kind=kind, enabled=enabled)
 
     def list_schedules(self, name: str) -> list[ScheduleRecord]:
@@ -105,6 +106,7 @@ class ReindexService:
         collection = self._collection(name)
         current = self.registry.get_schedule(collection.id, schedule_id)
         validate_schedule(cron or current.cron, timezone or current.timezone, kind or current.kind)
+        self._check_kind(collection, kind or current.kind)
         return self.registry.update_schedule(
             collection.id, schedule_id, cron=cron, timezone=timezone, kind=kind, enabled=enabled
         )
@@ -142,14 +144,19 @@ class ReindexService:
         if kind not in RUN_KINDS:
             raise InvalidRequestError(f"kind must be one of {', '.join(RUN_KINDS)}")
         collection = self._collection(name)
-        if kind == "sync" and self.registry.get_folder(collection.id) is None:
-            raise InvalidRequestError(f"collection {name!r} is not bound to a folder; a sync needs one")
+        self._check_kind(collection, kind)
         open_runs = self.open_runs(collection.id)
         if open_runs:
             raise ConflictError(
                 f"a re-index of {name!r} is already {open_runs[0].status.value} (run {open_runs[0].id})"
             )
         return self._start_run(collection.id, kind, trigger="manual")
+
+    def _check_kind(self, collection: CollectionRecord, kind: str) -> None:
+        if kind == "sync" and self.registry.get_folder(collection.id) is None:
+            raise InvalidRequestError(
+                f"collection {collection.name!r} is not bound to a folder; a sync needs one (PUT .../source)"
+            )
 
     def _start_run(
         self,

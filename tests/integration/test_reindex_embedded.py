@@ -276,6 +276,8 @@ def test_folder_sync_mirrors_the_folder(sync_service: tuple[ServiceProcess, Path
             assert r.status_code == 422, (bad, r.text)
         r = c.post("/v1/collections/mirror/reindex", json={"kind": "sync"})
         assert r.status_code == 422 and "not bound" in r.json()["error"]["message"]
+        r = c.post("/v1/collections/mirror/schedules", json={"cron": "0 3 * * *", "kind": "sync"})
+        assert r.status_code == 422 and "not bound" in r.json()["error"]["message"]
         r = c.put("/v1/collections/mirror/source", json={"folder": str(folder)})
         assert r.status_code == 200 and r.json()["folder"] == str(folder.resolve())
 
