@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -52,6 +53,9 @@ __all__ = [
     "VersionRecord",
     "VersionStatus",
 ]
+
+
+_SCHEMA_LOCK_KEY = 0x7261675F736368  # any fixed bigint: "rag_sch"
 
 
 def _now() -> datetime:
@@ -395,7 +399,12 @@ class Registry:
             event.listen(self._engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         try:
-            _Base.metadata.create_all(self._engine)
+            with self._engine.begin() as conn:
+                if self._engine.dialect.name == "postgresql":
+                    # The API, workers and beats may start at once on an empty
+                    # database: one creates the tables, the others wait and find them.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+                _Base.metadata.create_all(conn)
         except SQLAlchemyError as exc:
             raise BackendError(f"cannot open the registry database: {exc}") from exc
 

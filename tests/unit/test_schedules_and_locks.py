@@ -222,3 +222,24 @@ def test_runs_lost_by_a_dead_worker_do_not_block_the_collection(tmp_path: Path) 
     registry.create_collection("d")
     queued = registry.create_run(c.id, kind="full", trigger="manual")
     assert [r.id for r in service.open_runs(c.id)] == [queued.id]
+
+
+def test_processes_starting_at_once_on_an_empty_postgresql(registry_url: str) -> None:
+    # API, worker and beats create the registry's tables at start-up; on
+    # PostgreSQL an advisory lock keeps them from racing.
+    if not registry_url.startswith("postgresql"):
+        pytest.skip("SQLite is opened by the embedded mode's one process")
+    errors: list[BaseException] = []
+
+    def open_registry() -> None:
+        try:
+            Registry(registry_url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_registry) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
