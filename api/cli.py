@@ -1,8 +1,9 @@
 """The ``rag`` command.
 
 ``serve``, ``api``, ``worker`` and ``beat`` start the service's processes;
-``ingest``, ``ask`` and ``eval`` are clients of a running service over HTTP (in the
-embedded mode the service holds the store, so a second process can't open it).
+``ingest``, ``ask``, ``eval``, ``reindex`` and ``runs`` are clients of a running
+service over HTTP (in the embedded mode the service holds the store, so a second
+process can't open it).
 """
 
 from __future__ import annotations
@@ -86,10 +87,12 @@ def api(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Documents indexed at once.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(help="Tasks at once (documents, re-index runs); 2 lets uploads go on during a run.")
+    ] = 2,
 ) -> None:
-    """Run an ingestion worker (split mode)."""
-    from ingest.queue import QUEUE
+    """Run an ingestion worker (split mode): documents and re-index runs."""
+    from ingest.queue import QUEUE, REINDEX_QUEUE
     from ingest.runtime import build_runtime
 
     settings = _settings()
@@ -100,7 +103,7 @@ def worker(
     runtime = build_runtime(settings, "worker")
     try:
         runtime.celery.Worker(
-            pool_cls="threads", concurrency=concurrency, queues=[QUEUE], loglevel="INFO"
+            pool_cls="threads", concurrency=concurrency, queues=[QUEUE, REINDEX_QUEUE], loglevel="INFO"
         ).start()
     finally:
         runtime.close()
@@ -108,14 +111,18 @@ def worker(
 
 @app.command()
 def beat() -> None:
-    """Run the scheduler (split mode)."""
-    from ingest.queue import create_celery_app
+    """Run Celery beat (split mode): starts the re-index runs of the stored cron
+    schedules. Several may run; each slot is claimed once in the registry."""
+    from ingest.runtime import build_beat
 
     settings = _settings()
     _configure_logging()
-    schedule = settings.data_dir / "celerybeat-schedule"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    create_celery_app(settings).Beat(loglevel="INFO", schedule=str(schedule)).run()
+    runtime = build_beat(settings)
+    try:
+        runtime.celery.Beat(loglevel="INFO", scheduler=runtime.scheduler_cls(), max_interval=5).run()
+    finally:
+        runtime.close()
 
 
 def _client(url: str | None) -> Any:
@@ -271,6 +278,68 @@ def httpx_timeout_for(questions: int, generated: int) -> Any:
 
     # About a second per question on a small CPU, plus generation; never below 5 minutes.
     return httpx.Timeout(max(300.0, questions * 1.0 + generated * 30.0), connect=5.0)
+@app.command()
+def reindex(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    kind: Annotated[str, typer.Option(help="full: rebuild a new version; sync: mirror the bound folder.")] = "full",
+    url: UrlOption = None,
+    wait: Annotated[bool, typer.Option(help="Wait until the run ends.")] = True,
+) -> None:
+    """Start a re-index run now."""
+    with _client(url) as client:
+        r = client.post(f"/v1/collections/{collection}/reindex", json={"kind": kind})
+        if r.status_code != 202:
+            _fail(r)
+        run = r.json()
+        while wait and run["status"] in ("queued", "running"):
+            time.sleep(1)
+            run = client.get(f"/v1/collections/{collection}/runs/{run['id']}").json()
+    _print_runs([run])
+    if run["status"] in ("failed", "rejected"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def runs(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection name.")],
+    url: UrlOption = None,
+    limit: Annotated[int, typer.Option(help="Most recent runs to show.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")] = False,
+) -> None:
+    """List a collection's re-index runs, newest first: counts, timing, outcome."""
+    with _client(url) as client:
+        r = client.get(f"/v1/collections/{collection}/runs")
+    if r.status_code != 200:
+        _fail(r)
+    items = r.json()[:limit]
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    _print_runs(items)
+
+
+def _print_runs(items: list[dict[str, Any]]) -> None:
+    if not items:
+        typer.echo("no runs")
+        return
+    typer.echo(
+        f"{'started':<20} {'kind':<8} {'trigger':<8} {'status':<9} {'added':>5} {'upd':>5} {'del':>5} "
+        f"{'same':>5} {'fail':>5} {'secs':>7}  versions  scores / error"
+    )
+    for run in items:
+        c = run["counts"]
+        when = (run["started_at"] or run["created_at"])[:19].replace("T", " ")
+        secs = f"{run['duration_s']:.1f}" if run["duration_s"] is not None else "-"
+        versions = f"{run['from_version'] or '-'}→{run['to_version'] or '-'}"
+        scores = run["scores"]
+        note = ""
+        if scores["current"] is not None or scores["candidate"] is not None:
+            note = f"recall@5 {scores['current']}→{scores['candidate']} "
+        note += run["error"] or ""
+        typer.echo(
+            f"{when:<20} {run['kind']:<8} {run['trigger']:<8} {run['status']:<9} {c['added']:>5} {c['updated']:>5} "
+            f"{c['deleted']:>5} {c['unchanged']:>5} {c['failed']:>5} {secs:>7}  {versions:<8}  {note}"
+        )
 
 
 def main() -> None:

@@ -7,9 +7,10 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from ingest.runtime import Runtime
+from rag.reindex import ReindexService
 from rag.service import RagService
 
-__all__ = ["RuntimeDep", "ServiceDep"]
+__all__ = ["ReindexDep", "RuntimeDep", "ServiceDep"]
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -20,5 +21,10 @@ def get_service(request: Request) -> RagService:
     return get_runtime(request).service
 
 
+def get_reindex(request: Request) -> ReindexService:
+    return get_runtime(request).reindex
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ServiceDep = Annotated[RagService, Depends(get_service)]
+ReindexDep = Annotated[ReindexService, Depends(get_reindex)]

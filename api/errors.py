@@ -17,6 +17,7 @@ from rag.errors import (
     BackendError,
     BusyError,
     ConfigurationError,
+    ConflictError,
     FileTooLargeError,
     InvalidRequestError,
     NotFoundError,
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 _STATUS: tuple[tuple[type[RagError], int], ...] = (
     (NotFoundError, 404),
     (AlreadyExistsError, 409),
+    (ConflictError, 409),
     (UnsupportedFileTypeError, 415),
     (FileTooLargeError, 413),
     (InvalidRequestError, 422),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.registry import CollectionRecord, DocumentRecord
+from rag.quality import GoldenQuestion
+from rag.registry import CollectionRecord, DocumentRecord, RunRecord, ScheduleRecord, VersionRecord
+from rag.schedules import next_slot
 from rag.service import Answer, CollectionInfo, SearchHit, UploadResult
 from rag.store import MetadataValue, SearchFilter
 
@@ -20,11 +22,21 @@ __all__ = [
     "EvaluationItem",
     "EvaluationRequest",
     "FilterSpec",
+    "FolderBinding",
+    "FolderPublic",
+    "GoldenPublic",
+    "GoldenUploaded",
+    "ReindexRequest",
+    "RunPublic",
+    "ScheduleCreate",
+    "SchedulePublic",
+    "ScheduleUpdate",
     "SearchRequest",
     "SearchResponse",
     "SourcePublic",
     "UploadItem",
     "UploadResponse",
+    "VersionPublic",
 ]
 
 
@@ -225,3 +237,137 @@ class EvaluationRequest(_Strict):
     latency_sample: int = Field(default=100, ge=0, le=10000, description="Questions timed one search at a time.")
     seed: int = 0
     rerank: bool | None = None
+# --- re-indexing -------------------------------------------------------------
+
+
+class FolderBinding(_Strict):
+    folder: str = Field(min_length=1, max_length=4096, examples=["/srv/docs/handbook"])
+
+
+class FolderPublic(BaseModel):
+    folder: str | None
+
+
+class ScheduleCreate(_Strict):
+    cron: str = Field(min_length=1, max_length=255, examples=["0 3 * * *"])
+    timezone: str = Field(default="UTC", max_length=64, examples=["Europe/Paris"])
+    kind: Literal["sync", "full"]
+    enabled: bool = True
+
+
+class ScheduleUpdate(_Strict):
+    cron: str | None = Field(default=None, min_length=1, max_length=255)
+    timezone: str | None = Field(default=None, max_length=64)
+    kind: Literal["sync", "full"] | None = None
+    enabled: bool | None = None
+
+
+class SchedulePublic(BaseModel):
+    id: str
+    cron: str
+    timezone: str
+    kind: str
+    enabled: bool
+    next_run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, s: ScheduleRecord) -> SchedulePublic:
+        return cls(
+            id=s.id,
+            cron=s.cron,
+            timezone=s.timezone,
+            kind=s.kind,
+            enabled=s.enabled,
+            next_run_at=next_slot(s.cron, s.timezone, datetime.now(UTC)) if s.enabled else None,
+            created_at=s.created_at,
+            updated_at=s.updated_at,
+        )
+
+
+class ReindexRequest(_Strict):
+    kind: Literal["sync", "full"] = "full"
+
+
+class RunPublic(BaseModel):
+    id: str
+    kind: str
+    trigger: str
+    schedule_id: str | None
+    slot_at: datetime | None
+    status: str
+    counts: dict[str, int]
+    from_version: int | None
+    to_version: int | None
+    scores: dict[str, float | None]
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+
+    @classmethod
+    def of(cls, r: RunRecord) -> RunPublic:
+        duration = (r.finished_at - r.started_at).total_seconds() if r.finished_at and r.started_at else None
+        return cls(
+            id=r.id,
+            kind=r.kind,
+            trigger=r.trigger,
+            schedule_id=r.schedule_id,
+            slot_at=r.slot_at,
+            status=r.status.value,
+            counts={
+                "added": r.added,
+                "updated": r.updated,
+                "deleted": r.deleted,
+                "unchanged": r.unchanged,
+                "failed": r.failed,
+            },
+            from_version=r.from_version,
+            to_version=r.to_version,
+            scores={"current": r.score_current, "candidate": r.score_candidate},
+            error=r.error,
+            created_at=r.created_at,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            duration_s=duration,
+        )
+
+
+class VersionPublic(BaseModel):
+    version: int
+    status: str
+    embedding_model: str
+    dimension: int
+    chunking: str | None
+    created_at: datetime
+    activated_at: datetime | None
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, v: VersionRecord) -> VersionPublic:
+        return cls(
+            version=v.version,
+            status=v.status.value,
+            embedding_model=v.embedding_model,
+            dimension=v.dimension,
+            chunking=v.chunking,
+            created_at=v.created_at,
+            activated_at=v.activated_at,
+            expires_at=v.expires_at,
+        )
+
+
+class GoldenPublic(BaseModel):
+    question: str
+    answers: list[str]
+    document: str
+
+    @classmethod
+    def of(cls, g: GoldenQuestion) -> GoldenPublic:
+        return cls(question=g.question, answers=g.answers, document=g.document)
+
+
+class GoldenUploaded(BaseModel):
+    questions: int

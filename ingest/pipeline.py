@@ -3,6 +3,11 @@
 Called by the Celery task. Every outcome is recorded on the document: 'indexed'
 with its chunk count, or 'failed' with a reason a person can act on. Upserts use
 deterministic point IDs, so running the same document twice does no harm.
+
+A document is written into the version its collection's alias serves and, while
+a full re-index builds a new version, into that one too (with the new version's
+embedding model), so uploads made during a re-index are in both. ``index_into``
+writes one document into one given physical version: the re-index runner's path.
 """
 
 from __future__ import annotations
@@ -11,12 +16,12 @@ import logging
 from dataclasses import dataclass
 
 from ingest.chunking import Chunk, chunk_blocks
-from ingest.parsing import parse_file
+from ingest.parsing import Block, parse_file
 from rag.blobs import BlobStore
-from rag.embedder import Embedder
+from rag.embedder import Embedder, EmbedderSet
 from rag.errors import BackendError, RagError
 from rag.lexical import LexicalEncoder
-from rag.registry import DocumentRecord, DocumentStatus, Registry
+from rag.registry import DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.store import ChunkPoint, VectorStore
 
 __all__ = ["IndexOutcome", "Indexer"]
@@ -46,15 +51,22 @@ class Indexer:
         chunk_overlap_tokens: int,
         lexical: LexicalEncoder | None = None,
         embed_section_titles: bool = True,
+        embedders: EmbedderSet | None = None,
     ) -> None:
         self._registry = registry
         self._lexical = lexical or LexicalEncoder()
         self._section_titles = embed_section_titles
         self._store = store
         self._embedder = embedder
+        self._embedders = embedders or EmbedderSet(embedder)
         self._blobs = blobs
-        self._max_tokens = min(chunk_max_tokens, embedder.chunk_token_limit)
-        self._overlap = min(chunk_overlap_tokens, self._max_tokens // 2)
+        self._chunk_max_tokens = chunk_max_tokens
+        self._chunk_overlap_tokens = chunk_overlap_tokens
+
+    @property
+    def chunking(self) -> str:
+        """The chunking settings, as an index version records them."""
+        return f"max_tokens={self._chunk_max_tokens} overlap_tokens={self._chunk_overlap_tokens}"
 
     def index_document(self, document_id: str) -> IndexOutcome:
         document = self._registry.get_document_by_id(document_id)
@@ -78,7 +90,7 @@ class Indexer:
             return self._fail(document, job.id, f"{type(exc).__name__}: {exc}")
         if self._registry.get_document_by_id(document.id) is None:
             # Deleted while it was being indexed: take back what was written.
-            self._store.delete_document(document.collection_id, document.id)
+            self._store.delete_document_everywhere(document.collection_id, document.id)
             self._registry.finish_job(job.id, status="cancelled")
             return IndexOutcome(document.id, "skipped")
         self._registry.set_document_status(document.id, DocumentStatus.INDEXED, chunk_count=count)
@@ -88,29 +100,61 @@ class Indexer:
     def _fail(self, document: DocumentRecord, job_id: str, reason: str) -> IndexOutcome:
         self._registry.set_document_status(document.id, DocumentStatus.FAILED, error=reason, chunk_count=0)
         self._registry.finish_job(job_id, status="failed", error=reason)
-        self._store.delete_document(document.collection_id, document.id)
+        self._store.delete_document_everywhere(document.collection_id, document.id)
         return IndexOutcome(document.id, "failed", error=reason)
 
-    def chunk(self, document: DocumentRecord) -> list[Chunk]:
+    def parse(self, document: DocumentRecord) -> list[Block]:
         path = self._blobs.path(document.content_hash)
         if not path.is_file():
             raise RagError(f"the stored original of {document.filename} is missing")
-        blocks = parse_file(path, document.filename)
+        return parse_file(path, document.filename)
+
+    def chunk(self, document: DocumentRecord, embedder: Embedder | None = None) -> list[Chunk]:
+        return self._chunk(self.parse(document), embedder or self._embedder)
+
+    def _chunk(self, blocks: list[Block], embedder: Embedder) -> list[Chunk]:
+        max_tokens = min(self._chunk_max_tokens, embedder.chunk_token_limit)
         return chunk_blocks(
             blocks,
-            count_tokens=self._embedder.count_tokens,
-            max_tokens=self._max_tokens,
-            overlap_tokens=self._overlap,
+            count_tokens=embedder.count_tokens,
+            max_tokens=max_tokens,
+            overlap_tokens=min(self._chunk_overlap_tokens, max_tokens // 2),
         )
 
+    def _targets(self, collection_id: str) -> list[tuple[VectorStore, Embedder]]:
+        """Where a document goes: the served version (through the alias), then
+        any version a full re-index is building."""
+        active = self._registry.active_version(collection_id)
+        targets = [(self._store, self._embedders.get(active.embedding_model if active else None))]
+        for building in self._registry.versions_with_status(collection_id, VersionStatus.BUILDING):
+            targets.append(
+                (
+                    self._store.at_version(collection_id, building.version),
+                    self._embedders.get(building.embedding_model),
+                )
+            )
+        return targets
+
     def _index(self, document: DocumentRecord) -> int:
-        chunks = self.chunk(document)
-        self._store.ensure_collection(document.collection_id, self._embedder.dimension)
+        blocks = self.parse(document)
+        counts = [
+            self._write(document, blocks, store, embedder) for store, embedder in self._targets(document.collection_id)
+        ]
+        return counts[0]
+
+    def index_into(self, document: DocumentRecord, store: VectorStore, embedder: Embedder) -> int:
+        """Parse, chunk, embed and write one document into ``store`` (a view pinned
+        to one version); returns its chunk count. Records nothing."""
+        return self._write(document, self.parse(document), store, embedder)
+
+    def _write(self, document: DocumentRecord, blocks: list[Block], store: VectorStore, embedder: Embedder) -> int:
+        chunks = self._chunk(blocks, embedder)
+        store.ensure_collection(document.collection_id, embedder.dimension)
         for start in range(0, len(chunks), _UPSERT_BATCH):
             batch = chunks[start : start + _UPSERT_BATCH]
             texts = [self.indexed_text(c) for c in batch]
-            vectors = self._embedder.embed(texts)
-            self._store.upsert(
+            vectors = embedder.embed(texts)
+            store.upsert(
                 document.collection_id,
                 [
                     ChunkPoint(
@@ -129,7 +173,7 @@ class Indexer:
                 ],
             )
         # A re-index that produced fewer chunks leaves no stale tail behind.
-        self._store.delete_chunks_from(document.collection_id, document.id, len(chunks))
+        store.delete_chunks_from(document.collection_id, document.id, len(chunks))
         return len(chunks)
 
 

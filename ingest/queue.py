@@ -9,7 +9,14 @@ Two set-ups, one code path:
 - split: a Redis broker; ``rag worker`` and ``rag beat`` run as their own
   processes beside ``rag api``.
 
-Tasks stay thin: they call the ``Indexer`` built by the process's own wiring.
+Tasks stay thin: they call the ``Indexer`` or the ``ReindexRunner`` built by
+the process's own wiring. Re-index runs have their own queue, so uploads keep
+being indexed while a long run holds a worker thread.
+
+Celery beat drives the cron schedules stored in the registry: its scheduler
+(``registry_scheduler``) calls ``ReindexService.tick`` every few seconds, which
+claims each due slot with a unique registry row before enqueueing its run. In
+the embedded mode beat runs as a thread of the API process (``EmbeddedBeat``).
 """
 
 from __future__ import annotations
@@ -17,21 +24,34 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
 
 from ingest.pipeline import Indexer
+from ingest.runner import ReindexRunner
 from rag.errors import BackendError
 from rag.settings import Settings
 
-__all__ = ["INDEX_TASK", "EmbeddedWorker", "IngestQueue", "create_celery_app"]
+__all__ = [
+    "INDEX_TASK",
+    "REINDEX_QUEUE",
+    "REINDEX_TASK",
+    "EmbeddedBeat",
+    "EmbeddedWorker",
+    "IngestQueue",
+    "create_celery_app",
+    "registry_scheduler",
+]
 
 log = logging.getLogger(__name__)
 
 INDEX_TASK = "rag.index_document"
 QUEUE = "rag.ingest"
+REINDEX_TASK = "rag.reindex"
+REINDEX_QUEUE = "rag.reindex"
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -56,7 +76,9 @@ def create_celery_app(settings: Settings) -> Celery:
     return app
 
 
-def register_tasks(app: Celery, indexer: Callable[[], Indexer]) -> None:
+def register_tasks(
+    app: Celery, indexer: Callable[[], Indexer], runner: Callable[[], ReindexRunner] | None = None
+) -> None:
     """Bind the task bodies to this process's services."""
 
     @app.task(  # type: ignore[untyped-decorator]
@@ -71,6 +93,14 @@ def register_tasks(app: Celery, indexer: Callable[[], Indexer]) -> None:
         outcome = indexer().index_document(document_id)
         return {"document_id": outcome.document_id, "status": outcome.status, "chunks": outcome.chunks}
 
+    if runner is not None:
+
+        @app.task(name=REINDEX_TASK)  # type: ignore[untyped-decorator]
+        def reindex(run_id: str) -> dict[str, Any]:
+            # No automatic retry: every outcome, failures included, is recorded on the run.
+            record = runner().run(run_id)
+            return {"run_id": run_id, "status": record.status.value if record else "unknown"}
+
 
 class IngestQueue:
     """Sends indexing work to whichever worker serves the broker."""
@@ -84,6 +114,12 @@ class IngestQueue:
         except Exception as exc:  # kombu raises transport-specific errors
             raise BackendError(f"cannot queue document {document_id}: {exc}") from exc
 
+    def enqueue_run(self, run_id: str) -> None:
+        try:
+            self.app.send_task(REINDEX_TASK, args=[run_id], queue=REINDEX_QUEUE)
+        except Exception as exc:
+            raise BackendError(f"cannot queue re-index run {run_id}: {exc}") from exc
+
     def ping(self) -> None:
         try:
             with self.app.connection_for_write() as conn:
@@ -95,7 +131,7 @@ class IngestQueue:
 class EmbeddedWorker:
     """A Celery worker in a background thread of this process (threads pool)."""
 
-    def __init__(self, app: Celery, *, concurrency: int = 1) -> None:
+    def __init__(self, app: Celery, *, concurrency: int = 2) -> None:
         from celery.worker import WorkController
 
         self._controller = WorkController(
@@ -103,7 +139,7 @@ class EmbeddedWorker:
             hostname=f"embedded@{socket.gethostname()}",
             pool_cls="threads",
             concurrency=concurrency,
-            queues=[QUEUE],
+            queues=[QUEUE, REINDEX_QUEUE],
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,
@@ -127,3 +163,44 @@ class EmbeddedWorker:
     def stop(self, timeout: float = 30) -> None:
         self._controller.stop(in_sighandler=False, exitcode=0)
         self._thread.join(timeout)
+
+
+def registry_scheduler(tick: Callable[[], object], interval_s: float) -> type[Any]:
+    """A Celery beat scheduler class that, besides Celery's own (empty) schedule,
+    calls ``tick`` at most every ``interval_s`` seconds: the stored cron
+    schedules are evaluated there, in the registry, not in beat's config."""
+    from celery.beat import Scheduler
+
+    class RegistryScheduler(Scheduler):  # type: ignore[misc]
+        _last = 0.0
+
+        def tick(self, *args: Any, **kwargs: Any) -> float:
+            now = time.monotonic()
+            if now - self._last >= interval_s:
+                self._last = now
+                try:
+                    tick()
+                except Exception:
+                    log.exception("checking the re-index schedules failed")
+            return float(min(super().tick(*args, **kwargs), interval_s))
+
+    return RegistryScheduler
+
+
+class EmbeddedBeat:
+    """Celery beat in a background thread of this process (embedded mode)."""
+
+    def __init__(self, app: Celery, scheduler_cls: type[Any]) -> None:
+        from celery.beat import EmbeddedService
+
+        self._service = EmbeddedService(app, thread=True, scheduler_cls=scheduler_cls)
+
+    def start(self) -> None:
+        self._service.start()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._service.is_alive())
+
+    def stop(self) -> None:
+        self._service.stop()

@@ -16,19 +16,28 @@ from celery import Celery
 
 from ingest.parsing import is_supported
 from ingest.pipeline import Indexer
-from ingest.queue import EmbeddedWorker, IngestQueue, create_celery_app, register_tasks
+from ingest.queue import (
+    EmbeddedBeat,
+    EmbeddedWorker,
+    IngestQueue,
+    create_celery_app,
+    register_tasks,
+    registry_scheduler,
+)
+from ingest.runner import ReindexRunner
 from rag.blobs import BlobStore
-from rag.embedder import Embedder, Reranker
+from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
 from rag.lexical import LexicalEncoder
 from rag.llm import LlamaModel, ModelPool, resolve_model_path
 from rag.prompt import ResolvedPromptStyle
 from rag.registry import DocumentStatus, Registry
+from rag.reindex import ReindexService
 from rag.service import RagService
 from rag.settings import BUNDLED_LLM, Settings
 from rag.store import VectorStore
 
-__all__ = ["Role", "Runtime", "build_runtime", "resolve_prompt_style"]
+__all__ = ["BeatRuntime", "Role", "Runtime", "build_beat", "build_runtime", "resolve_prompt_style"]
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +63,26 @@ class Runtime:
     celery: Celery
     queue: IngestQueue
     service: RagService
+    embedders: EmbedderSet
+    reindex: ReindexService
+    runner: ReindexRunner
     pool: ModelPool | None = None
     worker: EmbeddedWorker | None = None
+    beat: EmbeddedBeat | None = None
     closed: bool = field(default=False, init=False)
 
     def start_worker(self) -> None:
-        """Start the in-process worker (embedded mode), after re-queueing work
-        that a crash interrupted mid-way."""
+        """Start the in-process worker and beat (embedded mode), after re-queueing
+        work that a crash interrupted mid-way."""
         if self.worker is not None:
             return
         self.recover_interrupted()
         self.worker = EmbeddedWorker(self.celery)
         self.worker.start()
+        self.beat = EmbeddedBeat(
+            self.celery, registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
+        )
+        self.beat.start()
 
     def recover_interrupted(self) -> None:
         # Only the embedded worker may do this: it is the only worker, so a
@@ -76,6 +93,15 @@ class Runtime:
                     log.warning("re-queueing %s, interrupted while indexing", doc.filename)
                     self.registry.set_document_status(doc.id, DocumentStatus.QUEUED)
                     self.queue.enqueue(doc.id)
+        # Re-index runs cut off mid-way end 'failed'; their locks and half-built
+        # versions go (queued runs are still in the broker and run normally).
+        self.registry.clear_reindex_locks()
+        for collection in self.registry.list_collections():
+            served = self.store.aliased_version(collection.id)
+            for version in self.store.list_versions(collection.id):
+                known = {v.version: v.status.value for v in self.registry.list_versions(collection.id)}
+                if version != served and known.get(version) in (None, "failed", "rejected", "dropped"):
+                    self.store.drop_version(collection.id, version)
 
     def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -93,12 +119,15 @@ class Runtime:
             checks["model"] = "ok" if self.pool is not None else "not loaded"
         if not self.settings.is_split_mode and self.settings.embedded_worker:
             checks["worker"] = "ok" if self.worker is not None and self.worker.alive else "not running"
+            checks["beat"] = "ok" if self.beat is not None and self.beat.alive else "not running"
         return checks
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self.beat is not None:
+            self.beat.stop()
         if self.worker is not None:
             self.worker.stop()
         if self.pool is not None:
@@ -126,6 +155,7 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         batch_size=settings.embedding_batch_size,
         threads=settings.embedding_threads,
     )
+    embedders = EmbedderSet(embedder, device=settings.embedding_device, batch_size=settings.embedding_batch_size)
     blobs = BlobStore(settings.blob_dir)
     lexical = LexicalEncoder(
         k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
@@ -139,11 +169,24 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         chunk_overlap_tokens=settings.chunk_overlap_tokens,
         lexical=lexical,
         embed_section_titles=settings.embed_section_titles,
+        embedders=embedders,
     )
     celery = create_celery_app(settings)
-    if role in ("serve", "worker"):
-        register_tasks(celery, lambda: indexer)
     queue = IngestQueue(celery)
+    reindex = _reindex_service(settings, registry, store, queue)
+    runner = ReindexRunner(
+        registry=registry,
+        store=store,
+        blobs=blobs,
+        indexer=indexer,
+        embedders=embedders,
+        reindex=reindex,
+        is_supported=is_supported,
+        max_upload_bytes=settings.max_upload_bytes,
+        quality_margin=settings.quality_gate_margin,
+    )
+    if role in ("serve", "worker"):
+        register_tasks(celery, lambda: indexer, lambda: runner)
 
     pool: ModelPool | None = None
     if role != "worker" and settings.llm_load:
@@ -184,6 +227,7 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         hybrid_candidates=settings.hybrid_candidates,
         reranker=reranker,
         rerank_candidates=settings.rerank_candidates,
+        embedders=embedders,
     )
     return Runtime(
         settings=settings,
@@ -195,5 +239,51 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         celery=celery,
         queue=queue,
         service=service,
+        embedders=embedders,
+        reindex=reindex,
+        runner=runner,
         pool=pool,
     )
+
+
+def _reindex_service(settings: Settings, registry: Registry, store: VectorStore, queue: IngestQueue) -> ReindexService:
+    return ReindexService(
+        registry=registry,
+        store=store,
+        enqueue_run=queue.enqueue_run,
+        sync_roots=settings.sync_roots,
+        keep_previous_s=settings.reindex_keep_previous_s,
+        lock_stale_s=settings.reindex_lock_stale_s,
+        misfire_grace_s=settings.schedule_misfire_grace_s,
+    )
+
+
+@dataclass
+class BeatRuntime:
+    """What `rag beat` needs: the registry (schedules, slot claims), the store
+    (dropping expired versions) and the queue, but no embedder or model."""
+
+    settings: Settings
+    registry: Registry
+    store: VectorStore
+    celery: Celery
+    reindex: ReindexService
+
+    def scheduler_cls(self) -> type[object]:
+        return registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
+
+    def close(self) -> None:
+        self.store.close()
+        self.registry.close()
+
+
+def build_beat(settings: Settings) -> BeatRuntime:
+    registry = Registry(settings.resolved_database_url)
+    store = VectorStore(
+        path=None if settings.qdrant_url else settings.qdrant_path,
+        url=settings.qdrant_url,
+        api_key=settings.qdrant_api_key,
+    )
+    celery = create_celery_app(settings)
+    reindex = _reindex_service(settings, registry, store, IngestQueue(celery))
+    return BeatRuntime(settings=settings, registry=registry, store=store, celery=celery, reindex=reindex)

@@ -17,7 +17,7 @@ from typing import Any
 from rag.errors import ConfigurationError
 from rag.settings import BUNDLED_EMBEDDING_MODEL
 
-__all__ = ["Embedder", "Reranker", "resolve_embedding_model"]
+__all__ = ["Embedder", "EmbedderSet", "Reranker", "resolve_embedding_model"]
 
 
 def resolve_embedding_model(name: str) -> Path:
@@ -70,6 +70,7 @@ class Embedder:
         self.dimension = int(dim)
         self.max_seq_length = int(self._model.max_seq_length or 256)
         self.name = path.name
+        self.model_id = model  # as configured: what an index version records
         self.device = str(self._model.device)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -141,6 +142,27 @@ def _set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+class EmbedderSet:
+    """The configured embedder plus, loaded on first use, the models that built
+    other index versions: a collection is queried with the model of the version
+    its alias points at, even after the configured model changed."""
+
+    def __init__(self, default: Embedder, *, device: str | None = None, batch_size: int = 32) -> None:
+        self.default = default
+        self._device = device
+        self._batch_size = batch_size
+        self._loaded: dict[str, Embedder] = {default.model_id: default}
+        self._lock = threading.Lock()
+
+    def get(self, model: str | None) -> Embedder:
+        if model is None:
+            return self.default
+        with self._lock:
+            embedder = self._loaded.get(model)
+            if embedder is None:
+                embedder = Embedder(model, device=self._device, batch_size=self._batch_size)
+                self._loaded[model] = embedder
+            return embedder
 
 
 def _auto_device() -> str:

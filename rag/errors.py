@@ -8,6 +8,7 @@ each class to a status code in one place (``api/errors.py``).
     ├── ConfigurationError        settings that cannot work together
     ├── NotFoundError             unknown collection / document / job
     ├── AlreadyExistsError        duplicate collection name
+    ├── ConflictError             the resource is busy (a re-index already running)
     ├── InvalidRequestError       well-formed but unacceptable input
     │   ├── UnsupportedFileTypeError
     │   └── FileTooLargeError
@@ -23,6 +24,7 @@ __all__ = [
     "BackendError",
     "BusyError",
     "ConfigurationError",
+    "ConflictError",
     "DocumentParseError",
     "FileTooLargeError",
     "InvalidRequestError",
@@ -52,6 +54,10 @@ class NotFoundError(RagError):
 
 class AlreadyExistsError(RagError):
     code = "already_exists"
+
+
+class ConflictError(RagError):
+    code = "conflict"
 
 
 class InvalidRequestError(RagError):

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 from rag.blobs import BlobStore
-from rag.embedder import Embedder, Reranker
-from rag.errors import InvalidRequestError, RagError, UnsupportedFileTypeError
+from rag.embedder import Embedder, EmbedderSet, Reranker
+from rag.errors import BackendError, InvalidRequestError, RagError, UnsupportedFileTypeError
 from rag.lexical import LexicalEncoder
 from rag.llm import Generation, LlamaModel, ModelPool
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle
-from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry
+from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.settings import SearchMode
 from rag.store import MetadataValue, ScoredChunk, SearchFilter, VectorStore
 
@@ -111,6 +111,7 @@ class RagService:
         hybrid_candidates: int = 40,
         reranker: Reranker | None = None,
         rerank_candidates: int = 20,
+        embedders: EmbedderSet | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -130,6 +131,8 @@ class RagService:
         self._candidates = hybrid_candidates
         self.reranker = reranker
         self._rerank_candidates = rerank_candidates
+        # Each index version is queried with the model that built it.
+        self.embedders = embedders or EmbedderSet(embedder)
 
     # --- collections ---------------------------------------------------------
     def create_collection(self, name: str) -> CollectionRecord:
@@ -140,6 +143,13 @@ class RagService:
             )
         record = self.registry.create_collection(name)
         self.store.ensure_collection(record.id, self.embedder.dimension)
+        self.registry.add_version(
+            record.id,
+            self.store.aliased_version(record.id) or 1,
+            VersionStatus.ACTIVE,
+            embedding_model=self.embedder.model_id,
+            dimension=self.embedder.dimension,
+        )
         return record
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -231,7 +241,7 @@ class RagService:
         # Registry first: a worker that picks the document up afterwards finds
         # it gone and writes nothing.
         self.registry.delete_document(document.id)
-        self.store.delete_document(collection.id, document.id)
+        self.store.delete_document_everywhere(collection.id, document.id)
         self._drop_blob_if_unused(document.content_hash)
 
     def count_points(self, name: str, document_id: str | None = None) -> int:
@@ -277,10 +287,20 @@ class RagService:
         mode = mode or self.search_mode
         use_reranker = self._use_reranker(rerank)
         collection = self.registry.get_collection(name)
-        t = time.perf_counter()
-        dense = self.embedder.embed_query(query) if mode in ("hybrid", "dense") else None
-        embed_s = time.perf_counter() - t
-        hits, timings = self._retrieve(collection.id, query, dense, top_k or self._top_k, mode, where, use_reranker)
+        k = top_k or self._top_k
+        try:
+            t = time.perf_counter()
+            dense = self._embed_query(collection.id, query) if mode in ("hybrid", "dense") else None
+            embed_s = time.perf_counter() - t
+            hits, timings = self._retrieve(collection.id, query, dense, k, mode, where, use_reranker)
+        except BackendError:
+            # A version switch between reading the registry and querying the alias
+            # (embedding models of different sizes): once more, with the new model.
+            time.sleep(0.1)
+            t = time.perf_counter()
+            dense = self._embed_query(collection.id, query) if mode in ("hybrid", "dense") else None
+            embed_s = time.perf_counter() - t
+            hits, timings = self._retrieve(collection.id, query, dense, k, mode, where, use_reranker)
         timings = {"embed_s": embed_s + timings.pop("lexical_s"), **timings}
         timings["total_s"] = time.perf_counter() - started
         return hits, timings
@@ -302,8 +322,10 @@ class RagService:
         mode = mode or self.search_mode
         use_reranker = self._use_reranker(rerank)
         collection = self.registry.get_collection(name)
+        active = self.registry.active_version(collection.id)
+        embedder = self.embedders.get(active.embedding_model if active else None)
         vectors: list[list[float] | None] = (
-            list(self.embedder.embed(queries)) if mode in ("hybrid", "dense") else [None] * len(queries)
+            list(embedder.embed(queries)) if mode in ("hybrid", "dense") else [None] * len(queries)
         )
         k = top_k or self._top_k
         return [
@@ -353,6 +375,10 @@ class RagService:
             return True
         similarities = [s.similarity for s in sources if s.similarity is not None]
         return bool(similarities) and max(similarities) < self._threshold
+
+    def _embed_query(self, collection_id: str, query: str) -> list[float]:
+        active = self.registry.active_version(collection_id)
+        return self.embedders.get(active.embedding_model if active else None).embed_query(query)
 
     async def ask(
         self,

@@ -152,6 +152,42 @@ class Settings(BaseSettings):
         default=True, description="Load the model at start-up (off for index-only nodes)."
     )
 
+    # --- re-indexing, folder sync, schedules --------------------------------
+    sync_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server-side folders (and everything below them) that a collection "
+        "may be bound to for sync runs; JSON list in the environment. Empty: no "
+        "folder may be bound.",
+    )
+    reindex_keep_previous_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="How long the version replaced by a full re-index is kept for "
+        "POST .../rollback before it is dropped.",
+    )
+    quality_gate_margin: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="A new version is promoted only if its answer-recall@5 on the "
+        "collection's golden questions is at most this much below the current one's.",
+    )
+    scheduler_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the beat checks the stored cron schedules for due slots.",
+    )
+    schedule_misfire_grace_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A slot found due later than this after its time (beat was down) is skipped.",
+    )
+    reindex_lock_stale_s: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="A re-index lock older than this is taken over (its worker died).",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.is_split_mode and not self.qdrant_url:
