@@ -24,11 +24,11 @@ def test_versions_alias_switch_and_rollback() -> None:
     v2 = store.at_version(cid, 2)
     v2.upsert(cid, [_point("a", 0, [0, 1, 0, 0]), _point("b", 0, [0, 0, 1, 0])])
     assert store.count(cid) == 1 and v2.count(cid) == 2
-    assert [h.document_id for h in store.search(cid, [1, 0, 0], 5)] == ["a"]
+    assert [h.document_id for h in store.search(cid, 5, dense=[1, 0, 0])] == ["a"]
 
     store.point_alias(cid, 2)
     assert store.aliased_version(cid) == 2 and store.count(cid) == 2
-    assert {h.document_id for h in store.search(cid, [0, 0, 1, 0], 5)} == {"a", "b"}
+    assert {h.document_id for h in store.search(cid, 5, dense=[0, 0, 1, 0])} == {"a", "b"}
     with pytest.raises(BackendError):
         store.drop_version(cid, 2)  # the served version is never dropped
 
