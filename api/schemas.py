@@ -146,6 +146,10 @@ class AskRequest(_Strict):
     question: str = Field(min_length=1, max_length=4000)
     top_k: int | None = Field(default=None, ge=1, le=50)
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    stream: bool = Field(
+        default=False,
+        description="Answer as Server-Sent Events: `sources`, then `delta` events, then `done`.",
+    )
 
 
 class AskResponse(BaseModel):
@@ -154,6 +158,7 @@ class AskResponse(BaseModel):
     sources: list[SourcePublic]
     usage: dict[str, int]
     timings: dict[str, float]
+    finish_reason: str = "stop"
 
     @classmethod
     def of(cls, a: Answer) -> AskResponse:
@@ -163,4 +168,5 @@ class AskResponse(BaseModel):
             sources=[SourcePublic.of(s) for s in a.sources],
             usage=a.usage,
             timings={k: round(v, 4) for k, v in a.timings.items()},
+            finish_reason=a.finish_reason,
         )
