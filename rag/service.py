@@ -338,9 +338,11 @@ class RagService:
         return await _final_answer(self.chat_stream(model, messages, max_tokens=max_tokens))
 
     def model_ids(self) -> list[str]:
-        """OpenAI-style model ids: the base model, then ``rag/<collection>``."""
+        """OpenAI-style model ids: the base model, ``rag/<collection>`` for each
+        collection, and the embedding model."""
         base = [self.pool.model_name] if self.pool is not None else []
-        return base + [COLLECTION_MODEL_PREFIX + c.name for c in self.registry.list_collections()]
+        collections = [COLLECTION_MODEL_PREFIX + c.name for c in self.registry.list_collections()]
+        return [*base, *collections, self.embedder.name]
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Embeddings of ``texts`` and the tokens they took."""
