@@ -179,10 +179,13 @@ class GenerationJob:
         max_tokens: int,
         stop: Sequence[str],
         on_text: Callable[[str], bool] | None,
+        ignore_eog: bool = False,
     ) -> None:
         self.tokens = tokens
         self.max_tokens = max_tokens
         self.on_text = on_text
+        self.ignore_eog = ignore_eog
+        self.token_times: list[float] = []  # when each token was sampled (benchmarks)
         self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
         self._cancelled = threading.Event()
         self._matcher = _StopMatcher(stop)
@@ -477,16 +480,18 @@ class LlamaModel:
         max_tokens: int,
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
     ) -> GenerationJob:
         """Queue a greedy generation; the returned job completes with a
-        ``Generation`` (or ``BackendError``)."""
+        ``Generation`` (or ``BackendError``). ``ignore_eog`` generates past
+        end-of-generation tokens (benchmarks: a fixed number of tokens)."""
         if not tokens:
             raise ValueError("an empty prompt")
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError("prompt and max_tokens exceed the context window")
         if self._closed:
             raise BackendError("the model is closed")
-        job = GenerationJob(list(tokens), max_tokens, stop, on_text)
+        job = GenerationJob(list(tokens), max_tokens, stop, on_text, ignore_eog)
         self._incoming.put(job)
         self._wake.set()
         return job
@@ -498,9 +503,11 @@ class LlamaModel:
         max_tokens: int,
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
     ) -> Generation:
         """Blocking form of ``submit``."""
-        return self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text).result()
+        job = self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog)
+        return job.result()
 
     @property
     def active(self) -> int:
@@ -656,11 +663,12 @@ class LlamaModel:
             token = int(lc.llama_sampler_sample(slot.sampler, self._ctx, job.out_index))
             if job.first_at is None:
                 job.first_at = now
+            job.token_times.append(now)
             if token in self._eog:
                 is_eog = self._eog[token]
             else:
                 is_eog = self._eog[token] = bool(lc.llama_vocab_is_eog(self._vocab, token))
-            if is_eog:
+            if is_eog and not job.ignore_eog:
                 self._release(slot, "stop")
                 continue
             job.produced += 1
