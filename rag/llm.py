@@ -374,17 +374,20 @@ class LlamaModel:
             self._resources.append(functools.partial(lc.llama_sampler_free, chain))
 
         cparams = lc.llama_context_default_params()
-        # Every slot may use the whole n_ctx; one unified KV buffer lets slots
-        # share cells (a copied prefix costs no memory) and a full-size SWA
-        # cache keeps old positions so that a cached prefix can be cut anywhere.
+        # One KV stream of n_ctx cells per slot (not one unified buffer: then
+        # every sequence's attention would run over all slots' cells, which
+        # halved aggregate decode speed at 16 streams on an H100). With prompt
+        # reuse, a full-size SWA cache keeps old positions so that a cached
+        # prompt can be cut back anywhere; without it, sliding-window layers
+        # keep only their window, as in llama-bench.
         cparams.n_ctx = n_ctx * parallel
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
         cparams.n_seq_max = parallel
         cparams.n_threads = self.threads
         cparams.n_threads_batch = self.threads
-        cparams.kv_unified = True
-        cparams.swa_full = True
+        cparams.kv_unified = False
+        cparams.swa_full = prompt_cache
         cparams.no_perf = True
         cparams.flash_attn_type = {
             "auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
@@ -432,6 +435,10 @@ class LlamaModel:
                 raise ConfigurationError(f"cannot apply the LoRA adapter {lora_path}")
 
         self._batch = _Batch(lc, n_batch, parallel)
+        # Copying a KV stream costs about as much as evaluating a few dozen
+        # tokens on a CPU; on a GPU it is nearly free.
+        self._min_copy = 16 if self.n_gpu_layers != 0 else 64
+        self._backend_sampling = self._seq_configs is not None and cparams.n_samplers > 0
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._incoming: queue.SimpleQueue[GenerationJob | None] = queue.SimpleQueue()
@@ -595,10 +602,16 @@ class LlamaModel:
                      for s in self._slots if s is not slot),
                     key=lambda p: p[1], default=(None, 0),
                 )
-                if donor is not None and donor_keep > keep + 16:
+                if donor is not None and donor_keep > keep + self._min_copy:
+                    # Slots are separate KV streams: llama.cpp copies a whole
+                    # stream (device to device), then the copy is cut back.
                     lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-                    lc.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, 0, donor_keep)
-                    keep = donor_keep
+                    lc.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, -1, -1)
+                    if lc.llama_memory_seq_rm(self._mem, slot.seq_id, donor_keep, -1):
+                        keep = donor_keep
+                    else:
+                        lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                        keep = 0
             slot.cached = job.tokens[:keep]
             slot.job = job
             slot.last_used = time.perf_counter()
@@ -656,11 +669,11 @@ class LlamaModel:
                 if job is not None and not job.future.done():
                     job.future.set_exception(BackendError(f"llama_decode failed with {rc}"))
             return
-        now = time.perf_counter()
-        for slot in outputs:
+        tokens = [self._sample(slot) for slot in outputs]
+        now = time.perf_counter()  # after sampling: llama_decode may return before the device is done
+        for slot, token in zip(outputs, tokens, strict=True):
             job = slot.job
             assert job is not None
-            token = int(lc.llama_sampler_sample(slot.sampler, self._ctx, job.out_index))
             if job.first_at is None:
                 job.first_at = now
             job.token_times.append(now)
@@ -683,6 +696,16 @@ class LlamaModel:
             else:
                 # The sampled token enters the KV cache with the next step.
                 slot.cached.append(token)
+
+    def _sample(self, slot: _Slot) -> int:
+        job = slot.job
+        assert job is not None
+        if self._backend_sampling:
+            # Greedy sampling ran inside llama_decode's graph; only the id is read.
+            token = int(self._lc.llama_get_sampled_token_ith(self._ctx, job.out_index))
+            if token >= 0:
+                return token
+        return int(self._lc.llama_sampler_sample(slot.sampler, self._ctx, job.out_index))
 
     def _release(self, slot: _Slot, reason: str) -> None:
         job = slot.job

