@@ -185,3 +185,39 @@ def test_queued_uploads_survive_a_restart(tmp_path: Path) -> None:
             assert c.get("/v1/collections/restart").json()["points"] > 0
     finally:
         second.stop()
+
+
+def test_requests_beyond_the_wait_queue_get_429(tmp_path: Path) -> None:
+    """One model, no waiting room: of simultaneous asks, those that find the model
+    busy are refused cleanly with Retry-After; none crashes the process."""
+    import concurrent.futures
+
+    docs = make_all(tmp_path)
+    env = _env(tmp_path / "data", RAG_LLM_POOL_SIZE="1", RAG_LLM_QUEUE_SIZE="0", RAG_MAX_TOKENS="64")
+    proc = ServiceProcess("serve", env, tmp_path / "serve.log", port=free_port())
+    try:
+        proc.wait_ready()
+        with proc.client() as c:
+            c.post("/v1/collections", json={"name": "busy"})
+            items = upload(c, "busy", [docs["txt"][0]]).json()["documents"]
+            wait_indexed(c, "busy", [i["id"] for i in items])
+        path, question, _ = docs["txt"]
+
+        def ask(_: int) -> httpx.Response:
+            with proc.client() as c:
+                return c.post("/v1/collections/busy/ask", json={"question": question})
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            responses = list(pool.map(ask, range(6)))
+        codes = sorted(r.status_code for r in responses)
+        assert set(codes) <= {200, 429}, codes
+        assert 200 in codes and 429 in codes, codes
+        for r in responses:
+            if r.status_code == 429:
+                assert int(r.headers["Retry-After"]) >= 1
+                assert r.json()["error"]["code"] == "busy"
+            else:
+                assert r.json()["sources"][0]["filename"] == path.name
+        assert proc.proc.poll() is None
+    finally:
+        proc.stop()

@@ -47,7 +47,7 @@ def redis_url() -> str:
 
 def test_split_mode_end_to_end(tmp_path: Path, postgres_url: str, redis_url: str) -> None:
     docs = make_all(tmp_path)
-    with run_qdrant_server(tmp_path / "qdrant") as qdrant_url:
+    with run_qdrant_server(tmp_path) as qdrant_url:
         env = {
             "RAG_DATA_DIR": str(tmp_path / "data"),
             "RAG_BROKER_URL": redis_url,
