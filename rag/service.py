@@ -306,7 +306,9 @@ class RagService:
     ) -> AsyncIterator[AnswerEvent]:
         """An OpenAI-style conversation: ``messages`` are (role, text) pairs,
         the last one the user's question. ``model`` is the base model (no
-        retrieval) or ``rag/<collection>`` (grounded in that collection)."""
+        retrieval) or ``rag/<collection>`` (grounded in that collection).
+        System and developer messages are accepted and left out: the prompt's
+        own instructions apply (the bundled base model echoes instructions)."""
         history: list[Turn] = []
         for role, text in messages:
             if role in ("user", "assistant"):
