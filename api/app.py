@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
-from api.routes import collections, documents, health, query, reindex
+from api.routes import collections, documents, health, openai, query, reindex
 from ingest.runtime import Role, Runtime, build_runtime
 from rag.settings import Settings
 
@@ -39,6 +39,6 @@ def create_app(settings: Settings, *, role: Role = "serve", runtime: Runtime | N
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, collections, documents, query, reindex):
+    for module in (health, collections, documents, query, reindex, openai):
         app.include_router(module.router)
     return app

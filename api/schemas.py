@@ -200,6 +200,10 @@ class AskRequest(_Strict):
     mode: SearchModeName | None = None
     filter: FilterSpec | None = None
     rerank: bool | None = None
+    stream: bool = Field(
+        default=False,
+        description="Answer as Server-Sent Events: `sources`, then `delta` events, then `done`.",
+    )
 
 
 class AskResponse(BaseModel):
@@ -208,6 +212,7 @@ class AskResponse(BaseModel):
     sources: list[SourcePublic]
     usage: dict[str, int]
     timings: dict[str, float]
+    finish_reason: str = "stop"
 
     @classmethod
     def of(cls, a: Answer) -> AskResponse:
@@ -217,6 +222,7 @@ class AskResponse(BaseModel):
             sources=[SourcePublic.of(s) for s in a.sources],
             usage=a.usage,
             timings={k: round(v, 4) for k, v in a.timings.items()},
+            finish_reason=a.finish_reason,
         )
 
 

@@ -29,7 +29,7 @@ from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
 from rag.lexical import LexicalEncoder
-from rag.llm import LlamaModel, ModelPool, resolve_model_path
+from rag.llm import ModelPool, load_models
 from rag.prompt import ResolvedPromptStyle
 from rag.registry import DocumentStatus, Registry
 from rag.reindex import ReindexService
@@ -190,17 +190,7 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
 
     pool: ModelPool | None = None
     if role != "worker" and settings.llm_load:
-        path = resolve_model_path(settings)
-        models = [
-            LlamaModel(
-                path,
-                n_ctx=settings.llm_n_ctx,
-                threads=settings.llm_threads,
-                n_gpu_layers=settings.llm_n_gpu_layers,
-            )
-            for _ in range(settings.llm_pool_size)
-        ]
-        pool = ModelPool(models, queue_size=settings.llm_queue_size)
+        pool = ModelPool(load_models(settings), queue_size=settings.llm_queue_size)
 
     reranker: Reranker | None = None
     if role != "worker" and settings.rerank_model:

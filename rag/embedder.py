@@ -69,7 +69,8 @@ class Embedder:
             raise ConfigurationError(f"embedding model {path} does not report its dimension")
         self.dimension = int(dim)
         self.max_seq_length = int(self._model.max_seq_length or 256)
-        self.name = path.name
+        # The bundled model's folder is just 'model': name it by the model.
+        self.name = model.split(":", 1)[1] if model == BUNDLED_EMBEDDING_MODEL else path.name
         self.model_id = model  # as configured: what an index version records
         self.device = str(self._model.device)
 

@@ -1,35 +1,67 @@
 """Generation adapter: the only module that talks to llama.cpp (llama-cpp-python).
 
-A ``Llama`` object is not thread-safe, so each ``LlamaModel`` is handed to one
-request at a time by ``ModelPool``: a fixed number of instances, a bounded
-number of waiting requests, and ``BusyError`` (HTTP 429) beyond that. Generation
-runs in a worker thread, off the event loop.
+Each ``LlamaModel`` is one loaded model with one llama.cpp context holding
+``parallel`` sequence slots, driven by one scheduler thread of its own: the
+only thread that ever touches the context (a llama.cpp context is not
+thread-safe). Requests from any thread are handed to it; at every step it packs
+the next token of every running sequence, and as much waiting prompt as fits,
+into one multi-sequence ``llama_batch`` and decodes them together, so
+concurrent requests share each pass over the weights (batched decoding).
+
+No logits leave llama.cpp: greedy sampling runs inside the decode graph (a
+``llama_sampler_init_greedy`` chain per slot, attached to the context as a
+backend sampler; on a GPU it runs there), and Python reads one token id per
+sequence and step. llama-cpp-python's high-level ``Llama.generate`` copies the
+262,144 logits of Gemma's vocabulary out of the context every token and samples
+them on the CPU: a few percent on a CPU, half the decode speed on an H100, and
+1.4 ms per sequence per step in batched decoding (docs/benchmarks.md).
+
+Prompt reuse: each slot remembers the tokens in its KV cache; a new request
+goes to the free slot sharing the longest prefix with it, or copies that prefix
+from whichever slot holds it (``llama_memory_seq_cp``), and only the rest of
+the prompt is evaluated.
+
+``ModelPool`` spreads requests over the instances: at most their slots in all
+run at once, a bounded number wait, and beyond that ``BusyError`` (HTTP 429).
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
+import ctypes
+import functools
 import hashlib
+import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from rag.errors import BusyError, ConfigurationError
+from rag.errors import BackendError, BusyError, ConfigurationError
 from rag.settings import BUNDLED_LLM, Settings
 
 __all__ = [
     "Generation",
+    "GenerationJob",
+    "KvCacheType",
     "LlamaModel",
     "ModelPool",
     "default_gpu_layers",
+    "load_models",
     "resolve_model_path",
 ]
+
+log = logging.getLogger(__name__)
+
+KvCacheType = Literal["f16", "q8_0", "q4_0"]
+FlashAttention = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +72,8 @@ class Generation:
     time_to_first_token_s: float
     total_s: float
     finish_reason: str  # "stop", "length" or "cancelled"
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache, not evaluated
+    queue_s: float = 0.0  # waiting for a free sequence slot
 
 
 def resolve_model_path(settings: Settings) -> Path:
@@ -87,11 +121,21 @@ def _sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+        from llama_cpp._logger import set_verbose
+    except ImportError as exc:
+        raise ConfigurationError(
+            "llama-cpp-python is not installed (see README: Installing)"
+        ) from exc
+    set_verbose(bool(os.environ.get("RAG_LLAMA_VERBOSE")))
+    return llama_cpp
+
+
 def default_gpu_layers() -> int:
     """All layers when llama.cpp was built with a GPU backend, else none."""
-    import llama_cpp
-
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    return -1 if _llama_cpp().llama_supports_gpu_offload() else 0
 
 
 class _StopMatcher:
@@ -125,9 +169,160 @@ class _StopMatcher:
         return out
 
 
+class GenerationJob:
+    """One request inside a model's scheduler. ``on_text`` is called on the
+    scheduler thread with each new piece of text and returns False to stop
+    (client gone); ``cancel`` may be called from any thread."""
+
+    def __init__(
+        self,
+        tokens: list[int],
+        max_tokens: int,
+        stop: Sequence[str],
+        on_text: Callable[[str], bool] | None,
+        ignore_eog: bool = False,
+    ) -> None:
+        self.tokens = tokens
+        self.max_tokens = max_tokens
+        self.on_text = on_text
+        self.ignore_eog = ignore_eog
+        self.token_times: list[float] = []  # when each token was sampled (benchmarks)
+        self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
+        self._cancelled = threading.Event()
+        self._matcher = _StopMatcher(stop)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.submitted = time.perf_counter()
+        self.started = 0.0
+        self.first_at: float | None = None
+        self.slot = -1
+        self.n_past = 0  # tokens of this sequence already in the KV cache
+        self.cached = 0
+        self.produced = 0
+        self.last_token = -1
+        self.out_index = -1  # this job's output row in the current batch
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def result(self, timeout: float | None = None) -> Generation:
+        return self.future.result(timeout)
+
+    async def wait(self) -> Generation:
+        return await asyncio.wrap_future(self.future)
+
+    # --- scheduler side ----------------------------------------------------
+    def _emit(self, piece: str) -> bool:
+        """Feeds decoded text through the stop matcher; False when done."""
+        if not self._matcher.text:
+            # Leading blanks are no answer; a "\n" stop must not end it empty.
+            piece = piece.lstrip()
+        out, hit = self._matcher.feed(piece)
+        if out and self.on_text is not None and not self.on_text(out):
+            self.cancel()
+            return False
+        return not hit
+
+    def _finish(self, reason: str) -> None:
+        if self.future.done():
+            return
+        if reason != "cancelled":
+            self._matcher.feed(self._decoder.decode(b"", final=True))
+            tail = self._matcher.flush()
+            if tail and self.on_text is not None:
+                self.on_text(tail)
+        ended = time.perf_counter()
+        if reason == "cancelled":
+            log.info("generation cancelled after %d of at most %d tokens", self.produced, self.max_tokens)
+        self.future.set_result(
+            Generation(
+                text=self._matcher.text.strip(),
+                prompt_tokens=len(self.tokens),
+                completion_tokens=self.produced,
+                time_to_first_token_s=(self.first_at or ended) - (self.started or self.submitted),
+                total_s=ended - (self.started or self.submitted),
+                finish_reason=reason,
+                cached_tokens=self.cached,
+                queue_s=(self.started or ended) - self.submitted,
+            )
+        )
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    sampler: Any
+    cached: list[int] = field(default_factory=list)  # tokens in this sequence's KV cache
+    job: GenerationJob | None = None
+    last_used: float = 0.0
+
+
+class _Batch:
+    """A ``llama_batch`` over NumPy arrays, filled with vectorised writes (a
+    long prompt is thousands of tokens; per-element ctypes writes would show)."""
+
+    def __init__(self, llama_cpp: Any, capacity: int, n_seq: int) -> None:
+        import numpy as np
+
+        self.np = np
+        self.capacity = capacity
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        self.seq_values = np.arange(n_seq, dtype=np.int32)
+        base = self.seq_values.ctypes.data
+        self.seq_ptr_of = [base + 4 * s for s in range(n_seq)]
+        self.seq_id = np.zeros(capacity, dtype=np.uintp)
+        self.n = 0
+        self.raw = llama_cpp.llama_batch()
+        self.raw.token = self.token.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.raw.embd = None
+        self.raw.pos = self.pos.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.raw.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.raw.seq_id = ctypes.cast(
+            self.seq_id.ctypes.data, ctypes.POINTER(ctypes.POINTER(ctypes.c_int32))
+        )
+        self.raw.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+
+    def clear(self) -> None:
+        self.n = 0
+
+    @property
+    def room(self) -> int:
+        return self.capacity - self.n
+
+    def add_one(self, token: int, pos: int, seq: int, output: bool) -> int:
+        i = self.n
+        self.token[i] = token
+        self.pos[i] = pos
+        self.seq_id[i] = self.seq_ptr_of[seq]
+        self.logits[i] = output
+        self.n = i + 1
+        return i
+
+    def add_run(self, tokens: list[int], pos0: int, seq: int, output_last: bool) -> int:
+        i, n = self.n, len(tokens)
+        self.token[i : i + n] = tokens
+        self.pos[i : i + n] = self.np.arange(pos0, pos0 + n, dtype=self.np.int32)
+        self.seq_id[i : i + n] = self.seq_ptr_of[seq]
+        self.logits[i : i + n] = 0
+        self.logits[i + n - 1] = output_last
+        self.n = i + n
+        return i + n - 1
+
+    def as_raw(self) -> Any:
+        self.raw.n_tokens = self.n
+        return self.raw
+
+
 class LlamaModel:
-    """One llama.cpp model instance. Not thread-safe: use it from one thread at a
-    time (``ModelPool`` sees to that)."""
+    """One llama.cpp model with ``parallel`` sequence slots served by its own
+    scheduler thread. Thread-safe: ``submit`` and ``generate`` may be called
+    from any thread."""
 
     def __init__(
         self,
@@ -136,44 +331,178 @@ class LlamaModel:
         n_ctx: int = 4096,
         threads: int | None = None,
         n_gpu_layers: int | None = None,
+        parallel: int = 1,
+        n_batch: int = 512,
+        flash_attn: FlashAttention = "auto",
+        kv_cache_type: KvCacheType = "f16",
+        lora_path: Path | None = None,
+        lora_scale: float = 1.0,
+        prompt_cache: bool = True,
+        backend_sampling: bool = True,
         vocab_only: bool = False,
     ) -> None:
-        try:
-            import llama_cpp
-        except ImportError as exc:
-            raise ConfigurationError(
-                "llama-cpp-python is not installed (see README: Installing)"
-            ) from exc
+        lc = _llama_cpp()
+        self._lc = lc
+        _backend_init(lc)
         self.path = path
+        self.n_ctx = n_ctx  # per sequence
+        self.parallel = parallel
+        self.prompt_cache = prompt_cache
         self.n_gpu_layers = default_gpu_layers() if n_gpu_layers is None else n_gpu_layers
-        try:
-            self._llm: Any = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=threads or os.cpu_count() or 1,
-                n_gpu_layers=self.n_gpu_layers,
-                vocab_only=vocab_only,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ConfigurationError(f"cannot load model {path}: {exc}") from exc
-        self.n_ctx = n_ctx
-        vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
-        self._is_eog: Callable[[int], bool] = lambda tok: bool(llama_cpp.llama_vocab_is_eog(vocab, tok))
+        self.threads = threads or os.cpu_count() or 1
+        self._resources: list[Callable[[], None]] = []
 
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = 999 if self.n_gpu_layers < 0 else self.n_gpu_layers
+        mparams.vocab_only = vocab_only
+        self._model = lc.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise ConfigurationError(f"cannot load model {path}")
+        self._resources.append(lambda: lc.llama_model_free(self._model))
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
+        self._add_bos = bool(lc.llama_vocab_get_add_bos(self._vocab))
+        self._closed = vocab_only  # a tokenizer only: nothing to generate with
+        self._thread: threading.Thread | None = None
+        if vocab_only:
+            return
+
+        self._slots: list[_Slot] = []
+        for seq in range(parallel):
+            chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+            self._slots.append(_Slot(seq_id=seq, sampler=chain))
+            self._resources.append(functools.partial(lc.llama_sampler_free, chain))
+
+        cparams = lc.llama_context_default_params()
+        # One KV stream of n_ctx cells per slot (not one unified buffer: then
+        # every sequence's attention would run over all slots' cells, which
+        # halved aggregate decode speed at 16 streams on an H100). With prompt
+        # reuse, a full-size SWA cache keeps old positions so that a cached
+        # prompt can be cut back anywhere; without it, sliding-window layers
+        # keep only their window, as in llama-bench.
+        cparams.n_ctx = n_ctx * parallel
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = parallel
+        cparams.n_threads = self.threads
+        cparams.n_threads_batch = self.threads
+        cparams.kv_unified = False
+        cparams.swa_full = prompt_cache
+        cparams.no_perf = True
+        cparams.flash_attn_type = {
+            "auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
+            "on": lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            "off": lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }[flash_attn]
+        kv_type = {"f16": lc.GGML_TYPE_F16, "q8_0": lc.GGML_TYPE_Q8_0, "q4_0": lc.GGML_TYPE_Q4_0}[kv_cache_type]
+        cparams.type_k = kv_type
+        cparams.type_v = kv_type
+        self._seq_configs: Any = None
+        if backend_sampling:
+            configs = (lc.llama_sampler_seq_config * parallel)()
+            for i, slot in enumerate(self._slots):
+                configs[i].seq_id = slot.seq_id
+                configs[i].sampler = ctypes.cast(slot.sampler, ctypes.c_void_p)
+            self._seq_configs = configs  # kept alive as long as the context
+            cparams.samplers = configs
+            cparams.n_samplers = parallel
+        self._ctx = lc.llama_init_from_model(self._model, cparams)
+        if not self._ctx and backend_sampling:
+            log.warning("llama.cpp refused backend samplers; sampling on the CPU")
+            cparams.samplers = None
+            cparams.n_samplers = 0
+            self._ctx = lc.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            self._free()
+            raise ConfigurationError(
+                f"cannot create a llama.cpp context for {path} (n_ctx={n_ctx * parallel}, "
+                f"kv_cache_type={kv_cache_type}, flash_attn={flash_attn})"
+            )
+        self._resources.append(lambda: lc.llama_free(self._ctx))
+        self._mem = lc.llama_get_memory(self._ctx)
+
+        self._lora: Any = None
+        if lora_path is not None:
+            self._lora = lc.llama_adapter_lora_init(self._model, str(lora_path).encode())
+            if not self._lora:
+                self._free()
+                raise ConfigurationError(f"cannot load the LoRA adapter {lora_path}")
+            self._resources.append(lambda: lc.llama_adapter_lora_free(self._lora))
+            adapters = (lc.llama_adapter_lora_p_ctypes * 1)(self._lora)
+            scales = (ctypes.c_float * 1)(lora_scale)
+            if lc.llama_set_adapters_lora(self._ctx, adapters, 1, scales) != 0:
+                self._free()
+                raise ConfigurationError(f"cannot apply the LoRA adapter {lora_path}")
+
+        self._batch = _Batch(lc, n_batch, parallel)
+        # Copying a KV stream costs about as much as evaluating a few dozen
+        # tokens on a CPU; on a GPU it is nearly free.
+        self._min_copy = 16 if self.n_gpu_layers != 0 else 64
+        self._backend_sampling = self._seq_configs is not None and cparams.n_samplers > 0
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        self._incoming: queue.SimpleQueue[GenerationJob | None] = queue.SimpleQueue()
+        self._waiting: list[GenerationJob] = []
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"llama-{path.stem}", daemon=True)
+        self._thread.start()
+
+    # --- text ----------------------------------------------------------------
     @property
     def name(self) -> str:
         return self.path.stem
 
     def tokenize(self, text: str) -> list[int]:
         """Model tokens of ``text``, with BOS, special-token text as special tokens."""
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (ctypes.c_int32 * cap)()
+        n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, cap, self._add_bos, True)
+        if n < 0:
+            cap = -n
+            buf = (ctypes.c_int32 * cap)()
+            n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, cap, self._add_bos, True)
+        return list(buf[:n])
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self._lc.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lc.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+        return buf.raw[:n]
 
     def detokenize(self, tokens: list[int]) -> str:
-        return bytes(self._llm.detokenize(tokens)).decode("utf-8", errors="ignore")
+        return b"".join(self._piece(t) for t in tokens).decode("utf-8", errors="ignore")
 
     def token_text(self, token: int) -> str:
-        return bytes(self._llm.detokenize([token], special=True)).decode("utf-8", errors="replace")
+        return self._piece(token, special=True).decode("utf-8", errors="replace")
+
+    # --- requests ------------------------------------------------------------
+    def submit(
+        self,
+        tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
+    ) -> GenerationJob:
+        """Queue a greedy generation; the returned job completes with a
+        ``Generation`` (or ``BackendError``). ``ignore_eog`` generates past
+        end-of-generation tokens (benchmarks: a fixed number of tokens)."""
+        if not tokens:
+            raise ValueError("an empty prompt")
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise ValueError("prompt and max_tokens exceed the context window")
+        if self._closed:
+            raise BackendError("the model is closed")
+        job = GenerationJob(list(tokens), max_tokens, stop, on_text, ignore_eog)
+        self._incoming.put(job)
+        self._wake.set()
+        return job
 
     def generate(
         self,
@@ -182,71 +511,285 @@ class LlamaModel:
         max_tokens: int,
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
     ) -> Generation:
-        """Greedy decoding of ``tokens``. ``on_text`` gets each new piece of text
-        and returns False to stop early (client gone)."""
-        if len(tokens) + max_tokens > self.n_ctx:
-            raise ValueError("prompt and max_tokens exceed the context window")
-        started = time.perf_counter()
-        first_at: float | None = None
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        matcher = _StopMatcher(stop)
-        produced = 0
-        finish = "length"
-        for token in self._llm.generate(
-            tokens, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True
-        ):
-            if first_at is None:
-                first_at = time.perf_counter()
-            if self._is_eog(token):
-                finish = "stop"
-                break
-            produced += 1
-            piece = decoder.decode(bytes(self._llm.detokenize([token])))
-            if not matcher.text:
-                # Leading blanks are no answer; a "\n" stop must not end it empty.
-                piece = piece.lstrip()
-            out, hit = matcher.feed(piece)
-            if out and on_text is not None and not on_text(out):
-                finish = "cancelled"
-                break
-            if hit:
-                finish = "stop"
-                break
-            if produced >= max_tokens:
-                break
-        if finish != "cancelled":
-            matcher.feed(decoder.decode(b"", final=True))
-            tail = matcher.flush()
-            if tail and on_text is not None:
-                on_text(tail)
-        ended = time.perf_counter()
-        return Generation(
-            text=matcher.text.strip(),
-            prompt_tokens=len(tokens),
-            completion_tokens=produced,
-            time_to_first_token_s=(first_at or ended) - started,
-            total_s=ended - started,
-            finish_reason=finish,
-        )
+        """Blocking form of ``submit``."""
+        job = self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog)
+        return job.result()
+
+    @property
+    def active(self) -> int:
+        return sum(1 for s in self._slots if s.job is not None) + len(self._waiting) + self._incoming.qsize()
 
     def close(self) -> None:
-        self._llm.close()
+        self._closed = True
+        if self._thread is not None and self._thread.is_alive():
+            self._incoming.put(None)
+            self._wake.set()
+            self._thread.join(timeout=60)
+        self._free()
+
+    def _free(self) -> None:
+        while self._resources:
+            self._resources.pop()()
+
+    # --- scheduler -----------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                if not self._take_incoming():
+                    break
+                self._admit()
+                if not any(s.job is not None for s in self._slots):
+                    self._wake.wait()
+                    self._wake.clear()
+                    continue
+                self._step()
+        except BaseException as exc:  # never leave a caller waiting forever
+            log.exception("llama.cpp scheduler failed")
+            error = BackendError(f"generation failed: {exc}")
+            for job in [*self._waiting, *(s.job for s in self._slots if s.job is not None)]:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            self._closed = True
+        finally:
+            while True:
+                try:
+                    left = self._incoming.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None and not left.future.done():
+                    left.future.set_exception(BackendError("the model was closed"))
+
+    def _take_incoming(self) -> bool:
+        while True:
+            try:
+                job = self._incoming.get_nowait()
+            except queue.Empty:
+                return True
+            if job is None:
+                for waiting in self._waiting:
+                    waiting.future.set_exception(BackendError("the model was closed"))
+                for slot in self._slots:
+                    if slot.job is not None:
+                        slot.job._finish("cancelled")
+                return False
+            self._waiting.append(job)
+
+    def _admit(self) -> None:
+        lc = self._lc
+        while self._waiting:
+            job = self._waiting[0]
+            if job.cancelled:
+                self._waiting.pop(0)
+                job._finish("cancelled")
+                continue
+            free = [s for s in self._slots if s.job is None]
+            if not free:
+                return
+            self._waiting.pop(0)
+            # Longest prefix already in a free slot; else copy it from any slot.
+            slot, keep = max(((s, _common_prefix(s.cached, job.tokens)) for s in free),
+                             key=lambda p: (p[1], -p[0].last_used))
+            if not self.prompt_cache:
+                keep = 0
+            keep = min(keep, len(job.tokens) - 1)  # the last prompt token is evaluated for its logits
+            if keep == 0 or not lc.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1):
+                lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                keep = 0
+            if self.prompt_cache:
+                donor, donor_keep = max(
+                    ((s, min(_common_prefix(s.cached, job.tokens), len(job.tokens) - 1))
+                     for s in self._slots if s is not slot),
+                    key=lambda p: p[1], default=(None, 0),
+                )
+                if donor is not None and donor_keep > keep + self._min_copy:
+                    # Slots are separate KV streams: llama.cpp copies a whole
+                    # stream (device to device), then the copy is cut back.
+                    lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                    lc.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, -1, -1)
+                    if lc.llama_memory_seq_rm(self._mem, slot.seq_id, donor_keep, -1):
+                        keep = donor_keep
+                    else:
+                        lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                        keep = 0
+            slot.cached = job.tokens[:keep]
+            slot.job = job
+            slot.last_used = time.perf_counter()
+            lc.llama_sampler_reset(slot.sampler)
+            job.slot = slot.seq_id
+            job.n_past = keep
+            job.cached = keep
+            job.started = time.perf_counter()
+
+    def _step(self) -> None:
+        lc = self._lc
+        batch = self._batch
+        batch.clear()
+        outputs: list[_Slot] = []
+        # Running sequences first: one token each, so decoding never stalls
+        # behind a long prompt; prompts fill what is left of the batch.
+        for slot in self._slots:
+            job = slot.job
+            if job is None or job.n_past < len(job.tokens):
+                continue
+            if job.cancelled:
+                self._release(slot, "cancelled")
+                continue
+            job.out_index = batch.add_one(job.last_token, job.n_past, slot.seq_id, True)
+            job.n_past += 1
+            outputs.append(slot)
+        for slot in self._slots:
+            job = slot.job
+            if job is None or job.n_past >= len(job.tokens) or batch.room == 0:
+                continue
+            if job.cancelled:
+                self._release(slot, "cancelled")
+                continue
+            take = min(batch.room, len(job.tokens) - job.n_past)
+            chunk = job.tokens[job.n_past : job.n_past + take]
+            last = job.n_past + take == len(job.tokens)
+            index = batch.add_run(chunk, job.n_past, slot.seq_id, last)
+            slot.cached.extend(chunk)
+            job.n_past += take
+            if last:
+                job.out_index = index
+                outputs.append(slot)
+        if batch.n == 0:
+            return
+        rc = lc.llama_decode(self._ctx, batch.as_raw())
+        if rc != 0:
+            # Cannot happen while every slot stays within n_ctx; if it does,
+            # fail the running requests, start afresh and go on serving.
+            log.error("llama_decode returned %d; failing %d requests", rc, len(outputs))
+            lc.llama_memory_clear(self._mem, True)
+            for slot in self._slots:
+                slot.cached = []
+                job = slot.job
+                slot.job = None
+                if job is not None and not job.future.done():
+                    job.future.set_exception(BackendError(f"llama_decode failed with {rc}"))
+            return
+        tokens = [self._sample(slot) for slot in outputs]
+        now = time.perf_counter()  # after sampling: llama_decode may return before the device is done
+        for slot, token in zip(outputs, tokens, strict=True):
+            job = slot.job
+            assert job is not None
+            if job.first_at is None:
+                job.first_at = now
+            job.token_times.append(now)
+            if token in self._eog:
+                is_eog = self._eog[token]
+            else:
+                is_eog = self._eog[token] = bool(lc.llama_vocab_is_eog(self._vocab, token))
+            if is_eog and not job.ignore_eog:
+                self._release(slot, "stop")
+                continue
+            job.produced += 1
+            job.last_token = token
+            piece = self._pieces.get(token)
+            if piece is None:
+                piece = self._pieces[token] = self._piece(token)
+            if not job._emit(job._decoder.decode(piece)):
+                self._release(slot, "cancelled" if job.cancelled else "stop")
+            elif job.produced >= job.max_tokens:
+                self._release(slot, "length")
+            else:
+                # The sampled token enters the KV cache with the next step.
+                slot.cached.append(token)
+
+    def _sample(self, slot: _Slot) -> int:
+        job = slot.job
+        assert job is not None
+        if self._backend_sampling:
+            # Greedy sampling ran inside llama_decode's graph; only the id is read.
+            token = int(self._lc.llama_get_sampled_token_ith(self._ctx, job.out_index))
+            if token >= 0:
+                return token
+        return int(self._lc.llama_sampler_sample(slot.sampler, self._ctx, job.out_index))
+
+    def _release(self, slot: _Slot, reason: str) -> None:
+        job = slot.job
+        slot.job = None
+        slot.last_used = time.perf_counter()
+        if job is None:
+            return
+        # Keep the KV cache of what was evaluated: the prompt and all
+        # generated tokens but the last (never fed back).
+        slot.cached = slot.cached[: job.n_past]
+        job._finish(reason)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    # Compare in blocks first: prompts share long prefixes.
+    step = 256
+    while i + step <= n and a[i : i + step] == b[i : i + step]:
+        i += step
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _backend_init(lc: Any) -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            lc.llama_backend_init()
+            _backend_ready = True
+
+
+def load_models(settings: Settings) -> list[LlamaModel]:
+    """The pool's model instances, as the settings describe them."""
+    path = resolve_model_path(settings)
+    lora = Path(settings.llm_lora_path).expanduser() if settings.llm_lora_path else None
+    if lora is not None and not lora.is_file():
+        raise ConfigurationError(f"LoRA adapter {lora} does not exist")
+    models: list[LlamaModel] = []
+    try:
+        for _ in range(settings.llm_pool_size):
+            models.append(
+                LlamaModel(
+                    path,
+                    n_ctx=settings.llm_n_ctx,
+                    threads=settings.llm_threads,
+                    n_gpu_layers=settings.llm_n_gpu_layers,
+                    parallel=settings.llm_parallel,
+                    n_batch=settings.llm_n_batch,
+                    flash_attn=settings.llm_flash_attn,
+                    kv_cache_type=settings.llm_kv_cache_type,
+                    lora_path=lora,
+                    lora_scale=settings.llm_lora_scale,
+                    prompt_cache=settings.llm_prompt_cache,
+                )
+            )
+    except BaseException:
+        for model in models:
+            model.close()
+        raise
+    return models
 
 
 class ModelPool:
-    """Hands out model instances one request at a time.
+    """Spreads requests over model instances.
 
-    At most ``len(models)`` generations run at once and at most ``queue_size``
-    requests wait; any more are refused with ``BusyError`` at once rather than
-    piling up. Its counters live on the event loop's thread only.
+    Each instance runs up to ``parallel`` sequences at once, so at most the sum
+    of those run together; at most ``queue_size`` more wait, and any beyond are
+    refused with ``BusyError`` at once rather than piling up. Its counters live
+    on the event loop's thread only.
     """
 
     def __init__(self, models: list[LlamaModel], queue_size: int) -> None:
         if not models:
             raise ValueError("a model pool needs at least one model")
         self.models = models
-        self._idle = list(models)
+        self._load = {id(m): 0 for m in models}
+        self.capacity = sum(int(getattr(m, "parallel", 1)) for m in models)
         self._queue_size = queue_size
         self._pending = 0
         self._semaphore: asyncio.Semaphore | None = None
@@ -254,28 +797,37 @@ class ModelPool:
 
     @property
     def busy(self) -> int:
-        return len(self.models) - len(self._idle)
+        return sum(self._load.values())
 
     @property
     def waiting(self) -> int:
-        return max(0, self._pending - len(self.models))
+        return max(0, self._pending - self.capacity)
+
+    @property
+    def model_name(self) -> str:
+        return self.models[0].name
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[LlamaModel]:
+        """A model with a free sequence slot, held for one generation."""
         if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(len(self.models))
-        if self._pending >= len(self.models) + self._queue_size:
-            retry = max(1, round(self._avg_seconds * (self.waiting + 1) / len(self.models)))
+            self._semaphore = asyncio.Semaphore(self.capacity)
+        if self._pending >= self.capacity + self._queue_size:
+            retry = max(1, round(self._avg_seconds * (self.waiting + 1) / self.capacity))
             raise BusyError("all models are busy and the wait queue is full", retry_after=retry)
         self._pending += 1
         try:
             async with self._semaphore:
-                model = self._idle.pop()
+                model = min(
+                    self.models,
+                    key=lambda m: self._load[id(m)] / int(getattr(m, "parallel", 1)),
+                )
+                self._load[id(model)] += 1
                 started = time.monotonic()
                 try:
                     yield model
                 finally:
-                    self._idle.append(model)
+                    self._load[id(model)] -= 1
                     self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * (time.monotonic() - started)
         finally:
             self._pending -= 1

@@ -16,6 +16,12 @@ Two styles, chosen per model:
 
 Token counts use the model's own tokenizer; the context is trimmed to fit
 ``n_ctx - max_tokens``, never overflowing.
+
+Chat history (earlier turns of an OpenAI-style conversation) comes before the
+context passages, oldest first, so that the prompt of the next turn starts with
+the same tokens as this one and llama.cpp reuses their KV cache; the oldest
+turns are dropped first when the budget is short. Without passages (plain chat
+with the base model, no collection) the context block is left out.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["BuiltPrompt", "PromptBuilder", "ResolvedPromptStyle"]
+__all__ = ["BuiltPrompt", "PromptBuilder", "ResolvedPromptStyle", "Turn"]
 
 ResolvedPromptStyle = Literal["gemma-chat", "completion"]
+
+Turn = tuple[Literal["user", "assistant"], str]
 
 START_OF_TURN = "<start_of_turn>"
 END_OF_TURN = "<end_of_turn>"
@@ -59,20 +67,45 @@ class PromptBuilder:
         style: ResolvedPromptStyle,
         tokenize: Callable[[str], list[int]],
         detokenize: Callable[[list[int]], str],
+        *,
+        history: Sequence[Turn] = (),
+        retrieval: bool = True,
     ) -> None:
         self.style = style
         self._tokenize = tokenize
         self._detokenize = detokenize
+        self._history = list(history)
+        self._retrieval = retrieval
+
+    def _render_history(self) -> str:
+        if self.style == "gemma-chat":
+            parts = []
+            for i, (role, text) in enumerate(self._history):
+                body = text.strip()
+                if i == 0 and role == "user" and self._retrieval:
+                    body = f"{INSTRUCTIONS}\n\n{body}"
+                parts.append(f"{START_OF_TURN}{'user' if role == 'user' else 'model'}\n{body}{END_OF_TURN}\n")
+            return "".join(parts)
+        lines = []
+        for role, text in self._history:
+            lines.append(f"Question: {text.strip()}\n" if role == "user" else f"Short answer: {text.strip()}\n\n")
+        return "".join(lines)
 
     def _render(self, question: str, passages: Sequence[str]) -> str:
+        history = self._render_history()
         context = "\n\n".join(f"[{i}] {text.strip()}" for i, text in enumerate(passages, start=1))
         if self.style == "gemma-chat":
+            if not self._retrieval:
+                return f"{history}{START_OF_TURN}user\n{question.strip()}{END_OF_TURN}\n{START_OF_TURN}model\n"
+            lead = "" if self._history else f"{INSTRUCTIONS}\n\n"
             return (
-                f"{START_OF_TURN}user\n{INSTRUCTIONS}\n\nContext:\n{context}\n\n"
+                f"{history}{START_OF_TURN}user\n{lead}Context:\n{context}\n\n"
                 f"Question: {question.strip()}{END_OF_TURN}\n{START_OF_TURN}model\n"
             )
         # No instruction line: the base model copies it instead of answering.
-        return f"Context:\n{context}\n\nQuestion: {question.strip()}\nShort answer:"
+        if not self._retrieval:
+            return f"{history}Question: {question.strip()}\nShort answer:"
+        return f"{history}Context:\n{context}\n\nQuestion: {question.strip()}\nShort answer:"
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -86,6 +119,10 @@ class PromptBuilder:
         if budget <= 0:
             raise ValueError("prompt budget must be positive")
         frame = self._tokenize(self._render(question, []))
+        while len(frame) > budget and self._history:
+            # Oldest turns go first: the question and its context matter more.
+            del self._history[: 2 if len(self._history) > 1 else 1]
+            frame = self._tokenize(self._render(question, []))
         if len(frame) > budget:
             # Even the question does not fit: keep its beginning.
             q_tokens = self._tokenize_plain(question)

@@ -11,23 +11,29 @@ import asyncio
 import functools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
-from rag.errors import BackendError, InvalidRequestError, RagError, UnsupportedFileTypeError
+from rag.errors import BackendError, InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
 from rag.lexical import LexicalEncoder
 from rag.llm import Generation, LlamaModel, ModelPool
-from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle
+from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
 from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.settings import SearchMode
 from rag.store import MetadataValue, ScoredChunk, SearchFilter, VectorStore
 
 __all__ = [
+    "COLLECTION_MODEL_PREFIX",
     "NO_ANSWER",
     "Answer",
+    "AnswerDelta",
+    "AnswerDone",
+    "AnswerEvent",
+    "AnswerSources",
     "CollectionInfo",
     "RagService",
     "SearchHit",
@@ -39,6 +45,8 @@ __all__ = [
 NO_ANSWER = "The documents don't contain an answer to this question."
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+COLLECTION_MODEL_PREFIX = "rag/"  # OpenAI-style model id of a collection: rag/<name>
+MAX_EMBED_INPUTS = 256
 _METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 
 
@@ -87,6 +95,28 @@ class Answer:
     grounded: bool  # False when retrieval found nothing good enough and no generation ran
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    finish_reason: str = "stop"  # "stop", "length" or "cancelled"
+
+
+@dataclass(frozen=True)
+class AnswerSources:
+    """First event of a streamed answer: the passages the prompt holds."""
+
+    sources: list[SearchHit]
+    grounded: bool
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerDone:
+    answer: Answer
+
+
+AnswerEvent = AnswerSources | AnswerDelta | AnswerDone
 
 
 class RagService:
@@ -391,51 +421,197 @@ class RagService:
         where: SearchFilter | None = None,
         rerank: bool | None = None,
     ) -> Answer:
+        events = self.ask_stream(
+            name, question, top_k=top_k, max_tokens=max_tokens, mode=mode, where=where, rerank=rerank
+        )
+        return await _final_answer(events)
+
+    async def ask_stream(
+        self,
+        name: str,
+        question: str,
+        *,
+        top_k: int | None = None,
+        max_tokens: int | None = None,
+        history: Sequence[Turn] = (),
+        mode: SearchMode | None = None,
+        where: SearchFilter | None = None,
+        rerank: bool | None = None,
+    ) -> AsyncIterator[AnswerEvent]:
+        """The answer as it is generated: ``AnswerSources``, then ``AnswerDelta``
+        pieces, then ``AnswerDone``. Closing the iterator early (client gone)
+        stops the generation."""
         if not question.strip():
             raise InvalidRequestError("the question is empty")
-        max_tokens = max_tokens or self._max_tokens
-        if max_tokens >= self._n_ctx - 64:
-            raise InvalidRequestError(f"max_tokens must be below {self._n_ctx - 64}")
+        max_tokens = self._check_max_tokens(max_tokens)
         started = time.perf_counter()
         sources = await asyncio.to_thread(
             functools.partial(self.search, name, question, top_k, mode=mode, where=where, rerank=rerank)
         )
-        retrieved = time.perf_counter()
-        timings = {"retrieval_s": retrieved - started}
+        timings = {"retrieval_s": time.perf_counter() - started}
         if self.abstains(sources):
+            yield AnswerSources(sources=sources, grounded=False)
+            yield AnswerDelta(NO_ANSWER)
             timings["total_s"] = time.perf_counter() - started
-            return Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings)
+            yield AnswerDone(Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings))
+            return
+        inner = self._generate_stream(question, sources, max_tokens, history, started, timings)
+        async with aclosing(inner):  # type: ignore[type-var]
+            async for event in inner:
+                yield event
+
+    async def chat_stream(
+        self,
+        model: str,
+        messages: Sequence[tuple[str, str]],
+        *,
+        max_tokens: int | None = None,
+        top_k: int | None = None,
+    ) -> AsyncIterator[AnswerEvent]:
+        """An OpenAI-style conversation: ``messages`` are (role, text) pairs,
+        the last one the user's question. ``model`` is the base model (no
+        retrieval) or ``rag/<collection>`` (grounded in that collection).
+        System and developer messages are accepted and left out: the prompt's
+        own instructions apply (the bundled base model echoes instructions)."""
+        history: list[Turn] = []
+        for role, text in messages:
+            if role in ("user", "assistant"):
+                history.append(("user" if role == "user" else "assistant", text))
+            elif role not in ("system", "developer"):
+                raise InvalidRequestError(f"unsupported message role {role!r}")
+        if not history or history[-1][0] != "user" or not history[-1][1].strip():
+            raise InvalidRequestError("the last message must be a non-empty user message")
+        question = history.pop()[1]
+        if model.startswith(COLLECTION_MODEL_PREFIX):
+            collection = model[len(COLLECTION_MODEL_PREFIX) :]
+            inner = self.ask_stream(collection, question, top_k=top_k, max_tokens=max_tokens, history=history)
+            async with aclosing(inner):  # type: ignore[type-var]
+                async for event in inner:
+                    yield event
+            return
+        if self.pool is None or model != self.pool.model_name:
+            raise NotFoundError(f"model {model!r} does not exist (see GET /v1/models)")
+        max_tokens = self._check_max_tokens(max_tokens)
+        started = time.perf_counter()
+        inner = self._generate_stream(question, None, max_tokens, history, started, {})
+        async with aclosing(inner):  # type: ignore[type-var]
+            async for event in inner:
+                yield event
+
+    async def chat(
+        self, model: str, messages: Sequence[tuple[str, str]], *, max_tokens: int | None = None
+    ) -> Answer:
+        return await _final_answer(self.chat_stream(model, messages, max_tokens=max_tokens))
+
+    def model_ids(self) -> list[str]:
+        """OpenAI-style model ids: the base model, ``rag/<collection>`` for each
+        collection, and the embedding model."""
+        base = [self.pool.model_name] if self.pool is not None else []
+        collections = [COLLECTION_MODEL_PREFIX + c.name for c in self.registry.list_collections()]
+        return [*base, *collections, self.embedder.name]
+
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Embeddings of ``texts`` and the tokens they took."""
+        if not texts:
+            raise InvalidRequestError("no input to embed")
+        if len(texts) > MAX_EMBED_INPUTS:
+            raise InvalidRequestError(f"at most {MAX_EMBED_INPUTS} inputs per request")
+        tokens = sum(self.embedder.count_tokens(t) for t in texts)
+        return self.embedder.embed(texts), tokens
+
+    def _check_max_tokens(self, max_tokens: int | None) -> int:
+        max_tokens = max_tokens or self._max_tokens
+        if max_tokens >= self._n_ctx - 64:
+            raise InvalidRequestError(f"max_tokens must be below {self._n_ctx - 64}")
+        return max_tokens
+
+    async def _generate_stream(
+        self,
+        question: str,
+        sources: list[SearchHit] | None,
+        max_tokens: int,
+        history: Sequence[Turn],
+        started: float,
+        timings: dict[str, float],
+    ) -> AsyncIterator[AnswerEvent]:
         if self.pool is None:
             raise RagError("this process was started without a model (RAG_LLM_LOAD=false)")
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def push(item: str | None) -> bool:
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, item)
+            except RuntimeError:  # the event loop is gone: nobody listens
+                return False
+            return True
+
+        retrieved = time.perf_counter()
         async with self.pool.acquire() as model:
-            waited = time.perf_counter()
-            prompt, generation = await asyncio.to_thread(
-                self._generate, model, question, sources, max_tokens
-            )
-        used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
+            acquired = time.perf_counter()
+            prompt = await asyncio.to_thread(self._build_prompt, model, question, sources, max_tokens, history)
+            used: list[SearchHit] = []
+            if sources is not None:
+                used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
+                yield AnswerSources(sources=used, grounded=True)
+            job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=push)
+            job.future.add_done_callback(lambda _: push(None))
+            try:
+                while (piece := await pieces.get()) is not None:
+                    yield AnswerDelta(piece)
+                generation: Generation = await job.wait()
+            finally:
+                job.cancel()  # a no-op once finished; stops it when the client left
         timings.update(
-            queue_s=waited - retrieved,
+            queue_s=acquired - retrieved + generation.queue_s,
             time_to_first_token_s=generation.time_to_first_token_s,
             generation_s=generation.total_s,
             total_s=time.perf_counter() - started,
         )
+        decode_s = generation.total_s - generation.time_to_first_token_s
+        if generation.completion_tokens > 1 and decode_s > 0:
+            timings["decode_tokens_per_s"] = (generation.completion_tokens - 1) / decode_s
         usage = {
             "prompt_tokens": generation.prompt_tokens,
             "completion_tokens": generation.completion_tokens,
             "total_tokens": generation.prompt_tokens + generation.completion_tokens,
-            "context_passages": prompt.passages_used,
+            "cached_prompt_tokens": generation.cached_tokens,
         }
-        answer = generation.text or NO_ANSWER
-        return Answer(answer=answer, sources=used, grounded=True, usage=usage, timings=timings)
+        if sources is not None:
+            usage["context_passages"] = prompt.passages_used
+        text = generation.text or (NO_ANSWER if sources is not None else "")
+        yield AnswerDone(
+            Answer(
+                answer=text,
+                sources=used,
+                grounded=sources is not None,
+                usage=usage,
+                timings=timings,
+                finish_reason=generation.finish_reason,
+            )
+        )
+
+    def _build_prompt(
+        self,
+        model: LlamaModel,
+        question: str,
+        sources: list[SearchHit] | None,
+        max_tokens: int,
+        history: Sequence[Turn],
+    ) -> BuiltPrompt:
+        builder = PromptBuilder(
+            self.prompt_style, model.tokenize, model.detokenize, history=history, retrieval=sources is not None
+        )
+        passages = [s.text for s in sources] if sources is not None else []
+        return builder.build(question, passages, budget=self._n_ctx - max_tokens)
 
 
-    def _generate(
-        self, model: LlamaModel, question: str, sources: list[SearchHit], max_tokens: int
-    ) -> tuple[BuiltPrompt, Generation]:
-        builder = PromptBuilder(self.prompt_style, model.tokenize, model.detokenize)
-        prompt = builder.build(question, [s.text for s in sources], budget=self._n_ctx - max_tokens)
-        generation = model.generate(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop)
-        return prompt, generation
+async def _final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:
+    async with aclosing(events):  # type: ignore[type-var]
+        async for event in events:
+            if isinstance(event, AnswerDone):
+                return event.answer
+    raise RagError("the answer stream ended without an answer")
 
 
 def _hit(rank: int, chunk: ScoredChunk) -> SearchHit:

@@ -143,9 +143,38 @@ class Settings(BaseSettings):
         description="Layers offloaded to the GPU. Default: all when llama.cpp was "
         "built with a GPU backend, else 0.",
     )
-    llm_pool_size: int = Field(default=1, ge=1, le=64)
+    llm_flash_attn: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Flash attention: auto lets llama.cpp decide (on where the backend supports it).",
+    )
+    llm_kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
+        default="f16",
+        description="Type of the K and V cache; quantised V needs flash attention.",
+    )
+    llm_lora_path: str | None = Field(
+        default=None, description="A GGUF LoRA adapter applied to every model instance."
+    )
+    llm_lora_scale: float = Field(default=1.0)
+    llm_pool_size: int = Field(
+        default=1, ge=1, le=64, description="Model instances (each with its own weights and context)."
+    )
+    llm_parallel: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Sequences one model instance decodes together in one batch; "
+        "each has llm_n_ctx tokens of KV cache.",
+    )
+    llm_n_batch: int = Field(
+        default=512, ge=32, description="Tokens llama.cpp evaluates in one pass (prompt chunks)."
+    )
+    llm_prompt_cache: bool = Field(
+        default=True,
+        description="Reuse the KV cache of a prompt prefix seen before (the fixed "
+        "instructions, earlier chat turns) instead of evaluating it again.",
+    )
     llm_queue_size: int = Field(
-        default=8, ge=0, description="Requests that may wait for a model; more get 429."
+        default=8, ge=0, description="Requests that may wait for a free sequence slot; more get 429."
     )
     max_tokens: int = Field(default=256, gt=0)
     llm_load: bool = Field(
@@ -200,6 +229,8 @@ class Settings(BaseSettings):
             raise ConfigurationError("chunk_overlap_tokens must be below chunk_max_tokens")
         if self.max_tokens >= self.llm_n_ctx:
             raise ConfigurationError("max_tokens must be below llm_n_ctx")
+        if self.llm_kv_cache_type != "f16" and self.llm_flash_attn == "off":
+            raise ConfigurationError("a quantised KV cache (llm_kv_cache_type) needs flash attention")
         return self
 
     # --- derived values ------------------------------------------------------

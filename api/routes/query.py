@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServiceDep
 from api.schemas import AskRequest, AskResponse, EvaluationRequest, SearchRequest, SearchResponse, SourcePublic
+from api.sse import event_stream, sse
 from rag.evaluation import QAItem, evaluate, render_table
+from rag.service import AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["query"])
 
@@ -28,18 +30,45 @@ async def search(name: str, body: SearchRequest, service: ServiceDep) -> SearchR
     )
 
 
-@router.post("/ask", response_model=AskResponse, responses={429: {}})
-async def ask(name: str, body: AskRequest, service: ServiceDep) -> AskResponse:
+@router.post(
+    "/ask",
+    response_model=AskResponse,
+    responses={429: {}, 200: {"content": {"text/event-stream": {}}}},
+)
+async def ask(name: str, body: AskRequest, service: ServiceDep) -> AskResponse | StreamingResponse:
+    where = body.filter.to_filter() if body.filter else None
+    if body.stream:
+        events = service.ask_stream(
+            name,
+            body.question,
+            top_k=body.top_k,
+            max_tokens=body.max_tokens,
+            mode=body.mode,
+            where=where,
+            rerank=body.rerank,
+        )
+        return await event_stream(events, _ask_event)
     answer = await service.ask(
         name,
         body.question,
         top_k=body.top_k,
         max_tokens=body.max_tokens,
         mode=body.mode,
-        where=body.filter.to_filter() if body.filter else None,
+        where=where,
         rerank=body.rerank,
     )
     return AskResponse.of(answer)
+
+
+def _ask_event(event: AnswerEvent) -> list[bytes]:
+    if isinstance(event, AnswerSources):
+        sources = [SourcePublic.of(s).model_dump(mode="json") for s in event.sources]
+        return [sse({"grounded": event.grounded, "sources": sources}, "sources")]
+    if isinstance(event, AnswerDelta):
+        return [sse({"text": event.text}, "delta")]
+    assert isinstance(event, AnswerDone)
+    done = AskResponse.of(event.answer).model_dump(mode="json", exclude={"sources", "grounded"})
+    return [sse(done, "done")]
 
 
 @router.post(

@@ -1,0 +1,286 @@
+"""Generation speed of the service against llama.cpp's own tools.
+
+Measures, on one machine, in one run:
+
+- ``llama-bench`` (built from the llama.cpp vendored in the installed
+  llama-cpp-python): prompt tokens/s (pp) and decode tokens/s (tg);
+- the service's generation path (``rag.llm.LlamaModel``): time to first token
+  for prompts of the same lengths (as prompt tokens/s) and decode tokens/s,
+  same GGUF, same threads, same offload; ratios against llama-bench;
+- llama-cpp-python's high-level ``Llama.generate`` (what rag/llm.py used
+  before), for reference;
+- batched decoding: aggregate decode tokens/s of 1, 4, 16 concurrent streams on
+  one model instance, against ``llama-batched-bench``;
+- prompt-prefix reuse: time to first token cold and with the prefix cached.
+
+Usage (CPU)::
+
+    python bench/generation.py --llama-bench build/bin/llama-bench \\
+        --batched-bench build/bin/llama-batched-bench --threads 2 --json out.json
+
+GPU: add ``--n-gpu-layers -1 --flash-attn on``. Rounds alternate llama-bench and
+the service so that load from elsewhere on the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rag.llm import LlamaModel, resolve_model_path
+from rag.settings import Settings
+
+FILLER = (
+    "The handbook describes the daily routine of the operations team. Staff are expected to read it "
+    "before their first shift and to keep it at hand during inspections. Every procedure below was "
+    "reviewed by the operations board last spring, and the vault access code is ZEBRA-4471. "
+)
+
+
+def prompt_of(model: LlamaModel, n: int, salt: str = "") -> list[int]:
+    """A prompt of exactly ``n`` tokens (BOS included) of plain text."""
+    text = salt + FILLER * (n // 30 + 2)
+    tokens = model.tokenize(text)[:n]
+    assert len(tokens) == n
+    return tokens
+
+
+def run_llama_bench(exe: str, model: Path, args: argparse.Namespace, pps: list[int]) -> dict[str, float]:
+    cmd = [exe, "-m", str(model), "-t", str(args.threads), "-p", ",".join(map(str, pps)),
+           "-n", str(args.gen_tokens), "-r", str(args.reps), "-o", "json",
+           "-ngl", str(99 if args.n_gpu_layers < 0 else args.n_gpu_layers), "-fa", args.flash_attn]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result: dict[str, float] = {}
+    for row in json.loads(out):
+        key = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
+        result[key] = float(row["avg_ts"])
+    return result
+
+
+def run_batched_bench(exe: str, model: Path, args: argparse.Namespace, streams: list[int]) -> dict[int, float]:
+    ctx = max(streams) * (args.batch_prompt + args.batch_gen) + 256
+    cmd = [exe, "-m", str(model), "-t", str(args.threads), "-tb", str(args.threads), "-c", str(ctx),
+           "-b", "2048", "-ub", "512", "-npp", str(args.batch_prompt), "-ntg", str(args.batch_gen),
+           "-npl", ",".join(map(str, streams)), "-ngl", str(99 if args.n_gpu_layers < 0 else args.n_gpu_layers),
+           "-fa", args.flash_attn, "--output-format", "jsonl"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result: dict[int, float] = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            result[int(row["pl"])] = float(row["speed_tg"])
+    return result
+
+
+def service_single(model: LlamaModel, args: argparse.Namespace, pps: list[int]) -> dict[str, float]:
+    """Prompt speed as N / time-to-first-token; decode speed from a short prompt
+    (llama-bench's tg runs on an empty context)."""
+    result: dict[str, float] = {}
+    for n in pps:
+        times = []
+        for r in range(args.reps):
+            g = model.generate(prompt_of(model, n, salt=f"{r} "), max_tokens=1, ignore_eog=True)
+            assert g.cached_tokens <= 1, "each prompt must be new"
+            times.append(g.time_to_first_token_s)
+        result[f"pp{n}"] = n / statistics.median(times)
+    speeds = []
+    for r in range(args.reps):
+        job = model.submit(prompt_of(model, 2, salt=f"{r} "), max_tokens=args.gen_tokens + 1, ignore_eog=True)
+        job.result()
+        t = job.token_times
+        speeds.append((len(t) - 1) / (t[-1] - t[0]))
+    result[f"tg{args.gen_tokens}"] = statistics.median(speeds)
+    return result
+
+
+def high_level_single(path: Path, args: argparse.Namespace, pps: list[int]) -> dict[str, float]:
+    """llama-cpp-python's Llama.generate, as rag/llm.py used it before."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=4096, n_threads=args.threads, n_batch=512,
+                          n_gpu_layers=args.n_gpu_layers, verbose=False,
+                          flash_attn=args.flash_attn == "on")
+    result: dict[str, float] = {}
+    base = LlamaModel(path, vocab_only=True)
+    try:
+        for n in pps:
+            tokens = prompt_of(base, n)
+            started = time.perf_counter()
+            for _ in llm.generate(tokens, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+                break
+            result[f"pp{n}"] = n / (time.perf_counter() - started)
+        stamps: list[float] = []
+        for _ in llm.generate(prompt_of(base, 2), top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0,
+                              reset=True):
+            stamps.append(time.perf_counter())
+            if len(stamps) > args.gen_tokens:
+                break
+        result[f"tg{args.gen_tokens}"] = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    finally:
+        base.close()
+        llm.close()
+    return result
+
+
+def service_batched(path: Path, args: argparse.Namespace, streams: list[int]) -> dict[int, float]:
+    """Aggregate decode tokens/s of S streams on one model instance: tokens
+    sampled after the last stream's first token, over that time."""
+    result: dict[int, float] = {}
+    for s in streams:
+        model = LlamaModel(path, n_ctx=args.batch_prompt + args.batch_gen + 64, threads=args.threads,
+                           n_gpu_layers=args.n_gpu_layers, parallel=s, flash_attn=args.flash_attn,
+                           n_batch=512, prompt_cache=False)
+        try:
+            model.generate(prompt_of(model, 8), max_tokens=4)  # warm-up
+            jobs = [model.submit(prompt_of(model, args.batch_prompt, salt=f"{i} "), max_tokens=args.batch_gen,
+                                 ignore_eog=True) for i in range(s)]
+            for j in jobs:
+                j.result()
+            start = max(j.token_times[0] for j in jobs)
+            end = max(j.token_times[-1] for j in jobs)
+            count = sum(sum(1 for t in j.token_times if t > start) for j in jobs)
+            result[s] = count / (end - start)
+        finally:
+            model.close()
+    return result
+
+
+def prefix_reuse(path: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Time to first token of a RAG prompt (gemma-chat: fixed instructions,
+    then ~1,800 tokens of context) cold, with only the instruction prefix
+    cached (another question), and for a chat's next turn (all but the new
+    turn cached)."""
+    from rag.prompt import PromptBuilder
+
+    model = LlamaModel(path, n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers, parallel=1,
+                       flash_attn=args.flash_attn, prompt_cache=True)
+    try:
+        def ttft(tokens: list[int]) -> tuple[float, int]:
+            g = model.generate(tokens, max_tokens=1, ignore_eog=True)
+            return g.time_to_first_token_s, g.cached_tokens
+
+        builder = PromptBuilder("gemma-chat", model.tokenize, model.detokenize)
+        passages = [FILLER * 3 + f" Passage {i}." for i in range(12)]
+        out: dict[str, float] = {}
+        cold, prefix, turn = [], [], []
+        for r in range(args.reps):
+            a = builder.build(f"What is the code, take {r}?", [f"{r} {p}" for p in passages], budget=1900).tokens
+            b = builder.build(f"Who reviewed it, take {r}?", [f"{r + 100} {p}" for p in passages],
+                              budget=1900).tokens
+            model.generate([1, 2], max_tokens=1)  # evict: the cache holds an unrelated prompt
+            t, c = ttft(a)
+            assert c <= 1
+            cold.append(t)
+            t, c = ttft(b)
+            prefix.append(t)
+            out["prefix_cached_tokens"] = c
+            nxt = b + model.tokenize(" Answer.<end_of_turn>\n<start_of_turn>user\nAnd then?<end_of_turn>\n"
+                                     "<start_of_turn>model\n")[1:]
+            t, c = ttft(nxt)
+            turn.append(t)
+            out["turn_cached_tokens"] = c
+            out["prompt_tokens"] = len(a)
+            out["turn_prompt_tokens"] = len(nxt)
+        out["ttft_cold_s"] = statistics.median(cold)
+        out["ttft_prefix_cached_s"] = statistics.median(prefix)
+        out["ttft_next_turn_s"] = statistics.median(turn)
+        return out
+    finally:
+        model.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=Path("data"), help="where the bundled model is assembled")
+    ap.add_argument("--model", help="a GGUF instead of the bundled model")
+    ap.add_argument("--llama-bench", help="path of llama-bench")
+    ap.add_argument("--batched-bench", help="path of llama-batched-bench")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--n-gpu-layers", type=int, default=0)
+    ap.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--prompt-tokens", default="512,1839")
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2, help="alternations of llama-bench and the service")
+    ap.add_argument("--streams", default="1,4,16")
+    ap.add_argument("--batch-prompt", type=int, default=512)
+    ap.add_argument("--batch-gen", type=int, default=128)
+    ap.add_argument("--skip", default="", help="comma list of: single,high_level,batched,prefix")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    path = Path(args.model) if args.model else resolve_model_path(Settings(data_dir=args.data_dir))
+    pps = [int(x) for x in args.prompt_tokens.split(",")]
+    streams = [int(x) for x in args.streams.split(",")]
+    report: dict[str, Any] = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "model": path.name, "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
+        "flash_attn": args.flash_attn, "rounds": [],
+    }
+
+    def show(title: str, values: dict[Any, float]) -> None:
+        print(f"{title:<28}" + "  ".join(f"{k}={v:,.1f}" for k, v in values.items()), flush=True)
+
+    if "single" not in skip:
+        # The service's default (prompt reuse on: full-size SWA cache) and without it.
+        models = {
+            name: LlamaModel(path, n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers, parallel=1,
+                             flash_attn=args.flash_attn, prompt_cache=cache)
+            for name, cache in (("service", True), ("service_no_cache", False))
+        }
+        try:
+            for model in models.values():
+                model.generate(prompt_of(model, 64), max_tokens=4)  # warm-up
+            for r in range(args.rounds):
+                row: dict[str, Any] = {}
+                if args.llama_bench:
+                    row["llama_bench"] = run_llama_bench(args.llama_bench, path, args, pps)
+                    show(f"round {r} llama-bench", row["llama_bench"])
+                for name, model in models.items():
+                    row[name] = service_single(model, args, pps)
+                    show(f"round {r} {name}", row[name])
+                    if "llama_bench" in row:
+                        row[f"{name}_ratio"] = {k: row[name][k] / row["llama_bench"][k] for k in row[name]}
+                        show(f"round {r} {name} ratio", row[f"{name}_ratio"])
+                report["rounds"].append(row)
+        finally:
+            for model in models.values():
+                model.close()
+    if "high_level" not in skip:
+        report["high_level"] = high_level_single(path, args, pps)
+        show("Llama.generate (before)", report["high_level"])
+        if report["rounds"] and "llama_bench" in report["rounds"][-1]:
+            lb = report["rounds"][-1]["llama_bench"]
+            report["high_level_ratio"] = {k: v / lb[k] for k, v in report["high_level"].items()}
+            show("Llama.generate ratio", report["high_level_ratio"])
+    if "batched" not in skip:
+        if args.batched_bench:
+            report["batched_bench"] = run_batched_bench(args.batched_bench, path, args, streams)
+            show("llama-batched-bench S_TG", report["batched_bench"])
+        report["batched_service"] = service_batched(path, args, streams)
+        show("service aggregate tg", report["batched_service"])
+        if args.batched_bench:
+            report["batched_ratio"] = {
+                s: report["batched_service"][s] / report["batched_bench"][s] for s in streams
+            }
+            show("batched ratio", report["batched_ratio"])
+    if "prefix" not in skip:
+        report["prefix"] = prefix_reuse(path, args)
+        show("prefix reuse", report["prefix"])
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The llama.cpp scheduler with the real bundled model: batched decoding of
+concurrent requests, prompt-prefix reuse, stop strings, cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.llm import LlamaModel
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "Context:\n[1] The Eiffel Tower was completed in 1889 in Paris.\n\n"
+    "Question: When was the Eiffel Tower completed?\nShort answer:",
+    "Context:\n[1] The lighthouse radio call sign is ORCHID-2093.\n\n"
+    "Question: What is the radio call sign?\nShort answer:",
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+]
+
+
+@pytest.fixture(scope="module")
+def model(model_path: Path) -> Iterator[LlamaModel]:
+    m = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=4, n_batch=256)
+    yield m
+    m.close()
+
+
+def test_concurrent_requests_decode_together_and_match_one_at_a_time(model: LlamaModel) -> None:
+    alone = [model.generate(model.tokenize(p), max_tokens=24) for p in PROMPTS]
+    jobs = [model.submit(model.tokenize(p), max_tokens=24) for p in PROMPTS]
+    together = [j.result(timeout=300) for j in jobs]
+    # Greedy decoding: the same answer whether alone or batched with others.
+    # Only its beginning: batched matrix products round differently, and the
+    # 270M model's near-ties later on can then go the other way.
+    for a, b in zip(alone, together, strict=True):
+        assert a.completion_tokens == b.completion_tokens == 24 and a.finish_reason == "length"
+        assert a.text.split("\n")[0][:30] == b.text.split("\n")[0][:30]
+    assert "1889" in together[0].text
+
+
+def test_a_repeated_prefix_is_not_evaluated_again(model: LlamaModel) -> None:
+    tokens = model.tokenize(PROMPTS[1])
+    first = model.generate(tokens, max_tokens=8, stop=("\n",))
+    again = model.generate(tokens, max_tokens=8, stop=("\n",))
+    assert again.cached_tokens == len(tokens) - 1
+    assert again.text == first.text
+    longer = model.tokenize(PROMPTS[1] + " ORCHID-2093.\n\nQuestion: Who uses it?\nShort answer:")
+    follow = model.generate(longer, max_tokens=8, stop=("\n",))
+    assert follow.cached_tokens >= len(tokens) - 1
+
+
+def test_stop_strings_end_the_answer_and_are_not_in_it(model: LlamaModel) -> None:
+    g = model.generate(model.tokenize(PROMPTS[0]), max_tokens=64, stop=("\n", "Question:"))
+    assert g.finish_reason == "stop" and "\n" not in g.text and "1889" in g.text
+
+
+def test_on_text_returning_false_cancels(model: LlamaModel) -> None:
+    seen: list[str] = []
+
+    def on_text(piece: str) -> bool:
+        seen.append(piece)
+        return len(seen) < 3
+
+    g = model.generate(model.tokenize(PROMPTS[3]), max_tokens=200, on_text=on_text)
+    assert g.finish_reason == "cancelled" and g.completion_tokens < 20
+    job = model.submit(model.tokenize(PROMPTS[3]), max_tokens=200)
+    job.cancel()
+    assert job.result(timeout=60).finish_reason == "cancelled"
+
+
+def test_the_context_window_is_enforced(model: LlamaModel) -> None:
+    with pytest.raises(ValueError):
+        model.submit([1] * 1000, max_tokens=100)
