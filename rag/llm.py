@@ -259,6 +259,12 @@ class _Slot:
     job: GenerationJob | None = None
     last_used: float = 0.0
 
+    @property
+    def resident(self) -> int:
+        """Tokens of ``cached`` already in the KV cache: a running sequence's
+        last sampled token enters it only with the next step."""
+        return self.job.n_past if self.job is not None else len(self.cached)
+
 
 class _Batch:
     """A ``llama_batch`` over NumPy arrays, filled with vectorised writes (a
@@ -599,7 +605,7 @@ class LlamaModel:
                 keep = 0
             if self.prompt_cache:
                 donor, donor_keep = max(
-                    ((s, min(_common_prefix(s.cached, job.tokens), len(job.tokens) - 1))
+                    ((s, min(_common_prefix(s.cached[: s.resident], job.tokens), len(job.tokens) - 1))
                      for s in self._slots if s is not slot),
                     key=lambda p: p[1], default=(None, 0),
                 )

@@ -75,3 +75,26 @@ def test_on_text_returning_false_cancels(model: LlamaModel) -> None:
 def test_the_context_window_is_enforced(model: LlamaModel) -> None:
     with pytest.raises(ValueError):
         model.submit([1] * 1000, max_tokens=100)
+
+
+def test_a_prefix_is_copied_from_a_busy_slot(model_path: Path) -> None:
+    m = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=2, n_batch=256)
+    try:
+        # Longer than the 64 tokens below which a CPU re-evaluates rather than copies.
+        context = "The tower is 330 metres tall and was designed by the engineer Gustave Eiffel's company. " * 4
+        base = f"Context:\n[1] {context}\n\nQuestion: How tall is it?\nShort answer: 330 metres.\n\n"
+        m.generate(m.tokenize(base), max_tokens=2)
+        first = m.submit(m.tokenize(base + "Question: Where is it?\nShort answer:"), max_tokens=40, ignore_eog=True)
+        second_prompt = m.tokenize(base + "Question: Who built it?\nShort answer:")
+        second = m.submit(second_prompt, max_tokens=8, stop=("\n",)).result(timeout=300)
+        first.result(timeout=300)
+        # The first request took the slot holding `base`; the second found only
+        # the other slot free and copied the prefix from the busy one.
+        assert second.cached_tokens >= len(m.tokenize(base)) - 2
+        fresh = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=1, prompt_cache=False)
+        try:
+            assert fresh.generate(second_prompt, max_tokens=8, stop=("\n",)).text == second.text
+        finally:
+            fresh.close()
+    finally:
+        m.close()
