@@ -30,6 +30,7 @@ from rag.lexical import LexicalEncoder
 from rag.quality import RECALL_AT, answer_recall, passes_gate
 from rag.registry import DocumentRecord, DocumentStatus, Registry, RunRecord, RunStatus, VersionStatus
 from rag.reindex import ReindexService
+from rag.settings import SearchMode
 from rag.store import ScoredChunk, VectorStore
 
 __all__ = ["ReindexRunner", "RunCounts"]
@@ -66,6 +67,8 @@ class ReindexRunner:
         is_supported: Callable[[str], bool],
         max_upload_bytes: int,
         quality_margin: float,
+        search_mode: SearchMode = "hybrid",
+        hybrid_candidates: int = 40,
     ) -> None:
         self._registry = registry
         self._store = store
@@ -76,6 +79,8 @@ class ReindexRunner:
         self._is_supported = is_supported
         self._max_bytes = max_upload_bytes
         self._margin = quality_margin
+        self._search_mode: SearchMode = search_mode
+        self._candidates = hybrid_candidates
 
     def run(self, run_id: str) -> RunRecord | None:
         run = self._registry.get_run(run_id)
@@ -267,11 +272,16 @@ class ReindexRunner:
         candidate_embedder = self._embedders.default
         view = self._store.at_version(cid, version)
         lexical = LexicalEncoder()
+        mode = self._search_mode
 
-        # Both versions are judged as the service searches: hybrid, dense + lexical.
+        # Both versions are judged as the service searches (RAG_SEARCH_MODE).
         def searcher(store: VectorStore, embedder: Embedder) -> Callable[[str, int], list[ScoredChunk]]:
             return lambda q, k: store.search(
-                cid, k, dense=embedder.embed_query(q), lexical=lexical.encode_query(q), candidates=40
+                cid,
+                k,
+                dense=embedder.embed_query(q) if mode in ("hybrid", "dense") else None,
+                lexical=lexical.encode_query(q) if mode in ("hybrid", "lexical") else None,
+                candidates=self._candidates,
             )
 
         current = answer_recall(golden, searcher(self._store, current_embedder), RECALL_AT)

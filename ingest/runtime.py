@@ -184,6 +184,8 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         is_supported=is_supported,
         max_upload_bytes=settings.max_upload_bytes,
         quality_margin=settings.quality_gate_margin,
+        search_mode=settings.search_mode,
+        hybrid_candidates=settings.hybrid_candidates,
     )
     if role in ("serve", "worker"):
         register_tasks(celery, lambda: indexer, lambda: runner)

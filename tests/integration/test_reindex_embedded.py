@@ -55,7 +55,7 @@ def reindex(client: httpx.Client, collection: str, kind: str = "full") -> dict[s
 def top_texts(client: httpx.Client, collection: str, questions: list[str], k: int = 3) -> list[list[str]]:
     out = []
     for q in questions:
-        r = client.post(f"/v1/collections/{collection}/search", json={"query": q, "top_k": k})
+        r = client.post(f"/v1/collections/{collection}/search", json={"query": q, "top_k": k, "mode": "hybrid"})
         assert r.status_code == 200, r.text
         out.append([h["text"] for h in r.json()["results"]])
     return out
@@ -198,7 +198,13 @@ def test_vector_size_change_and_the_quality_gate(tmp_path: Path) -> None:
 
     # Another embedding model, with another vector size (32 instead of 384).
     second = _start(
-        data, tmp_path / "2.log", RAG_LLM_LOAD="false", RAG_EMBEDDING_MODEL=str(tiny), RAG_QUALITY_GATE_MARGIN="0.1"
+        data,
+        tmp_path / "2.log",
+        RAG_LLM_LOAD="false",
+        RAG_EMBEDDING_MODEL=str(tiny),
+        RAG_QUALITY_GATE_MARGIN="0.1",
+        # Dense search alone: lexical matching would make up for the random model.
+        RAG_SEARCH_MODE="dense",
     )
     try:
         with second.client() as c:
