@@ -13,6 +13,11 @@ starts ``rag serve`` (no model, no worker) on the same data directory and times
 ``POST /v1/collections/squad/search`` over HTTP for the same questions.
 
     python -m bench.retrieval --chunk-sizes 128,200,256 --json bench-out.json
+
+The uploads also leave their (already done) indexing tasks in the data
+directory's embedded queue: serve a bench data directory with
+``RAG_EMBEDDED_WORKER=false``, or its worker re-indexes every document with
+whatever chunk settings that server has.
 """
 
 from __future__ import annotations

@@ -282,6 +282,7 @@ def _free_port() -> int:
 def run_qdrant_server(tmp_path: Path, *, startup_timeout: float = 60.0) -> Iterator[str]:
     """Run the stand-in as a subprocess storing in ``tmp_path/qdrant``; yield its URL."""
     port = _free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     log_path = tmp_path / f"qdrant-server-{port}.log"
     command = [sys.executable, "-m", "tests.support.qdrant_server", "--port", str(port)]
     command += ["--path", str(tmp_path / "qdrant")]
