@@ -29,6 +29,7 @@ import functools
 import importlib
 import os
 import pathlib
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,8 @@ _PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_PARTITIONERS)
+
+_PARSE_LOCK = threading.Lock()
 
 # Page furniture repeats on every page and only adds noise to retrieval.
 _DROPPED_CATEGORIES = frozenset({"Header", "Footer", "PageNumber", "PageBreak"})
@@ -110,7 +113,12 @@ def parse_file(path: pathlib.Path, filename: str) -> list[Block]:
     partition = _partitioner(extension)
     options = _PARTITIONERS[extension][2]
     try:
-        elements = partition(filename=str(path), languages=["eng"], **options)
+        # One parse at a time per process: unstructured and the office-format
+        # readers under it share parser state between threads (two pptx files
+        # parsed at once in the worker's threads produced interleaved XML).
+        # Parsing holds the GIL anyway; embedding still overlaps with it.
+        with _PARSE_LOCK:
+            elements = partition(filename=str(path), languages=["eng"], **options)
     except RagError:
         raise
     except MemoryError:
