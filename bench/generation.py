@@ -132,9 +132,20 @@ def high_level_single(path: Path, args: argparse.Namespace, pps: list[int]) -> d
     return result
 
 
+def steady_rate(jobs: list[Any]) -> float:
+    """Aggregate decode tokens/s while all jobs decode at once: from the last
+    job's first token to the first job's last token (llama-batched-bench's
+    S_TG decodes all sequences in lockstep; the service's streams start a step
+    or more apart, as their prompts fill the batches one after another)."""
+    start = max(j.token_times[0] for j in jobs)
+    end = min(j.token_times[-1] for j in jobs)
+    count = sum(sum(1 for t in j.token_times if start < t <= end) for j in jobs)
+    return count / (end - start)
+
+
 def service_batched(path: Path, args: argparse.Namespace, streams: list[int]) -> dict[int, float]:
-    """Aggregate decode tokens/s of S streams on one model instance: tokens
-    sampled after the last stream's first token, over that time."""
+    """Aggregate decode tokens/s of S concurrent streams on one model instance
+    (``steady_rate``)."""
     result: dict[int, float] = {}
     for s in streams:
         model = LlamaModel(path, n_ctx=args.batch_prompt + args.batch_gen + 64, threads=args.threads,
@@ -146,10 +157,7 @@ def service_batched(path: Path, args: argparse.Namespace, streams: list[int]) ->
                                  ignore_eog=True) for i in range(s)]
             for j in jobs:
                 j.result()
-            start = max(j.token_times[0] for j in jobs)
-            end = max(j.token_times[-1] for j in jobs)
-            count = sum(sum(1 for t in j.token_times if t > start) for j in jobs)
-            result[s] = count / (end - start)
+            result[s] = steady_rate(jobs)
         finally:
             model.close()
     return result
@@ -230,7 +238,8 @@ def main() -> None:
     }
 
     def show(title: str, values: dict[Any, float]) -> None:
-        print(f"{title:<28}" + "  ".join(f"{k}={v:,.1f}" for k, v in values.items()), flush=True)
+        print(f"{title:<28}" + "  ".join(f"{k}={v:,.3f}" if abs(v) < 10 else f"{k}={v:,.1f}"
+                                         for k, v in values.items()), flush=True)
 
     if "single" not in skip:
         # The service's default (prompt reuse on: full-size SWA cache) and without it.
@@ -265,19 +274,34 @@ def main() -> None:
             report["high_level_ratio"] = {k: v / lb[k] for k, v in report["high_level"].items()}
             show("Llama.generate ratio", report["high_level_ratio"])
     if "batched" not in skip:
+        # Rounds alternate llama-batched-bench and the service, as above.
+        report["batched_rounds"] = []
+        for r in range(args.rounds):
+            row = {}
+            if args.batched_bench:
+                row["batched_bench"] = run_batched_bench(args.batched_bench, path, args, streams)
+                show(f"round {r} batched-bench S_TG", row["batched_bench"])
+            row["batched_service"] = service_batched(path, args, streams)
+            show(f"round {r} service aggregate", row["batched_service"])
+            if args.batched_bench:
+                row["batched_ratio"] = {s: row["batched_service"][s] / row["batched_bench"][s] for s in streams}
+                show(f"round {r} batched ratio", row["batched_ratio"])
+            report["batched_rounds"].append(row)
         if args.batched_bench:
-            report["batched_bench"] = run_batched_bench(args.batched_bench, path, args, streams)
-            show("llama-batched-bench S_TG", report["batched_bench"])
-        report["batched_service"] = service_batched(path, args, streams)
-        show("service aggregate tg", report["batched_service"])
-        if args.batched_bench:
-            report["batched_ratio"] = {
-                s: report["batched_service"][s] / report["batched_bench"][s] for s in streams
+            report["batched_ratio_median"] = {
+                s: statistics.median(row["batched_ratio"][s] for row in report["batched_rounds"]) for s in streams
             }
-            show("batched ratio", report["batched_ratio"])
+            show("batched ratio, median", report["batched_ratio_median"])
+    if report["rounds"] and "llama_bench" in report["rounds"][0]:
+        for name in ("service", "service_no_cache"):
+            report[f"{name}_ratio_median"] = {
+                k: statistics.median(row[f"{name}_ratio"][k] for row in report["rounds"])
+                for k in report["rounds"][0][f"{name}_ratio"]
+            }
+            show(f"{name} ratio, median", report[f"{name}_ratio_median"])
     if "prefix" not in skip:
         report["prefix"] = prefix_reuse(path, args)
-        show("prefix reuse", report["prefix"])
+        show("prefix reuse (ms, tokens)", {k: v * 1000 if k.endswith("_s") else v for k, v in report["prefix"].items()})
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
 

@@ -200,6 +200,8 @@ class GenerationJob:
         self.produced = 0
         self.last_token = -1
         self.out_index = -1  # this job's output row in the current batch
+        self.unsent: list[int] = []  # sampled tokens whose text is not yet emitted
+        self.ending: str | None = None  # why it ends, once known; released when its text is out
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -325,6 +327,186 @@ class _Batch:
         return self.raw
 
 
+class _GgmlTensor(ctypes.Structure):
+    """``struct ggml_tensor`` of the ggml in llama-cpp-python 0.3.36 (read only;
+    ``_BatchGreedy`` checks the layout against ggml itself before using it)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("buffer", ctypes.c_void_p),
+        ("ne", ctypes.c_int64 * 4),
+        ("nb", ctypes.c_size_t * 4),
+        ("op", ctypes.c_int),
+        ("op_params", ctypes.c_int32 * 16),
+        ("flags", ctypes.c_int32),
+        ("src", ctypes.c_void_p * 10),
+        ("view_src", ctypes.c_void_p),
+        ("view_offs", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+        ("name", ctypes.c_char * 64),
+        ("extra", ctypes.c_void_p),
+        ("padding", ctypes.c_char * 8),
+    ]
+
+
+class _GgmlInitParams(ctypes.Structure):
+    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+
+
+class _BatchGreedy:
+    """Greedy sampling of every sequence of a batch with one argmax.
+
+    llama.cpp's own greedy backend sampler adds one argmax per sequence to the
+    decode graph, each over that sequence's 262,144 logits; on CUDA each is a
+    one-block kernel, and they run one after the other. This sampler (one
+    instance in each slot's chain, all sharing this object) takes the argmax of
+    the whole ``[n_vocab, rows]`` logits tensor once per graph, one block per
+    row in parallel, and hands each sequence a view of its row's result.
+
+    It needs to see which logits tensor a sequence's row is a view of, so it
+    reads ``struct ggml_tensor``; ``available`` is False (and the stock greedy
+    sampler is used) unless that layout checks out against ggml itself.
+    """
+
+    def __init__(self, lc: Any) -> None:
+        self._lc = lc
+        self._shared: dict[tuple[int, int], int] = {}
+        self.available = False
+        try:
+            from llama_cpp import _ggml
+
+            g = _ggml.libggml
+            fns = {
+                "ggml_argmax": ([ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),
+                "ggml_get_rows": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),
+                "ggml_reshape_2d": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64],
+                                    ctypes.c_void_p),
+                "ggml_reshape_3d": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                     ctypes.c_int64], ctypes.c_void_p),
+                "ggml_cast": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int], ctypes.c_void_p),
+                "ggml_scale": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float], ctypes.c_void_p),
+                "ggml_add": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),
+                "ggml_view_1d": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_size_t], ctypes.c_void_p),
+                "ggml_reshape_1d": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], ctypes.c_void_p),
+                "ggml_is_contiguous": ([ctypes.c_void_p], ctypes.c_bool),
+                "ggml_nelements": ([ctypes.c_void_p], ctypes.c_int64),
+                "ggml_get_name": ([ctypes.c_void_p], ctypes.c_void_p),
+                "ggml_new_tensor_2d": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64],
+                                       ctypes.c_void_p),
+                "ggml_init": ([_GgmlInitParams], ctypes.c_void_p),
+                "ggml_free": ([ctypes.c_void_p], None),
+            }
+            for name, (argtypes, restype) in fns.items():
+                fn = getattr(g, name)
+                fn.argtypes, fn.restype = argtypes, restype
+            self._g = g
+            self.available = self._layout_ok()
+        except (ImportError, OSError, AttributeError) as exc:
+            log.info("batched greedy sampling unavailable: %s", exc)
+        if not self.available:
+            return
+
+        iface_fields = [(name, ftype) for name, ftype in lc.llama_sampler_i._fields_]
+        # The name callback returns a pointer we own (a c_char_p result from a
+        # Python callback would have no owner).
+        name_type = ctypes.CFUNCTYPE(ctypes.c_void_p, lc.llama_sampler_p_ctypes)
+        iface_fields[0] = ("name", name_type)
+
+        class _Iface(ctypes.Structure):
+            _fields_ = iface_fields
+
+        self._name = ctypes.create_string_buffer(b"batch-greedy")
+        self._callbacks = {
+            "name": name_type(lambda _s: ctypes.addressof(self._name)),
+            "apply": lc.llama_sampler_i_apply(self._apply_cpu),
+            "backend_init": lc.llama_sampler_i_backend_init(lambda _s, _b, _n: True),
+            "backend_apply": lc.llama_sampler_i_backend_apply(self._apply),
+            "backend_reset": lc.llama_sampler_i_backend_reset(lambda _s: self._shared.clear()),
+        }
+        self._iface = _Iface(**self._callbacks)
+
+    def _layout_ok(self) -> bool:
+        """Whether ``_GgmlTensor`` reads this ggml's tensors right: a view's
+        parent and offset, sizes, strides and the name's place."""
+        g = self._g
+        ctx = g.ggml_init(_GgmlInitParams(1 << 16, None, True))
+        if not ctx:
+            return False
+        try:
+            parent = g.ggml_new_tensor_2d(ctx, 0, 8, 3)  # GGML_TYPE_F32
+            view = g.ggml_view_1d(ctx, parent, 8, 64)
+            p = _GgmlTensor.from_address(parent)
+            v = _GgmlTensor.from_address(view)
+            return (
+                tuple(p.ne) == (8, 3, 1, 1)
+                and tuple(p.nb[:2]) == (4, 32)
+                and v.view_src == parent
+                and v.view_offs == 64
+                and g.ggml_get_name(view) == view + _GgmlTensor.name.offset
+            )
+        finally:
+            g.ggml_free(ctx)
+
+    def chain(self) -> Any:
+        """A new sampler chain holding one batch-greedy sampler (llama.cpp
+        attaches chains, one per sequence)."""
+        lc = self._lc
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        iface = ctypes.cast(ctypes.pointer(self._iface), ctypes.POINTER(lc.llama_sampler_i))
+        sampler = lc.llama_sampler_init(iface, None)
+        lc.llama_sampler_chain_add(chain, sampler)
+        return chain
+
+    def _apply(self, _smpl: Any, ctx: int, _gf: int, data: Any) -> None:
+        g = self._g
+        d = data.contents
+        logits = d.logits
+        t = _GgmlTensor.from_address(logits)
+        parent = t.view_src
+        if parent:
+            p = _GgmlTensor.from_address(parent)
+            row_bytes = p.nb[1]
+            if (p.ne[0] == t.ne[0] and p.ne[2] == 1 and p.ne[3] == 1 and t.ne[1] == 1
+                    and row_bytes and t.view_offs % row_bytes == 0 and g.ggml_is_contiguous(parent)):
+                key = (ctx, parent)
+                argmax = self._shared.get(key)
+                if argmax is None:
+                    argmax = self._shared[key] = self._argmax_rows(ctx, parent, int(p.ne[0]), int(p.ne[1]))
+                d.sampled = g.ggml_view_1d(ctx, argmax, 1, 4 * (t.view_offs // row_bytes))
+                return
+        d.sampled = g.ggml_argmax(ctx, g.ggml_reshape_1d(ctx, logits, g.ggml_nelements(logits)))
+
+    def _argmax_rows(self, ctx: int, logits: int, n_vocab: int, rows: int) -> int:
+        """The argmax of each row of ``logits`` [n_vocab, rows] as an I32
+        tensor [rows]. ggml's argmax gives each row to one thread block, which
+        then reads all 262,144 values alone; in two stages instead: the argmax
+        of each chunk of ``C`` values (many blocks), the chunk maxima gathered
+        (get_rows), their argmax, and the token id ``chunk * C + offset``
+        computed in F32 (exact below 2**24)."""
+        g = self._g
+        chunk = next((c for c in (1024, 512, 256) if n_vocab % c == 0 and n_vocab // c >= 8), 0)
+        if not chunk:
+            return int(g.ggml_argmax(ctx, logits))
+        n_chunks = n_vocab // chunk
+        m = n_chunks * rows
+        f32, i32 = 0, 26  # GGML_TYPE_F32, GGML_TYPE_I32
+        within = g.ggml_argmax(ctx, g.ggml_reshape_2d(ctx, logits, chunk, m))  # [m]: offset in its chunk
+        maxima = g.ggml_get_rows(ctx, g.ggml_reshape_3d(ctx, logits, 1, chunk, m), g.ggml_reshape_2d(ctx, within, 1, m))
+        best = g.ggml_argmax(ctx, g.ggml_reshape_2d(ctx, maxima, n_chunks, rows))  # [rows]: the best chunk
+        offset = g.ggml_get_rows(ctx, g.ggml_reshape_3d(ctx, within, 1, n_chunks, rows),
+                                 g.ggml_reshape_2d(ctx, best, 1, rows))  # [1, 1, rows]
+        token = g.ggml_add(ctx, g.ggml_scale(ctx, g.ggml_cast(ctx, best, f32), float(chunk)),
+                           g.ggml_cast(ctx, g.ggml_reshape_1d(ctx, offset, rows), f32))
+        return int(g.ggml_cast(ctx, token, i32))
+
+    def _apply_cpu(self, _smpl: Any, cur_p: Any) -> None:
+        import numpy as np
+
+        arr = cur_p.contents
+        rows = np.ctypeslib.as_array(ctypes.cast(arr.data, ctypes.POINTER(ctypes.c_float)), shape=(arr.size, 3))
+        arr.selected = int(rows[:, 1].argmax())
+
+
 class LlamaModel:
     """One llama.cpp model with ``parallel`` sequence slots served by its own
     scheduler thread. Thread-safe: ``submit`` and ``generate`` may be called
@@ -345,6 +527,8 @@ class LlamaModel:
         lora_scale: float = 1.0,
         prompt_cache: bool = True,
         backend_sampling: bool = True,
+        batch_greedy: bool = True,
+        overlap: bool | None = None,
         vocab_only: bool = False,
     ) -> None:
         lc = _llama_cpp()
@@ -405,11 +589,19 @@ class LlamaModel:
         cparams.type_k = kv_type
         cparams.type_v = kv_type
         self._seq_configs: Any = None
+        self._greedy: _BatchGreedy | None = None
         if backend_sampling:
+            # Greedy sampling inside the decode graph: the slots' own chains,
+            # or, where it works, one argmax for the whole batch.
+            chains = [slot.sampler for slot in self._slots]
+            self._greedy = _BatchGreedy(lc) if batch_greedy else None
+            if self._greedy is not None and self._greedy.available:
+                chains = [self._greedy.chain() for _ in self._slots]
+                self._resources.extend(functools.partial(lc.llama_sampler_free, c) for c in chains)
             configs = (lc.llama_sampler_seq_config * parallel)()
-            for i, slot in enumerate(self._slots):
+            for i, (slot, chain) in enumerate(zip(self._slots, chains, strict=True)):
                 configs[i].seq_id = slot.seq_id
-                configs[i].sampler = ctypes.cast(slot.sampler, ctypes.c_void_p)
+                configs[i].sampler = ctypes.cast(chain, ctypes.c_void_p)
             self._seq_configs = configs  # kept alive as long as the context
             cparams.samplers = configs
             cparams.n_samplers = parallel
@@ -446,6 +638,7 @@ class LlamaModel:
         # tokens on a CPU; on a GPU it is nearly free.
         self._min_copy = 16 if self.n_gpu_layers != 0 else 64
         self._backend_sampling = self._seq_configs is not None and cparams.n_samplers > 0
+        self._overlap = self.n_gpu_layers != 0 if overlap is None else overlap
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._incoming: queue.SimpleQueue[GenerationJob | None] = queue.SimpleQueue()
@@ -629,15 +822,35 @@ class LlamaModel:
             job.started = time.perf_counter()
 
     def _step(self) -> None:
-        lc = self._lc
+        """One decoding step. On a GPU ``llama_decode`` only queues the work,
+        so the text of the previous step's tokens (detokenising, stop strings,
+        callbacks) is handled while the device computes this one; a sequence
+        whose stop string shows up then has one token decoded in vain. On a
+        CPU the decode is the work itself: text first, then the step, and a
+        stopped sequence costs nothing more."""
+        if not self._overlap:
+            self._drain()
+        outputs = self._fill()
+        launched = self._batch.n > 0 and self._launch(outputs)
+        if self._overlap:
+            self._drain()
+        if launched:
+            self._collect(outputs)
+        for slot in self._slots:
+            job = slot.job
+            if job is not None and job.ending is not None and not job.unsent:
+                self._release(slot, job.ending)
+
+    def _fill(self) -> list[_Slot]:
+        """Packs the batch: the next token of every running sequence first, so
+        decoding never stalls behind a long prompt; prompts fill what is left.
+        Returns the slots with an output in it."""
         batch = self._batch
         batch.clear()
         outputs: list[_Slot] = []
-        # Running sequences first: one token each, so decoding never stalls
-        # behind a long prompt; prompts fill what is left of the batch.
         for slot in self._slots:
             job = slot.job
-            if job is None or job.n_past < len(job.tokens):
+            if job is None or job.n_past < len(job.tokens) or job.ending is not None:
                 continue
             if job.cancelled:
                 self._release(slot, "cancelled")
@@ -661,26 +874,35 @@ class LlamaModel:
             if last:
                 job.out_index = index
                 outputs.append(slot)
-        if batch.n == 0:
-            return
-        rc = lc.llama_decode(self._ctx, batch.as_raw())
-        if rc != 0:
-            # Cannot happen while every slot stays within n_ctx; if it does,
-            # fail the running requests, start afresh and go on serving.
-            log.error("llama_decode returned %d; failing %d requests", rc, len(outputs))
-            lc.llama_memory_clear(self._mem, True)
-            for slot in self._slots:
-                slot.cached = []
-                job = slot.job
-                slot.job = None
-                if job is not None and not job.future.done():
-                    job.future.set_exception(BackendError(f"llama_decode failed with {rc}"))
-            return
+        return outputs
+
+    def _launch(self, outputs: list[_Slot]) -> bool:
+        lc = self._lc
+        rc = lc.llama_decode(self._ctx, self._batch.as_raw())
+        if rc == 0:
+            return True
+        # Cannot happen while every slot stays within n_ctx; if it does,
+        # fail the running requests, start afresh and go on serving.
+        log.error("llama_decode returned %d; failing %d requests", rc, len(outputs))
+        lc.llama_memory_clear(self._mem, True)
+        for slot in self._slots:
+            slot.cached = []
+            job = slot.job
+            slot.job = None
+            if job is not None and not job.future.done():
+                job.future.set_exception(BackendError(f"llama_decode failed with {rc}"))
+        return False
+
+    def _collect(self, outputs: list[_Slot]) -> None:
+        """Reads the step's sampled tokens (waiting for the device) and decides
+        what it can from the token ids alone; the text comes in ``_drain``."""
+        lc = self._lc
         tokens = [self._sample(slot) for slot in outputs]
         now = time.perf_counter()  # after sampling: llama_decode may return before the device is done
         for slot, token in zip(outputs, tokens, strict=True):
             job = slot.job
-            assert job is not None
+            if job is None or job.ending is not None:
+                continue  # stopped while this step ran: the token is not wanted
             if job.first_at is None:
                 job.first_at = now
             job.token_times.append(now)
@@ -689,20 +911,30 @@ class LlamaModel:
             else:
                 is_eog = self._eog[token] = bool(lc.llama_vocab_is_eog(self._vocab, token))
             if is_eog and not job.ignore_eog:
-                self._release(slot, "stop")
+                job.ending = "stop"
                 continue
             job.produced += 1
             job.last_token = token
-            piece = self._pieces.get(token)
-            if piece is None:
-                piece = self._pieces[token] = self._piece(token)
-            if not job._emit(job._decoder.decode(piece)):
-                self._release(slot, "cancelled" if job.cancelled else "stop")
-            elif job.produced >= job.max_tokens:
-                self._release(slot, "length")
-            else:
-                # The sampled token enters the KV cache with the next step.
-                slot.cached.append(token)
+            job.unsent.append(token)
+            # The sampled token enters the KV cache with the next step.
+            slot.cached.append(token)
+            if job.produced >= job.max_tokens:
+                job.ending = "length"
+
+    def _drain(self) -> None:
+        """Turns sampled tokens into text: stop strings, the caller's callback."""
+        for slot in self._slots:
+            job = slot.job
+            if job is None or not job.unsent:
+                continue
+            unsent, job.unsent = job.unsent, []
+            for token in unsent:
+                piece = self._pieces.get(token)
+                if piece is None:
+                    piece = self._pieces[token] = self._piece(token)
+                if not job._emit(job._decoder.decode(piece)):
+                    job.ending = "cancelled" if job.cancelled else "stop"
+                    break
 
     def _sample(self, slot: _Slot) -> int:
         job = slot.job

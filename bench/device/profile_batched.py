@@ -1,27 +1,32 @@
-"""On the GPU machine: where a batched decoding step spends its time, with
-sampling in llama.cpp's graph (backend samplers) and on the CPU. Times every
-llama.cpp call the scheduler makes, 16 and 32 streams of 512 + 128 tokens."""
+"""On the GPU machine: where a batched decoding step spends its time, and what
+the scheduler's two GPU measures buy. Runs S streams of 512 + 128 tokens on one
+instance for each combination of
+
+- batch_greedy: one argmax over the whole batch's logits (``_BatchGreedy``)
+  instead of llama.cpp's greedy sampler, one argmax per sequence;
+- overlap: the previous step's text handled while the device computes;
+
+and times every llama.cpp call the scheduler makes."""
 
 from __future__ import annotations
 
+import argparse
 import collections
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, ".")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import bench.generation as bg
 from rag.llm import LlamaModel
 
-MODEL = Path("/root/w/model.gguf")
 
-
-def profile(backend_sampling: bool, streams: int) -> None:
+def profile(path: Path, streams: int, batch_greedy: bool, overlap: bool, threads: int) -> float:
     stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
-    m = LlamaModel(MODEL, n_ctx=704, threads=16, n_gpu_layers=-1, parallel=streams, flash_attn="on",
-                   prompt_cache=False, backend_sampling=backend_sampling)
+    m = LlamaModel(path, n_ctx=704, threads=threads, n_gpu_layers=-1, parallel=streams, flash_attn="on",
+                   prompt_cache=False, batch_greedy=batch_greedy, overlap=overlap)
     lc = m._lc
 
     class Timed:
@@ -40,6 +45,7 @@ def profile(backend_sampling: bool, streams: int) -> None:
 
             return call
 
+    m.generate(bg.prompt_of(m, 8), max_tokens=4)  # warm-up
     m._lc = Timed()
     steps = [0, 0.0]
     step = m._step
@@ -54,16 +60,26 @@ def profile(backend_sampling: bool, streams: int) -> None:
     jobs = [m.submit(bg.prompt_of(m, 512, salt=f"{i} "), max_tokens=128, ignore_eog=True) for i in range(streams)]
     for j in jobs:
         j.result()
-    start = max(j.token_times[0] for j in jobs)
-    end = max(j.token_times[-1] for j in jobs)
-    agg = sum(sum(1 for t in j.token_times if t > start) for j in jobs) / (end - start)
-    print(f"backend_sampling={backend_sampling} streams={streams}: agg {agg:.0f} tok/s; "
-          f"steps {steps[0]:.0f} avg {1000 * steps[1] / steps[0]:.2f} ms", flush=True)
-    for name, (count, total) in sorted(stats.items(), key=lambda x: -x[1][1])[:5]:
+    agg = bg.steady_rate(jobs)
+    greedy = m._greedy is not None and m._greedy.available
+    print(f"streams={streams} batch_greedy={batch_greedy} (active {greedy}) overlap={overlap}: "
+          f"agg {agg:.0f} tok/s; steps {steps[0]:.0f} avg {1000 * steps[1] / steps[0]:.2f} ms", flush=True)
+    for name, (count, total) in sorted(stats.items(), key=lambda x: -x[1][1])[:4]:
         print(f"   {name:32s} {count:6.0f} {1e6 * total / count:9.1f} us/call total {total:.3f}s", flush=True)
     m.close()
+    return agg
 
 
-for backend in (True, False):
-    for n in (16, 32):
-        profile(backend, n)
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--streams", default="16,32")
+    args = ap.parse_args()
+    for n in map(int, args.streams.split(",")):
+        for batch_greedy, overlap in ((False, True), (True, False), (True, True)):
+            profile(args.model, n, batch_greedy, overlap, args.threads)
+
+
+if __name__ == "__main__":
+    main()

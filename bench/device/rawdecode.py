@@ -1,0 +1,54 @@
+"""On the GPU machine: 16 sequences decoded through llama-cpp-python's ctypes
+API the way llama-batched-bench does it (fixed tokens, no scheduler), with the
+logits copied out and with the service's in-graph greedy sampling, to split a
+service step's time into llama.cpp's and the scheduler's."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import bench.generation as bg
+from rag.llm import LlamaModel, _Batch
+
+S = 16
+for backend_sampling, label in ((False, "logits out"), (True, "in-graph greedy")):
+    m = LlamaModel(Path(sys.argv[1]), n_ctx=832, threads=16, n_gpu_layers=-1, parallel=S, flash_attn="on",
+                   prompt_cache=False, backend_sampling=backend_sampling)
+    # Stop the scheduler thread and drive the context from here.
+    m._incoming.put(None)
+    m._wake.set()
+    assert m._thread is not None
+    m._thread.join()
+    lc, ctx = m._lc, m._ctx
+    import numpy as np  # after the model loaded: importing it first crashed llama.cpp's CUDA load there
+
+    b = _Batch(lc, 512, S)
+    for s in range(S):
+        b.clear()
+        b.add_run(bg.prompt_of(m, 512, salt=f"{s} "), 0, s, True)
+        assert lc.llama_decode(ctx, b.as_raw()) == 0
+    lc.llama_synchronize(ctx)
+    times = []
+    for i in range(128):
+        b.clear()
+        for s in range(S):
+            b.add_one(100 + s, 512 + i, s, True)
+        t0 = time.perf_counter()
+        assert lc.llama_decode(ctx, b.as_raw()) == 0
+        t1 = time.perf_counter()
+        if backend_sampling:
+            [lc.llama_get_sampled_token_ith(ctx, s) for s in range(S)]
+        else:
+            lc.llama_get_logits_ith(ctx, 0)
+        lc.llama_synchronize(ctx)
+        times.append((t1 - t0, time.perf_counter() - t1))
+    d = np.array(times[8:]) * 1000
+    step = d.sum(1).mean()
+    print(f"raw {label}: llama_decode {d[:, 0].mean():.2f} ms + wait {d[:, 1].mean():.2f} ms = {step:.2f} ms/step "
+          f"-> {S / step * 1000:.0f} tok/s", flush=True)
+    m._closed = True
+    m._free()
