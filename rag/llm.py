@@ -520,7 +520,8 @@ class LlamaModel:
         threads: int | None = None,
         n_gpu_layers: int | None = None,
         parallel: int = 1,
-        n_batch: int = 512,
+        n_batch: int | None = None,
+        n_ubatch: int = 512,
         flash_attn: FlashAttention = "auto",
         kv_cache_type: KvCacheType = "f16",
         lora_path: Path | None = None,
@@ -540,6 +541,11 @@ class LlamaModel:
         self.prompt_cache = prompt_cache
         self.n_gpu_layers = default_gpu_layers() if n_gpu_layers is None else n_gpu_layers
         self.threads = threads or os.cpu_count() or 1
+        # Tokens per llama_decode call (a step): as llama.cpp's tools on a GPU,
+        # where a long prompt then goes in one call; on a CPU a step of 2,048
+        # prompt tokens would stall the other streams for seconds.
+        if n_batch is None:
+            n_batch = 2048 if self.n_gpu_layers != 0 else 512
         self._resources: list[Callable[[], None]] = []
 
         mparams = lc.llama_model_default_params()
@@ -573,7 +579,7 @@ class LlamaModel:
         # keep only their window, as in llama-bench.
         cparams.n_ctx = n_ctx * parallel
         cparams.n_batch = n_batch
-        cparams.n_ubatch = n_batch
+        cparams.n_ubatch = min(n_ubatch, n_batch)
         cparams.n_seq_max = parallel
         cparams.n_threads = self.threads
         cparams.n_threads_batch = self.threads

@@ -166,8 +166,11 @@ class Settings(BaseSettings):
         description="Sequences one model instance decodes together in one batch; "
         "each has llm_n_ctx tokens of KV cache.",
     )
-    llm_n_batch: int = Field(
-        default=512, ge=32, description="Tokens llama.cpp evaluates in one pass (prompt chunks)."
+    llm_n_batch: int | None = Field(
+        default=None,
+        ge=32,
+        description="Tokens evaluated in one llama.cpp call (prompt chunks; the GPU runs them 512 at a time). "
+        "Default: 2048 with a GPU, 512 on a CPU, where a longer step would stall the other streams.",
     )
     llm_prompt_cache: bool = Field(
         default=True,
