@@ -243,29 +243,26 @@ def main() -> None:
 
     if "single" not in skip:
         # The service's default (prompt reuse on: full-size SWA cache) and without it.
-        models = {
-            name: LlamaModel(path, n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers, parallel=1,
-                             flash_attn=args.flash_attn, prompt_cache=cache)
-            for name, cache in (("service", True), ("service_no_cache", False))
-        }
-        try:
-            for model in models.values():
-                model.generate(prompt_of(model, 64), max_tokens=4)  # warm-up
-            for r in range(args.rounds):
-                row: dict[str, Any] = {}
-                if args.llama_bench:
-                    row["llama_bench"] = run_llama_bench(args.llama_bench, path, args, pps)
-                    show(f"round {r} llama-bench", row["llama_bench"])
-                for name, model in models.items():
+        # One model at a time: on a CPU, a second context's idle OpenMP threads
+        # slowed the other's decoding by up to half (docs/benchmarks.md).
+        for r in range(args.rounds):
+            row: dict[str, Any] = {}
+            if args.llama_bench:
+                row["llama_bench"] = run_llama_bench(args.llama_bench, path, args, pps)
+                show(f"round {r} llama-bench", row["llama_bench"])
+            for name, cache in (("service", True), ("service_no_cache", False)):
+                model = LlamaModel(path, n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers,
+                                   parallel=1, flash_attn=args.flash_attn, prompt_cache=cache)
+                try:
+                    model.generate(prompt_of(model, 64), max_tokens=4)  # warm-up
                     row[name] = service_single(model, args, pps)
-                    show(f"round {r} {name}", row[name])
-                    if "llama_bench" in row:
-                        row[f"{name}_ratio"] = {k: row[name][k] / row["llama_bench"][k] for k in row[name]}
-                        show(f"round {r} {name} ratio", row[f"{name}_ratio"])
-                report["rounds"].append(row)
-        finally:
-            for model in models.values():
-                model.close()
+                finally:
+                    model.close()
+                show(f"round {r} {name}", row[name])
+                if "llama_bench" in row:
+                    row[f"{name}_ratio"] = {k: row[name][k] / row["llama_bench"][k] for k in row[name]}
+                    show(f"round {r} {name} ratio", row[f"{name}_ratio"])
+            report["rounds"].append(row)
     if "high_level" not in skip:
         report["high_level"] = high_level_single(path, args, pps)
         show("Llama.generate (before)", report["high_level"])

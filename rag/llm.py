@@ -9,12 +9,17 @@ into one multi-sequence ``llama_batch`` and decodes them together, so
 concurrent requests share each pass over the weights (batched decoding).
 
 No logits leave llama.cpp: greedy sampling runs inside the decode graph (a
-``llama_sampler_init_greedy`` chain per slot, attached to the context as a
-backend sampler; on a GPU it runs there), and Python reads one token id per
-sequence and step. llama-cpp-python's high-level ``Llama.generate`` copies the
-262,144 logits of Gemma's vocabulary out of the context every token and samples
-them on the CPU: a few percent on a CPU, half the decode speed on an H100, and
-1.4 ms per sequence per step in batched decoding (docs/benchmarks.md).
+sampler chain per slot, attached to the context as a backend sampler; on a GPU
+it runs there), and Python reads one token id per sequence and step.
+llama-cpp-python's high-level ``Llama.generate`` copies the 262,144 logits of
+Gemma's vocabulary out of the context every token and samples them on the CPU:
+a few percent on a CPU, half the decode speed on an H100, and 1.4 ms per
+sequence per step in batched decoding. The chains hold ``_BatchGreedy``, which
+takes one two-stage argmax over the whole batch's logits instead of llama.cpp's
+one-block argmax per sequence (docs/benchmarks.md).
+
+On a GPU ``llama_decode`` only queues the work: the scheduler handles the text
+of one step (detokenising, stop strings, callbacks) while the next computes.
 
 Prompt reuse: each slot remembers the tokens in its KV cache; a new request
 goes to the free slot sharing the longest prefix with it, or copies that prefix
@@ -527,7 +532,7 @@ class LlamaModel:
         lora_path: Path | None = None,
         lora_scale: float = 1.0,
         prompt_cache: bool = True,
-        backend_sampling: bool = True,
+        backend_sampling: bool | None = None,
         batch_greedy: bool = True,
         overlap: bool | None = None,
         vocab_only: bool = False,
@@ -546,6 +551,11 @@ class LlamaModel:
         # prompt tokens would stall the other streams for seconds.
         if n_batch is None:
             n_batch = 2048 if self.n_gpu_layers != 0 else 512
+        # Greedy sampling in the decode graph pays on a GPU (no logits copied
+        # out); on a CPU, where the logits are in memory anyway, an argmax over
+        # them was faster than the in-graph sampler (docs/benchmarks.md).
+        if backend_sampling is None:
+            backend_sampling = self.n_gpu_layers != 0
         self._resources: list[Callable[[], None]] = []
 
         mparams = lc.llama_model_default_params()
@@ -640,6 +650,7 @@ class LlamaModel:
                 raise ConfigurationError(f"cannot apply the LoRA adapter {lora_path}")
 
         self._batch = _Batch(lc, n_batch, parallel)
+        self._np = self._batch.np
         # Copying a KV stream costs about as much as evaluating a few dozen
         # tokens on a CPU; on a GPU it is nearly free.
         self._min_copy = 16 if self.n_gpu_layers != 0 else 64
@@ -950,7 +961,8 @@ class LlamaModel:
             token = int(self._lc.llama_get_sampled_token_ith(self._ctx, job.out_index))
             if token >= 0:
                 return token
-        return int(self._lc.llama_sampler_sample(slot.sampler, self._ctx, job.out_index))
+        logits = self._lc.llama_get_logits_ith(self._ctx, job.out_index)
+        return int(self._np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
 
     def _release(self, slot: _Slot, reason: str) -> None:
         job = slot.job
