@@ -254,7 +254,8 @@ def main() -> None:
                 model = LlamaModel(path, n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers,
                                    parallel=1, flash_attn=args.flash_attn, prompt_cache=cache)
                 try:
-                    model.generate(prompt_of(model, 64), max_tokens=4)  # warm-up
+                    # Warm-up as llama-bench's: one prompt of the largest size first.
+                    model.generate(prompt_of(model, max(pps), salt="w "), max_tokens=4)
                     row[name] = service_single(model, args, pps)
                 finally:
                     model.close()
