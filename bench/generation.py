@@ -20,6 +20,8 @@ Usage (CPU)::
 
 GPU: add ``--n-gpu-layers -1 --flash-attn on``. Rounds alternate llama-bench and
 the service so that load from elsewhere on the machine hits both alike.
+``--isolation process`` measures the model as the service runs it by default:
+in its own process (rag/llm_process.py), tokens coming back over a socket.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.llm import LlamaModel, resolve_model_path
+from rag.llm import LlamaModel, TextModel, resolve_model_path
+from rag.llm_process import ModelProcess
 from rag.settings import Settings
 
 FILLER = (
@@ -47,7 +50,14 @@ FILLER = (
 )
 
 
-def prompt_of(model: LlamaModel, n: int, salt: str = "") -> list[int]:
+def make_model(path: Path, args: argparse.Namespace, **options: Any) -> TextModel:
+    """The model as ``--isolation`` says: in this process or a model process."""
+    factory = ModelProcess if args.isolation == "process" else LlamaModel
+    return factory(path, threads=args.threads, n_gpu_layers=args.n_gpu_layers, flash_attn=args.flash_attn,
+                   **options)
+
+
+def prompt_of(model: TextModel, n: int, salt: str = "") -> list[int]:
     """A prompt of exactly ``n`` tokens (BOS included) of plain text."""
     text = salt + FILLER * (n // 30 + 2)
     tokens = model.tokenize(text)[:n]
@@ -82,7 +92,7 @@ def run_batched_bench(exe: str, model: Path, args: argparse.Namespace, streams: 
     return result
 
 
-def service_single(model: LlamaModel, args: argparse.Namespace, pps: list[int]) -> dict[str, float]:
+def service_single(model: TextModel, args: argparse.Namespace, pps: list[int]) -> dict[str, float]:
     """Prompt speed as N / time-to-first-token; decode speed from a short prompt
     (llama-bench's tg runs on an empty context)."""
     result: dict[str, float] = {}
@@ -148,9 +158,8 @@ def service_batched(path: Path, args: argparse.Namespace, streams: list[int]) ->
     (``steady_rate``)."""
     result: dict[int, float] = {}
     for s in streams:
-        model = LlamaModel(path, n_ctx=args.batch_prompt + args.batch_gen + 64, threads=args.threads,
-                           n_gpu_layers=args.n_gpu_layers, parallel=s, flash_attn=args.flash_attn,
-                           n_batch=512, prompt_cache=False)
+        model = make_model(path, args, n_ctx=args.batch_prompt + args.batch_gen + 64, parallel=s, n_batch=512,
+                           prompt_cache=False)
         try:
             model.generate(prompt_of(model, 8), max_tokens=4)  # warm-up
             jobs = [model.submit(prompt_of(model, args.batch_prompt, salt=f"{i} "), max_tokens=args.batch_gen,
@@ -170,8 +179,7 @@ def prefix_reuse(path: Path, args: argparse.Namespace) -> dict[str, float]:
     turn cached)."""
     from rag.prompt import PromptBuilder
 
-    model = LlamaModel(path, n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers, parallel=1,
-                       flash_attn=args.flash_attn, prompt_cache=True)
+    model = make_model(path, args, n_ctx=4096, parallel=1, prompt_cache=True)
     try:
         def ttft(tokens: list[int]) -> tuple[float, int]:
             g = model.generate(tokens, max_tokens=1, ignore_eog=True)
@@ -224,6 +232,10 @@ def main() -> None:
     ap.add_argument("--batch-prompt", type=int, default=512)
     ap.add_argument("--batch-gen", type=int, default=128)
     ap.add_argument("--skip", default="", help="comma list of: single,high_level,batched,prefix")
+    ap.add_argument("--isolation", choices=["inline", "process"], default="inline",
+                    help="the model in this process, or in a model process as the service runs it")
+    ap.add_argument("--compare-inline", action="store_true",
+                    help="batched rounds also measure the model in this process: the cost of the model process")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -234,7 +246,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "model": path.name, "threads": args.threads, "n_gpu_layers": args.n_gpu_layers,
-        "flash_attn": args.flash_attn, "rounds": [],
+        "flash_attn": args.flash_attn, "isolation": args.isolation, "rounds": [],
     }
 
     def show(title: str, values: dict[Any, float]) -> None:
@@ -251,8 +263,7 @@ def main() -> None:
                 row["llama_bench"] = run_llama_bench(args.llama_bench, path, args, pps)
                 show(f"round {r} llama-bench", row["llama_bench"])
             for name, cache in (("service", True), ("service_no_cache", False)):
-                model = LlamaModel(path, n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers,
-                                   parallel=1, flash_attn=args.flash_attn, prompt_cache=cache)
+                model = make_model(path, args, n_ctx=4096, parallel=1, prompt_cache=cache)
                 try:
                     # Warm-up as llama-bench's: one prompt of the largest size first.
                     model.generate(prompt_of(model, max(pps), salt="w "), max_tokens=4)
@@ -281,10 +292,21 @@ def main() -> None:
                 show(f"round {r} batched-bench S_TG", row["batched_bench"])
             row["batched_service"] = service_batched(path, args, streams)
             show(f"round {r} service aggregate", row["batched_service"])
+            if args.compare_inline:
+                inline = argparse.Namespace(**{**vars(args), "isolation": "inline"})
+                row["batched_inline"] = service_batched(path, inline, streams)
+                show(f"round {r} inline aggregate", row["batched_inline"])
+                row["process_vs_inline"] = {s: row["batched_service"][s] / row["batched_inline"][s] for s in streams}
+                show(f"round {r} process/inline", row["process_vs_inline"])
             if args.batched_bench:
                 row["batched_ratio"] = {s: row["batched_service"][s] / row["batched_bench"][s] for s in streams}
                 show(f"round {r} batched ratio", row["batched_ratio"])
             report["batched_rounds"].append(row)
+        if args.compare_inline:
+            report["process_vs_inline_median"] = {
+                s: statistics.median(row["process_vs_inline"][s] for row in report["batched_rounds"]) for s in streams
+            }
+            show("process/inline, median", report["process_vs_inline_median"])
         if args.batched_bench:
             report["batched_ratio_median"] = {
                 s: statistics.median(row["batched_ratio"][s] for row in report["batched_rounds"]) for s in streams

@@ -116,7 +116,12 @@ class Runtime:
             except BackendError as exc:
                 checks[name] = exc.message
         if self.settings.llm_load:
-            checks["model"] = "ok" if self.pool is not None else "not loaded"
+            if self.pool is None:
+                checks["model"] = "not loaded"
+            else:
+                down = [m for m in self.pool.models if not getattr(m, "alive", True)]
+                n = len(self.pool.models)
+                checks["model"] = f"{len(down)} of {n} model processes restarting" if down else "ok"
         if not self.settings.is_split_mode and self.settings.embedded_worker:
             checks["worker"] = "ok" if self.worker is not None and self.worker.alive else "not running"
             checks["beat"] = "ok" if self.beat is not None and self.beat.alive else "not running"

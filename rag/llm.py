@@ -47,17 +47,19 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from rag.errors import BackendError, BusyError, ConfigurationError
 from rag.settings import BUNDLED_LLM, Settings
 
 __all__ = [
     "Generation",
+    "GenerationHandle",
     "GenerationJob",
     "KvCacheType",
     "LlamaModel",
     "ModelPool",
+    "TextModel",
     "default_gpu_layers",
     "load_models",
     "resolve_model_path",
@@ -79,6 +81,60 @@ class Generation:
     finish_reason: str  # "stop", "length" or "cancelled"
     cached_tokens: int = 0  # prompt tokens reused from the KV cache, not evaluated
     queue_s: float = 0.0  # waiting for a free sequence slot
+
+
+class GenerationHandle(Protocol):
+    """A queued or running generation: ``GenerationJob`` in this process,
+    ``rag.llm_process.RemoteJob`` in a model process."""
+
+    future: concurrent.futures.Future[Generation]
+    token_times: list[float]
+
+    def cancel(self) -> None: ...
+
+    def result(self, timeout: float | None = None) -> Generation: ...
+
+    async def wait(self) -> Generation: ...
+
+
+class TextModel(Protocol):
+    """What the pool and the service use of a model instance: ``LlamaModel``
+    here, or ``rag.llm_process.ModelProcess`` for one in a child process."""
+
+    path: Path
+    n_ctx: int
+    parallel: int
+
+    @property
+    def name(self) -> str: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def detokenize(self, tokens: list[int]) -> str: ...
+
+    def token_text(self, token: int) -> str: ...
+
+    def submit(
+        self,
+        tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
+    ) -> GenerationHandle: ...
+
+    def generate(
+        self,
+        tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
+    ) -> Generation: ...
+
+    def close(self) -> None: ...
 
 
 def resolve_model_path(settings: Settings) -> Path:
@@ -1000,34 +1056,44 @@ def _backend_init(lc: Any) -> None:
             _backend_ready = True
 
 
-def load_models(settings: Settings) -> list[LlamaModel]:
-    """The pool's model instances, as the settings describe them."""
+def load_models(settings: Settings) -> list[TextModel]:
+    """The pool's model instances, as the settings describe them: each in a
+    child process of its own (``llm_isolation="process"``, the default; see
+    rag/llm_process.py) or in this process. Instances load concurrently."""
     path = resolve_model_path(settings)
     lora = Path(settings.llm_lora_path).expanduser() if settings.llm_lora_path else None
     if lora is not None and not lora.is_file():
         raise ConfigurationError(f"LoRA adapter {lora} does not exist")
-    models: list[LlamaModel] = []
-    try:
-        for _ in range(settings.llm_pool_size):
-            models.append(
-                LlamaModel(
-                    path,
-                    n_ctx=settings.llm_n_ctx,
-                    threads=settings.llm_threads,
-                    n_gpu_layers=settings.llm_n_gpu_layers,
-                    parallel=settings.llm_parallel,
-                    n_batch=settings.llm_n_batch,
-                    flash_attn=settings.llm_flash_attn,
-                    kv_cache_type=settings.llm_kv_cache_type,
-                    lora_path=lora,
-                    lora_scale=settings.llm_lora_scale,
-                    prompt_cache=settings.llm_prompt_cache,
-                )
-            )
-    except BaseException:
+    options: dict[str, Any] = {
+        "n_ctx": settings.llm_n_ctx,
+        "threads": settings.llm_threads,
+        "n_gpu_layers": settings.llm_n_gpu_layers,
+        "parallel": settings.llm_parallel,
+        "n_batch": settings.llm_n_batch,
+        "flash_attn": settings.llm_flash_attn,
+        "kv_cache_type": settings.llm_kv_cache_type,
+        "lora_path": lora,
+        "lora_scale": settings.llm_lora_scale,
+        "prompt_cache": settings.llm_prompt_cache,
+    }
+    factory: Callable[..., TextModel] = LlamaModel
+    if settings.llm_isolation == "process":
+        from rag.llm_process import ModelProcess
+
+        factory = ModelProcess
+    models: list[TextModel] = []
+    with concurrent.futures.ThreadPoolExecutor(settings.llm_pool_size) as executor:
+        futures = [executor.submit(factory, path, **options) for _ in range(settings.llm_pool_size)]
+        errors: list[BaseException] = []
+        for future in futures:
+            try:
+                models.append(future.result())
+            except BaseException as exc:
+                errors.append(exc)
+    if errors:
         for model in models:
             model.close()
-        raise
+        raise errors[0]
     return models
 
 
@@ -1040,10 +1106,10 @@ class ModelPool:
     on the event loop's thread only.
     """
 
-    def __init__(self, models: list[LlamaModel], queue_size: int) -> None:
+    def __init__(self, models: Sequence[TextModel], queue_size: int) -> None:
         if not models:
             raise ValueError("a model pool needs at least one model")
-        self.models = models
+        self.models = list(models)
         self._load = {id(m): 0 for m in models}
         self.capacity = sum(int(getattr(m, "parallel", 1)) for m in models)
         self._queue_size = queue_size
@@ -1064,7 +1130,7 @@ class ModelPool:
         return self.models[0].name
 
     @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[LlamaModel]:
+    async def acquire(self) -> AsyncIterator[TextModel]:
         """A model with a free sequence slot, held for one generation."""
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.capacity)

@@ -20,7 +20,7 @@ from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
 from rag.lexical import LexicalEncoder
-from rag.llm import Generation, LlamaModel, ModelPool
+from rag.llm import Generation, ModelPool, TextModel
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
 from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.settings import SearchMode
@@ -593,7 +593,7 @@ class RagService:
 
     def _build_prompt(
         self,
-        model: LlamaModel,
+        model: TextModel,
         question: str,
         sources: list[SearchHit] | None,
         max_tokens: int,

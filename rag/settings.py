@@ -181,6 +181,13 @@ class Settings(BaseSettings):
         default=8, ge=0, description="Requests that may wait for a free sequence slot; more get 429."
     )
     max_tokens: int = Field(default=256, gt=0)
+    llm_isolation: Literal["process", "inline"] = Field(
+        default="process",
+        description="process: each model instance runs in a child process of its own, which "
+        "never imports torch (a CUDA llama.cpp and torch's CUDA libraries could not share a "
+        "process), and a crashed model is restarted without taking the service down. "
+        "inline: in the service's process (benchmarks, debugging).",
+    )
     llm_load: bool = Field(
         default=True, description="Load the model at start-up (off for index-only nodes)."
     )

@@ -5,6 +5,8 @@ a pool of model instances, and a client that hangs up mid-answer."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from tests.docmaker import make_all
-from tests.support.service import ServiceProcess, free_port, upload, wait_for, wait_indexed
+from tests.support.service import ServiceProcess, child_pids, free_port, upload, wait_for, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -229,3 +231,50 @@ def test_a_client_that_hangs_up_stops_the_generation(tmp_path: Path) -> None:
         assert "cancelled" in proc.log()
     finally:
         proc.stop()
+
+
+def test_a_crashed_model_process_fails_its_answer_and_the_service_recovers(tmp_path: Path) -> None:
+    # The model runs in a child process (RAG_LLM_ISOLATION=process, the default):
+    # killing it, as a native crash in llama.cpp would, ends the answer in
+    # progress with an error; the API stays up and a new child takes over.
+    env = _env(tmp_path / "data", RAG_LLM_PROMPT_STYLE="gemma-chat", RAG_LLM_PARALLEL="1", RAG_LLM_N_CTX="4096")
+    proc = ServiceProcess("serve", env, tmp_path / "serve.log", port=free_port())
+    try:
+        proc.wait_ready()
+        [child] = child_pids(proc.proc.pid, "rag.llm_process")
+        with proc.client() as c:
+            base = c.get("/v1/models").json()["data"][0]["id"]
+            body = {"model": base, "messages": [{"role": "user", "content": "Tell a long story."}], "stream": True,
+                    "max_tokens": 3000}
+            with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                assert r.status_code == 200
+                events = _sse(r.iter_lines())
+                for _ in range(3):
+                    next(events)
+                os.kill(child, signal.SIGKILL)
+                rest = [json.loads(d) for _, d in events if d != "[DONE]"]
+            assert rest and rest[-1]["error"]["code"] == "backend_error", rest[-3:]
+            assert "model process exited" in rest[-1]["error"]["message"]
+            assert c.get("/healthz").status_code == 200
+
+            def recovered() -> bool:
+                return c.get("/readyz").status_code == 200
+
+            wait_for(recovered, timeout=120, interval=0.2, what="the model process to be started again")
+            [again] = child_pids(proc.proc.pid, "rag.llm_process")
+            assert again != child
+            reply = c.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 4})
+            assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] > 0
+        assert "exited with code -9" in proc.log()
+    finally:
+        proc.stop()
+    # Stopping the service stops its model process too.
+    wait_for(lambda: not _running(again), timeout=30, what="the model process to end")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

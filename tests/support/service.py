@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ServiceProcess", "free_port", "upload", "wait_for", "wait_indexed"]
+__all__ = ["ServiceProcess", "child_pids", "free_port", "upload", "wait_for", "wait_indexed"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,6 +23,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def child_pids(pid: int, command_part: str = "") -> list[int]:
+    """Processes whose parent is ``pid`` (and whose command line contains
+    ``command_part``), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and command_part in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 def wait_for(predicate: Any, *, timeout: float, interval: float = 0.25, what: str = "condition") -> Any:

@@ -1,0 +1,477 @@
+"""A model instance in a child process of its own (``RAG_LLM_ISOLATION=process``).
+
+The API process holds torch (the embedder, the re-ranker); the child holds
+llama.cpp and never imports torch. Two reasons:
+
+* On the GPU machine a CUDA build of llama.cpp could not share a process with
+  torch: loading the model after ``import numpy``/``import torch`` segfaulted,
+  importing torch after llama.cpp aborted (``free(): invalid pointer``); both
+  bring their own CUDA runtime and cuBLAS under the same sonames
+  (docs/results/gpu-import-order.log). The child loads llama.cpp first, in a
+  fresh interpreter.
+* A native crash inside llama.cpp (a bad GGUF, a driver fault, an out-of-memory
+  abort) ends the child, not the service: its requests fail with
+  ``BackendError`` (HTTP 503) and the child is started again.
+
+``ModelProcess`` has the interface of ``rag.llm.LlamaModel`` (``submit``,
+``generate``, ``tokenize``…), so ``ModelPool`` and the service do not know which
+one they hold. The child runs one ``LlamaModel`` (its scheduler thread batches
+all requests of this instance, as in-process); the two talk over a socket pair
+with pickled messages. The child's text pieces are gathered by a sender thread
+and go out many per message, so the scheduler thread never waits on the socket.
+
+Protocol (tuples; the child always sends lists of them):
+
+=========================================  ==========================================
+parent → child                             child → parent
+=========================================  ==========================================
+``("submit", id, tokens, max, stop, eog)`` ``("text", id, piece)`` …
+``("cancel", id)``                         ``("done", id, generation, token_times)``
+``("call", id, method, arg)``              ``("reply", id, value)`` / ``("fail", id, msg)``
+``("close",)``                             first: ``("ready", info)`` or ``("failed", msg)``
+=========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from rag.errors import BackendError, ConfigurationError
+from rag.llm import Generation
+
+__all__ = ["ModelProcess", "RemoteJob"]
+
+log = logging.getLogger(__name__)
+
+# Loading a large GGUF from a slow disk can take minutes; a child that has not
+# answered by then is stuck.
+LOAD_TIMEOUT_S = 900.0
+# A child that keeps crashing is started again after 1, 2, 4 … at most 60 s.
+_RESTART_BACKOFF_MAX_S = 60.0
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+class RemoteJob:
+    """A generation running in the model process; the surface of
+    ``rag.llm.GenerationJob`` that callers use."""
+
+    def __init__(self, owner: ModelProcess, job_id: int, on_text: Callable[[str], bool] | None) -> None:
+        self._owner = owner
+        self.id = job_id
+        self.on_text = on_text
+        self.token_times: list[float] = []
+        self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        if self._cancelled.is_set() or self.future.done():
+            return
+        self._cancelled.set()
+        self._owner._send_quietly(("cancel", self.id))
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def result(self, timeout: float | None = None) -> Generation:
+        return self.future.result(timeout)
+
+    async def wait(self) -> Generation:
+        return await asyncio.wrap_future(self.future)
+
+
+class ModelProcess:
+    """One model instance served by a child process; thread-safe.
+
+    ``options`` are ``LlamaModel``'s keyword arguments. The constructor returns
+    once the model is loaded, or raises ``ConfigurationError`` with the
+    child's reason. If the child dies later, its running requests fail with
+    ``BackendError`` and a new child is started in the background; requests
+    made meanwhile fail the same way."""
+
+    def __init__(self, path: Path, *, parallel: int = 1, n_ctx: int = 4096, **options: Any) -> None:
+        self.path = path
+        self.parallel = parallel
+        self.n_ctx = n_ctx
+        self.n_gpu_layers = 0
+        self.info: dict[str, Any] = {}
+        self._options = {"n_ctx": n_ctx, "parallel": parallel, **options}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # guards the fields below and sending
+        self._jobs: dict[int, RemoteJob] = {}
+        self._calls: dict[int, concurrent.futures.Future[Any]] = {}
+        self._conn: Connection | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        self._restarts = 0
+        self._state = "starting"
+        self._start()
+
+    # --- the LlamaModel surface ---------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def alive(self) -> bool:
+        return self._state == "ready"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def restarts(self) -> int:
+        return self._restarts
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def tokenize(self, text: str) -> list[int]:
+        result: list[int] = self._call("tokenize", text)
+        return result
+
+    def detokenize(self, tokens: list[int]) -> str:
+        result: str = self._call("detokenize", list(tokens))
+        return result
+
+    def token_text(self, token: int) -> str:
+        result: str = self._call("token_text", token)
+        return result
+
+    def submit(
+        self,
+        tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
+    ) -> RemoteJob:
+        if not tokens:
+            raise ValueError("an empty prompt")
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise ValueError("prompt and max_tokens exceed the context window")
+        with self._lock:
+            self._check_ready()
+            job = RemoteJob(self, next(self._ids), on_text)
+            self._jobs[job.id] = job
+            self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog))
+        return job
+
+    def generate(
+        self,
+        tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
+    ) -> Generation:
+        return self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog).result()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._state = "closed"
+        self._send_quietly(("close",))
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._conn is not None:
+            self._conn.close()
+        self._fail_all("the model is closed")
+
+    # --- plumbing -------------------------------------------------------------
+    def _check_ready(self) -> None:
+        if self._closed:
+            raise BackendError("the model is closed")
+        if self._state != "ready":
+            raise BackendError("the model process is restarting; try again shortly")
+
+    def _call(self, method: str, arg: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            self._check_ready()
+            call_id = next(self._ids)
+            self._calls[call_id] = future
+            self._send(("call", call_id, method, arg))
+        return future.result()
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        """Caller holds the lock."""
+        assert self._conn is not None
+        try:
+            self._conn.send(message)
+        except OSError as exc:
+            raise BackendError(f"the model process is gone: {exc}") from exc
+
+    def _send_quietly(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._conn is None:
+                return
+            with contextlib.suppress(OSError, ValueError):  # the child is gone; the reader reports it
+                self._conn.send(message)
+
+    def _start(self) -> None:
+        """Start a child and wait for its model; raises ConfigurationError."""
+        parent_sock, child_sock = socket.socketpair()
+        # The child imports this package from where the parent found it.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rag.llm_process", str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+                env=env,
+            )
+        finally:
+            child_sock.close()
+        conn = Connection(parent_sock.detach())
+        try:
+            conn.send(("load", str(self.path), self._options))
+            if not conn.poll(LOAD_TIMEOUT_S):
+                raise ConfigurationError(f"the model process did not load {self.path} in {LOAD_TIMEOUT_S:.0f} s")
+            [first] = conn.recv()
+        except (EOFError, OSError) as exc:
+            conn.close()
+            code = proc.wait()
+            raise ConfigurationError(f"the model process for {self.path} exited (code {code}) while loading") from exc
+        except BaseException:
+            conn.close()
+            proc.kill()
+            proc.wait()
+            raise
+        if first[0] != "ready":
+            conn.close()
+            proc.wait()
+            raise ConfigurationError(str(first[1]))
+        self.info = dict(first[1])
+        self.n_gpu_layers = int(self.info.get("n_gpu_layers", 0))
+        with self._lock:
+            self._conn, self._proc = conn, proc
+            self._state = "ready"
+        threading.Thread(target=self._read, args=(conn, proc), name=f"model-process-{proc.pid}", daemon=True).start()
+        log.info("model process %d ready: %s", proc.pid, self.info)
+
+    def _read(self, conn: Connection, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            while True:
+                for message in conn.recv():
+                    self._dispatch(message)
+        except (EOFError, OSError):
+            pass
+        code = proc.wait()
+        with self._lock:
+            if self._closed:
+                return
+            self._state = "restarting"
+            self._conn = None
+        conn.close()
+        log.error("model process %d exited with code %s; starting it again", proc.pid, code)
+        self._fail_all(f"the model process exited (code {code}); it is being restarted")
+        self._restart()
+
+    def _restart(self) -> None:
+        delay = 1.0
+        while not self._closed:
+            try:
+                self._start()
+                self._restarts += 1
+                return
+            except ConfigurationError as exc:
+                log.error("restarting the model process failed: %s; next try in %.0f s", exc, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, _RESTART_BACKOFF_MAX_S)
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "text":
+            job = self._jobs.get(message[1])
+            if job is not None and job.on_text is not None and not job.cancelled and not job.on_text(message[2]):
+                job.cancel()
+        elif kind == "done":
+            with self._lock:
+                job = self._jobs.pop(message[1], None)
+            if job is not None:
+                job.token_times = message[3]
+                job.future.set_result(Generation(**message[2]))
+        elif kind == "error":
+            with self._lock:
+                job = self._jobs.pop(message[1], None)
+            if job is not None:
+                job.future.set_exception(BackendError(message[2]))
+        elif kind in ("reply", "fail"):
+            with self._lock:
+                future = self._calls.pop(message[1], None)
+            if future is not None:
+                if kind == "reply":
+                    future.set_result(message[2])
+                else:
+                    future.set_exception(BackendError(message[2]))
+
+    def _fail_all(self, reason: str) -> None:
+        with self._lock:
+            jobs, self._jobs = self._jobs, {}
+            calls, self._calls = self._calls, {}
+        for job in jobs.values():
+            if not job.future.done():
+                job.future.set_exception(BackendError(reason))
+        for future in calls.values():
+            if not future.done():
+                future.set_exception(BackendError(reason))
+
+
+# --- the child -----------------------------------------------------------------
+def _serve(conn: Connection) -> None:
+    """The child's main loop: load the model, then answer messages until the
+    parent says close or goes away."""
+    _, path, options = conn.recv()
+    # Before anything that could pull in numpy or torch: llama.cpp's libraries
+    # (and their CUDA runtime) are loaded first.
+    from rag.llm import LlamaModel
+
+    try:
+        model = LlamaModel(Path(path), **options)
+    except Exception as exc:  # reported to the parent, which raises it
+        conn.send([("failed", str(exc) or repr(exc))])
+        return
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+    sender = threading.Thread(target=_send_loop, args=(conn, outbox), name="model-sender", daemon=True)
+    sender.start()
+    outbox.put(
+        (
+            "ready",
+            {
+                "pid": os.getpid(),
+                "n_gpu_layers": model.n_gpu_layers,
+                "n_vocab": model.n_vocab,
+                "threads": model.threads,
+                "torch_loaded": "torch" in sys.modules,
+            },
+        )
+    )
+    jobs: dict[int, Any] = {}
+    calls: dict[str, Callable[[Any], Any]] = {
+        "tokenize": model.tokenize,
+        "detokenize": model.detokenize,
+        "token_text": model.token_text,
+    }
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone
+            kind = message[0]
+            if kind == "submit":
+                _, job_id, tokens, max_tokens, stop, ignore_eog = message
+                _submit(model, jobs, outbox, job_id, tokens, max_tokens, stop, ignore_eog)
+            elif kind == "cancel":
+                job = jobs.get(message[1])
+                if job is not None:
+                    job.cancel()
+            elif kind == "call":
+                _, call_id, method, arg = message
+                try:
+                    outbox.put(("reply", call_id, calls[method](arg)))
+                except Exception as exc:
+                    outbox.put(("fail", call_id, f"{method}: {exc}"))
+            elif kind == "close":
+                break
+    finally:
+        model.close()
+        outbox.put(None)
+        sender.join(timeout=10)
+
+
+def _submit(
+    model: Any,
+    jobs: dict[int, Any],
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None],
+    job_id: int,
+    tokens: list[int],
+    max_tokens: int,
+    stop: list[str],
+    ignore_eog: bool,
+) -> None:
+    def on_text(piece: str) -> bool:
+        outbox.put(("text", job_id, piece))
+        return True
+
+    try:
+        job = model.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog)
+    except Exception as exc:
+        outbox.put(("error", job_id, str(exc)))
+        return
+    jobs[job_id] = job
+
+    def done(future: concurrent.futures.Future[Generation]) -> None:
+        jobs.pop(job_id, None)
+        exc = future.exception()
+        if exc is not None:
+            outbox.put(("error", job_id, str(exc)))
+        else:
+            outbox.put(("done", job_id, asdict(future.result()), job.token_times))
+
+    job.future.add_done_callback(done)
+
+
+def _send_loop(conn: Connection, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+    """Everything waiting goes out in one message: at 16 streams a step's
+    pieces cost one send, not sixteen."""
+    while True:
+        item = outbox.get()
+        batch = []
+        while item is not None:
+            batch.append(item)
+            try:
+                item = outbox.get_nowait()
+            except queue.Empty:
+                break
+        if batch:
+            try:
+                conn.send(batch)
+            except (OSError, ValueError):
+                return
+        if item is None:
+            return
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when the
+    # child ends (it sends close, or its end of the socket closes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s model-process %(levelname)s %(message)s")
+    _serve(Connection(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""A model instance in a child process (rag/llm_process.py) with the real
+bundled model: the same answers as in-process, streaming, cancellation,
+concurrent requests, no torch in the child, and recovery from a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.errors import BackendError, ConfigurationError
+from rag.llm import LlamaModel, ModelPool, load_models
+from rag.llm_process import ModelProcess
+from rag.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+PROMPT = (
+    "Context:\n[1] The Eiffel Tower was completed in 1889 in Paris.\n\n"
+    "Question: When was the Eiffel Tower completed?\nShort answer:"
+)
+
+
+@pytest.fixture(scope="module")
+def remote(model_path: Path) -> Iterator[ModelProcess]:
+    m = ModelProcess(model_path, n_ctx=1024, threads=2, parallel=4, n_batch=256)
+    yield m
+    m.close()
+
+
+def _wait_until(condition: object, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_the_child_answers_as_the_model_does_in_process(remote: ModelProcess, model_path: Path) -> None:
+    local = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=1, n_batch=256)
+    try:
+        tokens = local.tokenize(PROMPT)
+        assert remote.tokenize(PROMPT) == tokens
+        assert remote.detokenize(tokens[1:]) == local.detokenize(tokens[1:])
+        assert remote.token_text(tokens[0]) == local.token_text(tokens[0]) == "<bos>"
+        here = local.generate(tokens, max_tokens=12, stop=("\n",))
+    finally:
+        local.close()
+    pieces: list[str] = []
+    there = remote.generate(tokens, max_tokens=12, stop=("\n",), on_text=lambda p: pieces.append(p) is None)
+    assert there.text == here.text and "1889" in there.text
+    assert "".join(pieces).strip() == there.text
+    assert there.completion_tokens == here.completion_tokens and there.finish_reason == here.finish_reason
+    assert remote.info["torch_loaded"] is False and remote.info["pid"] == remote.pid != os.getpid()
+
+
+def test_concurrent_requests_and_token_times(remote: ModelProcess) -> None:
+    jobs = [remote.submit(remote.tokenize(f"{i} {PROMPT}"), max_tokens=16, ignore_eog=True) for i in range(6)]
+    results = [j.result(timeout=300) for j in jobs]
+    assert all(r.completion_tokens == 16 and r.finish_reason == "length" for r in results)
+    assert all(len(j.token_times) == 16 and j.token_times == sorted(j.token_times) for j in jobs)
+    assert remote.active == 0
+
+
+def test_on_text_false_and_cancel_stop_the_generation(remote: ModelProcess) -> None:
+    tokens = remote.tokenize("Once upon a time, in a small village,")
+    seen: list[str] = []
+    g = remote.generate(tokens, max_tokens=400, ignore_eog=True, on_text=lambda p: len(seen) < 2 and not seen.append(p))
+    assert g.finish_reason == "cancelled" and g.completion_tokens < 400
+    job = remote.submit(tokens, max_tokens=400, ignore_eog=True)
+    time.sleep(0.3)
+    job.cancel()
+    assert job.result(timeout=60).finish_reason == "cancelled"
+
+
+def test_bad_requests_are_refused_before_they_reach_the_child(remote: ModelProcess) -> None:
+    with pytest.raises(ValueError):
+        remote.submit([], max_tokens=4)
+    with pytest.raises(ValueError):
+        remote.submit([2] * 1000, max_tokens=100)
+
+
+def test_a_crashed_child_fails_its_requests_and_is_started_again(model_path: Path) -> None:
+    m = ModelProcess(model_path, n_ctx=512, threads=2, parallel=2, n_batch=128)
+    try:
+        first_pid = m.pid
+        assert first_pid is not None
+        tokens = m.tokenize("Once upon a time, in a small village,")
+        started = threading.Event()
+        job = m.submit(tokens, max_tokens=400, ignore_eog=True, on_text=lambda _: started.set() is None)
+        assert started.wait(120)
+        os.kill(first_pid, signal.SIGKILL)  # as a segfault in llama.cpp would end it
+        with pytest.raises(BackendError, match="exited"):
+            job.result(timeout=60)
+        _wait_until(lambda: m.alive and m.pid != first_pid)
+        assert m.restarts == 1
+        assert m.generate(tokens, max_tokens=4).completion_tokens == 4
+    finally:
+        m.close()
+    assert not m.alive
+    with pytest.raises(BackendError, match="closed"):
+        m.tokenize("x")
+
+
+def test_a_model_that_cannot_load_is_a_configuration_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ConfigurationError, match="cannot load model"):
+        ModelProcess(broken, n_ctx=512, threads=1)
+
+
+def test_settings_choose_the_isolation(model_path: Path, tmp_path: Path) -> None:
+    common = {"llm_model": str(model_path), "llm_n_ctx": 512, "max_tokens": 64, "llm_threads": 1,
+              "llm_parallel": 1, "data_dir": tmp_path}
+    [inline] = load_models(Settings(llm_isolation="inline", **common))  # type: ignore[arg-type]
+    assert isinstance(inline, LlamaModel)
+    inline.close()
+    models = load_models(Settings(llm_pool_size=2, **common))  # type: ignore[arg-type]
+    pool = ModelPool(models, queue_size=0)
+    try:
+        assert all(isinstance(m, ModelProcess) for m in models) and pool.capacity == 2
+        assert len({m.pid for m in models}) == 2  # type: ignore[attr-defined]
+    finally:
+        pool.close()
