@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 900.0
 # A child that keeps crashing is started again after 1, 2, 4 … at most 60 s.
 _RESTART_BACKOFF_MAX_S = 60.0
+# Tokenizing is quick; a model process that does not answer in this time hangs.
+CALL_TIMEOUT_S = 60.0
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -175,7 +177,11 @@ class ModelProcess:
             self._check_ready()
             job = RemoteJob(self, next(self._ids), on_text)
             self._jobs[job.id] = job
-            self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog))
+            try:
+                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog))
+            except BackendError:
+                del self._jobs[job.id]
+                raise
         return job
 
     def generate(
@@ -220,8 +226,17 @@ class ModelProcess:
             self._check_ready()
             call_id = next(self._ids)
             self._calls[call_id] = future
-            self._send(("call", call_id, method, arg))
-        return future.result()
+            try:
+                self._send(("call", call_id, method, arg))
+            except BackendError:
+                del self._calls[call_id]
+                raise
+        try:
+            return future.result(timeout=CALL_TIMEOUT_S)
+        except concurrent.futures.TimeoutError as exc:
+            with self._lock:
+                self._calls.pop(call_id, None)
+            raise BackendError(f"the model process did not answer {method} in {CALL_TIMEOUT_S:.0f} s") from exc
 
     def _send(self, message: tuple[Any, ...]) -> None:
         """Caller holds the lock."""
@@ -273,9 +288,14 @@ class ModelProcess:
             conn.close()
             proc.wait()
             raise ConfigurationError(str(first[1]))
-        self.info = dict(first[1])
-        self.n_gpu_layers = int(self.info.get("n_gpu_layers", 0))
         with self._lock:
+            if self._closed:  # closed while this child was starting (a restart)
+                conn.close()
+                proc.kill()
+                proc.wait()
+                return
+            self.info = dict(first[1])
+            self.n_gpu_layers = int(self.info.get("n_gpu_layers", 0))
             self._conn, self._proc = conn, proc
             self._state = "ready"
         threading.Thread(target=self._read, args=(conn, proc), name=f"model-process-{proc.pid}", daemon=True).start()
@@ -315,8 +335,14 @@ class ModelProcess:
         kind = message[0]
         if kind == "text":
             job = self._jobs.get(message[1])
-            if job is not None and job.on_text is not None and not job.cancelled and not job.on_text(message[2]):
-                job.cancel()
+            if job is not None and job.on_text is not None and not job.cancelled:
+                try:
+                    more = job.on_text(message[2])
+                except Exception:  # the caller's bug must not stop this reader
+                    log.exception("on_text failed; cancelling the generation")
+                    more = False
+                if not more:
+                    job.cancel()
         elif kind == "done":
             with self._lock:
                 job = self._jobs.pop(message[1], None)
