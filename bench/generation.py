@@ -235,7 +235,7 @@ def main() -> None:
     ap.add_argument("--isolation", choices=["inline", "process"], default="inline",
                     help="the model in this process, or in a model process as the service runs it")
     ap.add_argument("--compare-inline", action="store_true",
-                    help="batched rounds also measure the model in this process: the cost of the model process")
+                    help="also measure the model in this process (single, batched): the cost of the model process")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -262,8 +262,14 @@ def main() -> None:
             if args.llama_bench:
                 row["llama_bench"] = run_llama_bench(args.llama_bench, path, args, pps)
                 show(f"round {r} llama-bench", row["llama_bench"])
-            for name, cache in (("service", True), ("service_no_cache", False)):
-                model = make_model(path, args, n_ctx=4096, parallel=1, prompt_cache=cache)
+            variants: list[tuple[str, bool, argparse.Namespace]] = [
+                ("service", True, args),
+                ("service_no_cache", False, args),
+            ]
+            if args.compare_inline:
+                variants.append(("service_inline", True, argparse.Namespace(**{**vars(args), "isolation": "inline"})))
+            for name, cache, how in variants:
+                model = make_model(path, how, n_ctx=4096, parallel=1, prompt_cache=cache)
                 try:
                     # Warm-up as llama-bench's: one prompt of the largest size first.
                     model.generate(prompt_of(model, max(pps), salt="w "), max_tokens=4)
@@ -274,6 +280,11 @@ def main() -> None:
                 if "llama_bench" in row:
                     row[f"{name}_ratio"] = {k: row[name][k] / row["llama_bench"][k] for k in row[name]}
                     show(f"round {r} {name} ratio", row[f"{name}_ratio"])
+            if args.compare_inline:
+                row["single_process_vs_inline"] = {
+                    k: row["service"][k] / row["service_inline"][k] for k in row["service"]
+                }
+                show(f"round {r} process/inline", row["single_process_vs_inline"])
             report["rounds"].append(row)
     if "high_level" not in skip:
         report["high_level"] = high_level_single(path, args, pps)
@@ -312,8 +323,15 @@ def main() -> None:
                 s: statistics.median(row["batched_ratio"][s] for row in report["batched_rounds"]) for s in streams
             }
             show("batched ratio, median", report["batched_ratio_median"])
+    if args.compare_inline and report["rounds"]:
+        report["single_process_vs_inline_median"] = {
+            k: statistics.median(row["single_process_vs_inline"][k] for row in report["rounds"])
+            for k in report["rounds"][0]["single_process_vs_inline"]
+        }
+        show("single process/inline, median", report["single_process_vs_inline_median"])
     if report["rounds"] and "llama_bench" in report["rounds"][0]:
-        for name in ("service", "service_no_cache"):
+        names = ["service", "service_no_cache"] + (["service_inline"] if args.compare_inline else [])
+        for name in names:
             report[f"{name}_ratio_median"] = {
                 k: statistics.median(row[f"{name}_ratio"][k] for row in report["rounds"])
                 for k in report["rounds"][0][f"{name}_ratio"]
