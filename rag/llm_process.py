@@ -253,7 +253,7 @@ class ModelProcess:
             with contextlib.suppress(OSError, ValueError):  # the child is gone; the reader reports it
                 self._conn.send(message)
 
-    def _start(self) -> None:
+    def _start(self, restart: bool = False) -> None:
         """Start a child and wait for its model; raises ConfigurationError."""
         parent_sock, child_sock = socket.socketpair()
         # The child imports this package from where the parent found it.
@@ -297,6 +297,7 @@ class ModelProcess:
             self.info = dict(first[1])
             self.n_gpu_layers = int(self.info.get("n_gpu_layers", 0))
             self._conn, self._proc = conn, proc
+            self._restarts += restart
             self._state = "ready"
         threading.Thread(target=self._read, args=(conn, proc), name=f"model-process-{proc.pid}", daemon=True).start()
         log.info("model process %d ready: %s", proc.pid, self.info)
@@ -323,8 +324,7 @@ class ModelProcess:
         delay = 1.0
         while not self._closed:
             try:
-                self._start()
-                self._restarts += 1
+                self._start(restart=True)
                 return
             except ConfigurationError as exc:
                 log.error("restarting the model process failed: %s; next try in %.0f s", exc, delay)
