@@ -16,6 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
+from rag import metrics
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
@@ -578,6 +579,7 @@ class RagService:
         }
         if sources is not None:
             usage["context_passages"] = prompt.passages_used
+        metrics.observe_generation(timings, usage)
         text = generation.text or (NO_ANSWER if sources is not None else "")
         yield AnswerDone(
             Answer(
