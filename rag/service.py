@@ -172,15 +172,18 @@ class RagService:
                 "a collection name is 1-64 letters, digits, '_', '-' or '.', "
                 "starting with a letter or digit"
             )
-        record = self.registry.create_collection(name)
-        self.store.ensure_collection(record.id, self.embedder.dimension)
-        self.registry.add_version(
-            record.id,
-            self.store.aliased_version(record.id) or 1,
-            VersionStatus.ACTIVE,
-            embedding_model=self.embedder.model_id,
-            dimension=self.embedder.dimension,
-        )
+        # One transaction: a collection is never left without its first version,
+        # even when the store refuses the collection.
+        with self.registry.unit_of_work() as uow:
+            record = uow.collections.create(name)
+            self.store.ensure_collection(record.id, self.embedder.dimension)
+            uow.versions.add(
+                record.id,
+                self.store.aliased_version(record.id) or 1,
+                VersionStatus.ACTIVE,
+                embedding_model=self.embedder.model_id,
+                dimension=self.embedder.dimension,
+            )
         return record
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -274,10 +277,6 @@ class RagService:
         self.registry.delete_document(document.id)
         self.store.delete_document_everywhere(collection.id, document.id)
         self._drop_blob_if_unused(document.content_hash)
-
-    def count_points(self, name: str, document_id: str | None = None) -> int:
-        collection = self.registry.get_collection(name)
-        return self.store.count(collection.id, document_id)
 
     def _drop_blob_if_unused(self, digest: str) -> None:
         if self.registry.count_documents_with_hash(digest) == 0:
