@@ -24,8 +24,9 @@ _WORD = re.compile(r"\w+")
 
 
 class HashEmbedder:
-    """Bag of hashed lower-case words, signed, L2-normalised: texts sharing words
-    are similar, texts sharing none are orthogonal (up to hash collisions)."""
+    """Bag of hashed lower-case words, L2-normalised: the cosine of two texts
+    grows with the words they share; texts sharing none are orthogonal (up to
+    hash collisions, which only add)."""
 
     def __init__(self, dimension: int = 256, model_id: str = "hash:256") -> None:
         self.dimension = dimension
@@ -53,8 +54,7 @@ class HashEmbedder:
         vector = [0.0] * self.dimension
         for word in _WORD.findall(text.lower()):
             digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-            index = int.from_bytes(digest[:4], "little") % self.dimension
-            vector[index] += 1.0 if digest[4] & 1 else -1.0
+            vector[int.from_bytes(digest, "little") % self.dimension] += 1.0
         norm = math.sqrt(sum(v * v for v in vector))
         if norm == 0:
             vector[0], norm = 1.0, 1.0
