@@ -16,6 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from rag import metrics
 from rag.blobs import BlobStore
 from rag.embedder import Embedder
 from rag.errors import InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
@@ -174,15 +175,18 @@ class RagService:
                 "a collection name is 1-64 letters, digits, '_', '-' or '.', "
                 "starting with a letter or digit"
             )
-        record = self.registry.create_collection(name)
-        self.store.ensure_collection(record.id, self.embedder.dimension)
-        self.registry.add_version(
-            record.id,
-            self.store.aliased_version(record.id) or 1,
-            VersionStatus.ACTIVE,
-            embedding_model=self.embedder.model_id,
-            dimension=self.embedder.dimension,
-        )
+        # One transaction: a collection is never left without its first version,
+        # even when the store refuses the collection.
+        with self.registry.unit_of_work() as uow:
+            record = uow.collections.create(name)
+            self.store.ensure_collection(record.id, self.embedder.dimension)
+            uow.versions.add(
+                record.id,
+                self.store.aliased_version(record.id) or 1,
+                VersionStatus.ACTIVE,
+                embedding_model=self.embedder.model_id,
+                dimension=self.embedder.dimension,
+            )
         return record
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -508,6 +512,7 @@ class RagService:
         }
         if sources is not None:
             usage["context_passages"] = prompt.passages_used
+        metrics.observe_generation(timings, usage)
         text = generation.text or (NO_ANSWER if sources is not None else "")
         yield AnswerDone(
             Answer(
