@@ -29,7 +29,6 @@ import functools
 import importlib
 import os
 import pathlib
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,7 @@ __all__ = [
     "configure_unstructured",
     "is_supported",
     "parse_file",
+    "preload",
 ]
 
 # The spaCy model unstructured asks for (``en_core_web_sm``) as shipped on PyPI.
@@ -66,8 +66,6 @@ _PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_PARTITIONERS)
-
-_PARSE_LOCK = threading.Lock()
 
 # Page furniture repeats on every page and only adds noise to retrieval.
 _DROPPED_CATEGORIES = frozenset({"Header", "Footer", "PageNumber", "PageBreak"})
@@ -113,12 +111,11 @@ def parse_file(path: pathlib.Path, filename: str) -> list[Block]:
     partition = _partitioner(extension)
     options = _PARTITIONERS[extension][2]
     try:
-        # One parse at a time per process: unstructured and the office-format
-        # readers under it share parser state between threads (two pptx files
-        # parsed at once in the worker's threads produced interleaved XML).
-        # Parsing holds the GIL anyway; embedding still overlaps with it.
-        with _PARSE_LOCK:
-            elements = partition(filename=str(path), languages=["eng"], **options)
+        # Not thread-safe: unstructured and the office-format readers under it
+        # share parser state between threads (two pptx files parsed at once by
+        # the worker's threads produced interleaved XML). ingest.sandbox parses
+        # each document in a child process, or inline one at a time.
+        elements = partition(filename=str(path), languages=["eng"], **options)
     except RagError:
         raise
     except MemoryError:
@@ -131,6 +128,16 @@ def parse_file(path: pathlib.Path, filename: str) -> list[Block]:
         hint = " (a scanned PDF needs OCR, which this service does not do)" if extension == ".pdf" else ""
         raise DocumentParseError(f"no text found in {filename}{hint}")
     return blocks
+
+
+def preload() -> None:
+    """Import every reader and load the spaCy model now, so that processes
+    forked from this one parse without paying for it (ingest.sandbox)."""
+    for extension in sorted(SUPPORTED_EXTENSIONS):
+        _partitioner(extension)
+    importlib.import_module("pdfminer.high_level")
+    # The pipeline's first run initialises its layers: 0.2 s in every child otherwise.
+    importlib.import_module("unstructured.nlp.tokenize")._get_nlp()("Warm up the pipeline. It runs once.")
 
 
 @functools.cache
@@ -160,6 +167,41 @@ def configure_unstructured() -> None:
     # reads the module-level name at call time.
     tokenize._SPACY_MODEL_NAME = SPACY_MODEL_PACKAGE  # type: ignore[attr-defined]
     tokenize._install_spacy_model = _refuse_model_download  # type: ignore[attr-defined]
+    _bound_slow_paths()
+
+
+# Two places where unstructured's time grows faster than the text (see
+# docs/reliability.md). Element classification (title? narrative text?) runs the
+# spaCy pipeline on the element's whole text: a 1.1 MB single-line .txt took
+# 126-149 s and 2.8 GB, all of it there; the first characters decide as well as
+# the whole (a title is never this long), and shorter elements are classified
+# exactly as before. And .txt paragraphs are split with ``\s*\n\s*``, which
+# rescans a run of spaces from each position in it (5 s for 20,000 spaces, hours
+# for a megabyte); a match can only start where a whitespace run starts, so the
+# look-behind gives the same splits in linear time.
+CLASSIFY_MAX_CHARS = 2000
+_PARAGRAPH_PATTERN = r"(?<!\s)\s*\n\s*"
+
+
+def _bound_slow_paths() -> None:
+    text_type = importlib.import_module("unstructured.partition.text_type")
+    for name in ("sent_tokenize", "word_tokenize", "pos_tag"):
+        original = getattr(text_type, name)
+        if getattr(original, "_rag_bounded", False):
+            continue
+
+        def bounded(text: str, _original: Callable[[str], Any] = original) -> Any:
+            if len(text) > CLASSIFY_MAX_CHARS:
+                cut = text.rfind(" ", 0, CLASSIFY_MAX_CHARS)
+                text = text[: cut if cut > 0 else CLASSIFY_MAX_CHARS]
+            return _original(text)
+
+        bounded._rag_bounded = True  # type: ignore[attr-defined]
+        setattr(text_type, name, bounded)
+    text: Any = importlib.import_module("unstructured.partition.text")
+    if text.PARAGRAPH_PATTERN not in (r"\s*\n\s*", _PARAGRAPH_PATTERN):
+        raise ConfigurationError("unstructured.partition.text changed its paragraph pattern; re-check ingest.parsing")
+    text.PARAGRAPH_PATTERN = _PARAGRAPH_PATTERN
 
 
 def _refuse_model_download() -> None:

@@ -25,6 +25,7 @@ from ingest.queue import (
     registry_scheduler,
 )
 from ingest.runner import ReindexRunner
+from ingest.sandbox import ProcessParser, build_parser
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
@@ -137,6 +138,7 @@ class Runtime:
             self.worker.stop()
         if self.pool is not None:
             self.pool.close()
+        self.indexer.close()
         self.store.close()
         self.registry.close()
 
@@ -165,7 +167,11 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
     lexical = LexicalEncoder(
         k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
     )
+    parser = build_parser(settings)
+    if role in ("serve", "worker") and isinstance(parser, ProcessParser):
+        parser.start()  # the parse server imports the readers while the rest starts
     indexer = Indexer(
+        parser=parser,
         registry=registry,
         store=store,
         embedder=embedder,
