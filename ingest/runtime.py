@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from celery import Celery
@@ -28,9 +29,10 @@ from ingest.runner import ReindexRunner
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
+from rag.grounding import GroundingJudge
 from rag.lexical import LexicalEncoder
 from rag.llm import ModelPool, load_models
-from rag.prompt import ResolvedPromptStyle
+from rag.prompt import ResolvedPromptStyle, detect_prompt_style
 from rag.registry import DocumentStatus, Registry
 from rag.reindex import ReindexService
 from rag.service import RagService
@@ -48,8 +50,12 @@ def resolve_prompt_style(settings: Settings) -> ResolvedPromptStyle:
     if settings.llm_prompt_style != "auto":
         return settings.llm_prompt_style
     # The bundled Gemma 3 270M is a base model: plain completion prompts answer
-    # far better than its (absent) chat template; see docs/benchmarks.md.
-    return "completion" if settings.llm_model == BUNDLED_LLM else "gemma-chat"
+    # far better than a chat template; see docs/benchmarks.md. Other GGUFs:
+    # from the chat template they carry.
+    if settings.llm_model == BUNDLED_LLM:
+        return "completion"
+    path = Path(settings.llm_model).expanduser()
+    return detect_prompt_style(path) if path.is_file() else "gemma-chat"
 
 
 @dataclass
@@ -225,6 +231,7 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         reranker=reranker,
         rerank_candidates=settings.rerank_candidates,
         embedders=embedders,
+        grounding=GroundingJudge(settings.abstain_threshold),
     )
     return Runtime(
         settings=settings,

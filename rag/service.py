@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
+from rag.grounding import Grounding, GroundingJudge
 from rag.lexical import LexicalEncoder
 from rag.llm import Generation, ModelPool, TextModel
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
@@ -92,10 +93,17 @@ class SearchHit:
 class Answer:
     answer: str
     sources: list[SearchHit]
-    grounded: bool  # False when retrieval found nothing good enough and no generation ran
+    # False when the service abstains: retrieval found nothing good enough (no
+    # generation ran), or the generated answer is judged not to stand in the
+    # passages (``draft`` holds it, ``reason`` says why).
+    grounded: bool
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     finish_reason: str = "stop"  # "stop", "length" or "cancelled"
+    grounding: Grounding | None = None  # evidence, supported, abstention score (answers from passages)
+    reason: str | None = None  # why it abstained
+    draft: str | None = None  # the generated answer that was withheld
+    prompt_style: str | None = None  # the prompt format generation used
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,7 @@ class RagService:
         reranker: Reranker | None = None,
         rerank_candidates: int = 20,
         embedders: EmbedderSet | None = None,
+        grounding: GroundingJudge | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -163,6 +172,7 @@ class RagService:
         self._rerank_candidates = rerank_candidates
         # Each index version is queried with the model that built it.
         self.embedders = embedders or EmbedderSet(embedder)
+        self.grounding = grounding or GroundingJudge()
 
     # --- collections ---------------------------------------------------------
     def create_collection(self, name: str) -> CollectionRecord:
@@ -453,7 +463,12 @@ class RagService:
             yield AnswerSources(sources=sources, grounded=False)
             yield AnswerDelta(NO_ANSWER)
             timings["total_s"] = time.perf_counter() - started
-            yield AnswerDone(Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings))
+            reason = (
+                "no passage was found" if not sources else "no passage is similar enough to the question"
+            )
+            yield AnswerDone(
+                Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings, reason=reason)
+            )
             return
         inner = self._generate_stream(question, sources, max_tokens, history, started, timings)
         async with aclosing(inner):  # type: ignore[type-var]
@@ -554,7 +569,9 @@ class RagService:
             if sources is not None:
                 used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
                 yield AnswerSources(sources=used, grounded=True)
-            job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=push)
+            job = model.submit(
+                prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=push, logprobs=sources is not None
+            )
             job.future.add_done_callback(lambda _: push(None))
             try:
                 while (piece := await pieces.get()) is not None:
@@ -580,14 +597,27 @@ class RagService:
         if sources is not None:
             usage["context_passages"] = prompt.passages_used
         text = generation.text or (NO_ANSWER if sources is not None else "")
+        grounding = reason = draft = None
+        if sources is not None:
+            # After the stream: a client showing deltas learns from `done`
+            # that the answer was withheld (grounded false, reason).
+            grounding = self.grounding.assess(
+                question, generation.text, [(s.rank, s.text) for s in used], generation.token_logprobs
+            )
+            if grounding.abstain:
+                reason, draft, text = grounding.reason, generation.text, NO_ANSWER
         yield AnswerDone(
             Answer(
                 answer=text,
                 sources=used,
-                grounded=sources is not None,
+                grounded=sources is not None and reason is None,
                 usage=usage,
                 timings=timings,
                 finish_reason=generation.finish_reason,
+                grounding=grounding,
+                reason=reason,
+                draft=draft,
+                prompt_style=self.prompt_style,
             )
         )
 
