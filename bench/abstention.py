@@ -34,7 +34,7 @@ def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
         record = json.loads(line)
         if not record.get("features"):
             continue  # abstained before generation (retrieval gate)
-        rows.append([float(record["features"][name]) for name in FEATURES])
+        rows.append([float(record["features"].get(name, math.nan)) for name in FEATURES])
         labels.append(0.0 if record["answers"] else 1.0)  # 1: unanswerable
     return np.array(rows), np.array(labels)
 

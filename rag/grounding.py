@@ -57,7 +57,8 @@ not no any some all each every other another such same own only also very just t
 s t up out off again further once name named call called"""
 _STOP = frozenset(_STOP_TEXT.split())
 _REFUSAL = re.compile(
-    r"\b(don'?t|do not|does not|doesn'?t|cannot|can'?t|no)\b.{0,40}\b(contain|answer|mention|say|state|information)",
+    r"\b(don'?t|do not|does not|doesn'?t|cannot|can'?t|is not|isn'?t)\b.{0,40}"
+    r"\b(contain|answer|mention|say|state|provide|information)|\bno (information|answer|mention)\b",
     re.IGNORECASE,
 )
 
@@ -191,6 +192,9 @@ FEATURES = (
     "question_coverage",  # share of the question's content words in the evidence sentence and the one before
     "question_coverage_best",  # best share in any single sentence of the passages
     "missing_names",  # capitalised or numeric question words absent from the evidence window
+    "missing_words",  # question content words absent from the evidence window
+    "negation_mismatch",  # the question says not/never/no, the evidence window does not
+    "answer_in_question",  # share of the answer's content words already in the question
     "answer_support",  # share of the answer's content words in its sentence (1.0: verbatim)
     "refusal",  # the model said the documents don't contain it
     "mean_logprob",  # mean log-probability of the answer's tokens
@@ -205,12 +209,21 @@ FEATURES = (
 ABSTENTION_MODEL: dict[str, Any] = MODEL
 
 
-def _window_words(text: str, start: int, end: int) -> list[str]:
+_NEGATION = re.compile(r"\b(not|never|no|none|nor|neither|n't|without)\b|n't\b", re.IGNORECASE)
+
+
+def _window_text(text: str, start: int, end: int) -> str:
+    """The evidence sentence and the one before it (which often names what
+    "it" or "he" stands for)."""
     spans = split_sentences(text)
     idx = next((i for i, (a, b) in enumerate(spans) if a <= start < b), None)
     if idx is not None and idx > 0:
         start = spans[idx - 1][0]
-    return content_words(text[start:end])
+    return text[start:end]
+
+
+def _window_words(text: str, start: int, end: int) -> list[str]:
+    return content_words(_window_text(text, start, end))
 
 
 def _names(question: str) -> set[str]:
@@ -232,6 +245,9 @@ def grounding_features(
     texts = dict(passages)
     coverage = best = 0.0
     missing = float(len(_names(question)))
+    missing_words = float(len(q_words))
+    negated = bool(_NEGATION.search(question))
+    negation_mismatch = float(negated)
     if q_words:
         for _, text in passages:
             for a, b in split_sentences(text):
@@ -242,6 +258,9 @@ def grounding_features(
             window = set(_window_words(texts[ev.rank], ev.start, ev.end))
             coverage = len(q_words & window) / len(q_words)
             missing = float(len(_names(question) - window))
+            missing_words = float(len(q_words - window))
+            window_text = _window_text(texts[ev.rank], ev.start, ev.end)
+            negation_mismatch = float(negated and not _NEGATION.search(window_text))
     body = re.sub(r"\s*\[\d{1,2}\]", "", answer).strip()
     support = 0.0
     if evidence:
@@ -250,18 +269,23 @@ def grounding_features(
         support = 1.0 if body.lower().strip(" .") in evidence[0].text.lower() else (
             len(words & quoted) / len(words) if words else 0.0
         )
+    a_words = set(content_words(body))
+    in_question = len(a_words & q_words) / len(a_words) if a_words else 0.0
     lps = [lp for lp in token_logprobs if math.isfinite(lp)]
-    return {
+    features = {
         "question_coverage": coverage,
         "question_coverage_best": best,
         "missing_names": missing,
+        "missing_words": missing_words,
+        "negation_mismatch": negation_mismatch,
+        "answer_in_question": in_question,
         "answer_support": support,
         "refusal": float(is_refusal(body) or not body),
-        "mean_logprob": sum(lps) / len(lps) if lps else 0.0,
-        "min_logprob": min(lps) if lps else 0.0,
-        "first_logprob": lps[0] if lps else 0.0,
         "answer_words": math.log1p(len(body.split())),
     }
+    if lps:  # absent (sampling in the decode graph): the model then counts them at their means
+        features.update(mean_logprob=sum(lps) / len(lps), min_logprob=min(lps), first_logprob=lps[0])
+    return features
 
 
 class GroundingJudge:
@@ -280,20 +304,27 @@ class GroundingJudge:
     def probability(self, features: Mapping[str, float]) -> float:
         z = self._intercept
         for name, weight in self._weights.items():
-            z += float(weight) * (features.get(name, 0.0) - float(self._mean[name])) / float(self._scale[name])
+            if name in features:
+                z += float(weight) * (features[name] - float(self._mean[name])) / float(self._scale[name])
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
     def _reason(self, features: Mapping[str, float]) -> str:
         """The feature that pushed hardest toward "unanswerable", in words."""
         pushes = {
-            name: float(weight) * (features.get(name, 0.0) - float(self._mean[name])) / float(self._scale[name])
+            name: float(weight) * (features[name] - float(self._mean[name])) / float(self._scale[name])
             for name, weight in self._weights.items()
+            if name in features
         }
+        if not pushes:
+            return "the passages do not appear to answer the question"
         top = max(pushes, key=lambda n: pushes[n])
         return {
             "question_coverage": "the passage the answer comes from does not mention all that the question asks about",
             "question_coverage_best": "no passage sentence mentions all that the question asks about",
             "missing_names": "a name or number of the question is not in the passage the answer comes from",
+            "missing_words": "words of the question are missing from the passage the answer comes from",
+            "negation_mismatch": "the question asks about something that did not happen; the passage does not say so",
+            "answer_in_question": "the answer only repeats the question",
             "answer_support": "the answer is not stated in the cited passages",
             "refusal": "the model found no answer in the passages",
             "mean_logprob": "the model is unsure of its answer",

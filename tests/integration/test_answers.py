@@ -140,3 +140,40 @@ def test_chat_template_in_the_gguf_picks_gemma_chat_and_abstention_withholds(
     assert body["grounded"] is False and body["reason"] and body["answer"] == NO_ANSWER
     assert body["draft"] is not None and body["sources"]
     assert chat["prompt_style"] == "gemma-chat"
+
+
+def test_rag_eval_reports_abstention_evidence_and_f1_in_one_table(
+    bundled: ServiceProcess, handbook: Any, tmp_path: Path
+) -> None:
+    _, question, fact = handbook["txt"]
+    qa = tmp_path / "qa.jsonl"
+    rows = [
+        {"question": question, "answers": [fact], "document": handbook["txt"][0].name},
+        {"question": "Who painted the whiteboard in the inspection room?", "answers": []},
+    ]
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = subprocess.run(
+        [sys.executable, "-m", "api.cli", "eval", str(qa), "--collection", "handbook", "--url", bundled.url,
+         "--generate", "1", "--generate-unanswerable", "1", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    gen = json.loads(out.stdout)["generation"]
+    assert gen["sample"] == 1 and gen["unanswerable_sample"] == 1
+    assert gen["f1"] is not None and gen["f1"] > 0
+    assert gen["evidence_contains_answer"] == 1.0 and gen["supported"] == 1.0
+    assert gen["abstained"] == 0.0 and gen["abstention"] in (0.0, 1.0)
+    table = subprocess.run(
+        [sys.executable, "-m", "api.cli", "eval", str(qa), "--collection", "handbook", "--url", bundled.url,
+         "--generate", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
+    for row in ("abstention (unanswerable)", "false abstention (answerable)", "evidence contains answer", "F1"):
+        assert row in table, table

@@ -63,6 +63,7 @@ def test_features_see_a_question_word_missing_from_the_answers_sentence() -> Non
     good = grounding_features(answerable, "1889", PASSAGES, ev, [-0.1, -0.2])
     bad = grounding_features(changed, "1889", PASSAGES, ev, [-0.1, -0.2])
     assert set(good) == set(FEATURES)
+    assert "mean_logprob" not in grounding_features(answerable, "1889", PASSAGES, ev, [])
     assert good["question_coverage"] == 1.0 > bad["question_coverage"]
     assert good["answer_support"] == 1.0
     assert good["mean_logprob"] == -0.15000000000000002 or abs(good["mean_logprob"] + 0.15) < 1e-9
