@@ -35,11 +35,12 @@ def main() -> None:
     parser.add_argument("--qa", type=Path, default=Path("/work/shared/eval/squad-dev/qa.jsonl"))
     parser.add_argument("--sample", type=int, default=40)
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="names separated by ;")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, data_dir=args.data_dir, llm_n_ctx=2048, embedded_worker=False, llm_threads=2,
+        _env_file=None, data_dir=args.data_dir, llm_n_ctx=2048, embedded_worker=False, llm_threads=args.threads,
         llm_parallel=1, embedding_threads=1, llm_isolation="inline",
     )
     runtime = build_runtime(settings, "api")
@@ -47,7 +48,7 @@ def main() -> None:
     model = runtime.pool.models[0]
     rows = [json.loads(line) for line in args.qa.read_text().splitlines() if line.strip()]
     sample = random.Random(args.seed).sample([r for r in rows if r["answers"]], args.sample)
-    chosen = [v for v in args.variants.split(",") if v]
+    chosen = [v for v in args.variants.split(";") if v]
     scores: dict[str, list[tuple[float, float]]] = {v: [] for v in chosen}
     started = time.perf_counter()
     for n, q in enumerate(sample, start=1):

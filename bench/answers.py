@@ -80,6 +80,25 @@ def ensure_collection(runtime: Any, documents: Path) -> None:
         log(f"  {path.name}: {outcome.status}, {outcome.chunks} chunks")
 
 
+class RecordSink(list[dict[str, Any]]):
+    """The per-question records, each also written to the file as it comes:
+    a run stopped early still leaves what it measured."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._fh = path.open("w", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        super().append(record)
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+        if len(self) % 10 == 0:
+            log(f"  {len(self)} answers")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/answers/data"))
@@ -123,7 +142,7 @@ def main() -> None:
         chosen = rng.sample(answerable, min(args.answerable, len(answerable)))
         chosen += rng.sample(unanswerable, min(args.unanswerable, len(unanswerable)))
         log(f"{args.part}: {len(items)} questions, generating for {len(chosen)}")
-        details: list[dict[str, Any]] = []
+        details = RecordSink(args.out)
         started = time.perf_counter()
         report = asyncio.run(
             evaluate(
@@ -138,11 +157,9 @@ def main() -> None:
             )
         )
         elapsed = time.perf_counter() - started
+        details.close()
     finally:
         runtime.close()
-    with args.out.open("w", encoding="utf-8") as fh:
-        for record in details:
-            fh.write(json.dumps(record) + "\n")
     data = report.as_dict()
     data["elapsed_s"] = round(elapsed, 1)
     data["settings"] = {k: str(v) for k, v in fields.items()}

@@ -47,7 +47,9 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*[-*•]\s)")
+# A sentence ends at . ! ? before a capital or digit, and at every line break
+# (headings, list items and table rows stand on lines of their own).
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*[ \t]+(?=[\"'(\[]?[A-Z0-9])|[ \t]*\n\s*")
 _STOP_TEXT = """a an the of in on at to for from by with about as into over under after before between during
 and or but nor so yet if then than that this these those there here it its it's is are was were be been
 being am do does did done have has had having can could will would shall should may might must
