@@ -14,10 +14,10 @@ import random
 import time
 from pathlib import Path
 
-from ingest.runtime import build_runtime
 from rag.evaluation import exact_match, f1_score
 from rag.prompt import PromptBuilder
 from rag.settings import Settings
+from runtime import build_runtime
 
 # name -> (worked examples, passages, reversed order, max tokens)
 VARIANTS = {

@@ -115,9 +115,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="per-question records (JSON lines)")
     args = parser.parse_args()
 
-    from ingest.runtime import build_runtime
     from rag.evaluation import evaluate, render_table
     from rag.settings import Settings
+    from runtime import build_runtime
 
     fields: dict[str, Any] = {
         "data_dir": args.data_dir,

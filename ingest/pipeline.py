@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ingest.chunking import Chunk, chunk_blocks
 from ingest.parsing import Block, parse_file
+from rag import metrics
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet
 from rag.errors import BackendError, RagError
@@ -72,34 +73,27 @@ class Indexer:
         document = self._registry.get_document_by_id(document_id)
         if document is None:
             return IndexOutcome(document_id, "skipped")
-        job = self._registry.start_job(
-            kind="index", collection_id=document.collection_id, document_id=document.id
-        )
         self._registry.set_document_status(document.id, DocumentStatus.PROCESSING)
         try:
             count = self._index(document)
         except BackendError:
             # The store or DB is down: retryable, so leave the document queued.
             self._registry.set_document_status(document.id, DocumentStatus.QUEUED)
-            self._registry.finish_job(job.id, status="retry")
             raise
         except RagError as exc:
-            return self._fail(document, job.id, exc.message)
+            return self._fail(document, exc.message)
         except Exception as exc:
             log.exception("indexing %s (%s) failed", document.filename, document.id)
-            return self._fail(document, job.id, f"{type(exc).__name__}: {exc}")
+            return self._fail(document, f"{type(exc).__name__}: {exc}")
         if self._registry.get_document_by_id(document.id) is None:
             # Deleted while it was being indexed: take back what was written.
             self._store.delete_document_everywhere(document.collection_id, document.id)
-            self._registry.finish_job(job.id, status="cancelled")
             return IndexOutcome(document.id, "skipped")
         self._registry.set_document_status(document.id, DocumentStatus.INDEXED, chunk_count=count)
-        self._registry.finish_job(job.id, status="succeeded")
         return IndexOutcome(document.id, "indexed", chunks=count)
 
-    def _fail(self, document: DocumentRecord, job_id: str, reason: str) -> IndexOutcome:
+    def _fail(self, document: DocumentRecord, reason: str) -> IndexOutcome:
         self._registry.set_document_status(document.id, DocumentStatus.FAILED, error=reason, chunk_count=0)
-        self._registry.finish_job(job_id, status="failed", error=reason)
         self._store.delete_document_everywhere(document.collection_id, document.id)
         return IndexOutcome(document.id, "failed", error=reason)
 
@@ -107,19 +101,25 @@ class Indexer:
         path = self._blobs.path(document.content_hash)
         if not path.is_file():
             raise RagError(f"the stored original of {document.filename} is missing")
-        return parse_file(path, document.filename)
+        with metrics.stage("parse"):
+            blocks = parse_file(path, document.filename)
+        log.info("parsed %s (%s): %d blocks", document.filename, document.id, len(blocks))
+        return blocks
 
     def chunk(self, document: DocumentRecord, embedder: Embedder | None = None) -> list[Chunk]:
         return self._chunk(self.parse(document), embedder or self._embedder)
 
     def _chunk(self, blocks: list[Block], embedder: Embedder) -> list[Chunk]:
         max_tokens = min(self._chunk_max_tokens, embedder.chunk_token_limit)
-        return chunk_blocks(
-            blocks,
-            count_tokens=embedder.count_tokens,
-            max_tokens=max_tokens,
-            overlap_tokens=min(self._chunk_overlap_tokens, max_tokens // 2),
-        )
+        with metrics.stage("chunk"):
+            chunks = chunk_blocks(
+                blocks,
+                count_tokens=embedder.count_tokens,
+                max_tokens=max_tokens,
+                overlap_tokens=min(self._chunk_overlap_tokens, max_tokens // 2),
+            )
+        metrics.add_chunks(len(chunks))
+        return chunks
 
     def _targets(self, collection_id: str) -> list[tuple[VectorStore, Embedder]]:
         """Where a document goes: the served version (through the alias), then
@@ -153,25 +153,28 @@ class Indexer:
         for start in range(0, len(chunks), _UPSERT_BATCH):
             batch = chunks[start : start + _UPSERT_BATCH]
             texts = [self.indexed_text(c) for c in batch]
-            vectors = embedder.embed(texts)
-            store.upsert(
-                document.collection_id,
-                [
-                    ChunkPoint(
-                        document_id=document.id,
-                        chunk_index=c.index,
-                        text=c.text,
-                        vector=v,
-                        filename=document.filename,
-                        page=c.page,
-                        section=c.section,
-                        lexical=self._lexical.encode_document(t),
-                        uploaded_at=document.created_at,
-                        metadata=document.metadata,
-                    )
-                    for c, t, v in zip(batch, texts, vectors, strict=True)
-                ],
-            )
+            with metrics.stage("embed"):
+                vectors = embedder.embed(texts)
+            with metrics.stage("upsert"):
+                store.upsert(
+                    document.collection_id,
+                    [
+                        ChunkPoint(
+                            document_id=document.id,
+                            chunk_index=c.index,
+                            text=c.text,
+                            vector=v,
+                            filename=document.filename,
+                            page=c.page,
+                            section=c.section,
+                            lexical=self._lexical.encode_document(t),
+                            uploaded_at=document.created_at,
+                            metadata=document.metadata,
+                        )
+                        for c, t, v in zip(batch, texts, vectors, strict=True)
+                    ],
+                )
+            log.info("upserted chunks %d-%d of %d of %s", start, start + len(batch) - 1, len(chunks), document.id)
         # A re-index that produced fewer chunks leaves no stale tail behind.
         store.delete_chunks_from(document.collection_id, document.id, len(chunks))
         return len(chunks)

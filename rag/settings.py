@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         default=None,
         description="URL of a Qdrant server. Default: Qdrant local mode under data_dir.",
     )
-    qdrant_api_key: str | None = None
+    qdrant_api_key: str | None = Field(default=None, description="API key of the Qdrant server, if it needs one.")
     broker_url: str | None = Field(
         default=None,
         description="Celery broker, e.g. redis://host:6379/0. Default: an embedded "
@@ -51,9 +51,9 @@ class Settings(BaseSettings):
     )
 
     # --- HTTP -----------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    host: str = Field(default="127.0.0.1", description="Address `rag serve` / `rag api` listen on.")
+    port: int = Field(default=8000, description="Port `rag serve` / `rag api` listen on.")
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="Largest file accepted (413 above).")
     embedded_worker: bool = Field(
         default=True,
         description="In embedded mode, run the Celery worker and scheduler in the "
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     embedding_device: str | None = Field(
         default=None, description="cpu, cuda, mps… Default: chosen automatically."
     )
-    embedding_batch_size: int = Field(default=32, gt=0)
+    embedding_batch_size: int = Field(default=32, gt=0, description="Texts embedded in one batch.")
     embedding_threads: int | None = Field(
         default=None,
         ge=1,
@@ -86,7 +86,9 @@ class Settings(BaseSettings):
         "by the embedder's own sequence limit (254 for all-MiniLM-L6-v2). 256 "
         "retrieved best of 128/200/256 on squad-dev; see docs/benchmarks.md.",
     )
-    chunk_overlap_tokens: int = Field(default=40, ge=0)
+    chunk_overlap_tokens: int = Field(
+        default=40, ge=0, description="Tokens a chunk repeats from the end of the one before."
+    )
     embed_section_titles: bool = Field(
         default=True,
         description="Embed (and index lexically) each chunk with its section title in "
@@ -94,7 +96,7 @@ class Settings(BaseSettings):
     )
 
     # --- retrieval ------------------------------------------------------------
-    top_k: int = Field(default=5, gt=0, le=100)
+    top_k: int = Field(default=5, gt=0, le=100, description="Passages retrieved per question by default.")
     search_mode: SearchMode = Field(
         default="hybrid",
         description="Default retrieval: dense and lexical fused by reciprocal rank "
@@ -119,7 +121,9 @@ class Settings(BaseSettings):
         description="Path of a local sentence-transformers cross-encoder; when set, "
         "the best rerank_candidates chunks are re-scored by it. Off by default.",
     )
-    rerank_candidates: int = Field(default=20, gt=0, le=200)
+    rerank_candidates: int = Field(
+        default=20, gt=0, le=200, description="Best chunks re-scored by the cross-encoder."
+    )
     score_threshold: float = Field(
         default=0.2,
         description="Below this best cosine score the answer says the documents "
@@ -146,8 +150,10 @@ class Settings(BaseSettings):
         "completion: a plain completion prompt (base models). auto: completion for "
         "the bundled base model, gemma-chat otherwise.",
     )
-    llm_n_ctx: int = Field(default=4096, ge=512)
-    llm_threads: int | None = Field(default=None, ge=1)
+    llm_n_ctx: int = Field(default=4096, ge=512, description="Context window of each sequence, in tokens.")
+    llm_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads of llama.cpp. Default: all cores."
+    )
     llm_n_gpu_layers: int | None = Field(
         default=None,
         description="Layers offloaded to the GPU. Default: all when llama.cpp was "
@@ -164,7 +170,7 @@ class Settings(BaseSettings):
     llm_lora_path: str | None = Field(
         default=None, description="A GGUF LoRA adapter applied to every model instance."
     )
-    llm_lora_scale: float = Field(default=1.0)
+    llm_lora_scale: float = Field(default=1.0, description="Scale of the LoRA adapter.")
     llm_pool_size: int = Field(
         default=1, ge=1, le=64, description="Model instances (each with its own weights and context)."
     )
@@ -189,7 +195,7 @@ class Settings(BaseSettings):
     llm_queue_size: int = Field(
         default=8, ge=0, description="Requests that may wait for a free sequence slot; more get 429."
     )
-    max_tokens: int = Field(default=256, gt=0)
+    max_tokens: int = Field(default=256, gt=0, description="Longest answer, in tokens, unless a request asks for less.")
     llm_isolation: Literal["process", "inline"] = Field(
         default="process",
         description="process: each model instance runs in a child process of its own, which "
@@ -235,6 +241,22 @@ class Settings(BaseSettings):
         default=6 * 3600.0,
         gt=0,
         description="A re-index lock older than this is taken over (its worker died).",
+    )
+
+    # --- logs and metrics ------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per event; json: one JSON object per line "
+        "(time, level, logger, message, request_id, extras) for log collectors.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Root log level.")
+    worker_metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description="Split mode: port on which each `rag worker` serves its own Prometheus "
+        "metrics (ingestion stages, documents, re-index runs) at /metrics; 0: off. The API "
+        "serves its own at /metrics of its HTTP port.",
     )
 
     @model_validator(mode="after")

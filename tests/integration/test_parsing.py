@@ -134,7 +134,7 @@ def test_empty_text_file(tmp_path: Path) -> None:
 
 def test_pdf_without_text_mentions_ocr(tmp_path: Path) -> None:
     path = make_document("pdf", tmp_path, title="", paragraphs=[])
-    with pytest.raises(DocumentParseError, match=r"no text found in scan\.pdf .*OCR"):
+    with pytest.raises(DocumentParseError, match=r"no text found in scan\.pdf\W.*OCR"):
         parse_file(path, "scan.pdf")
 
 
