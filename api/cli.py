@@ -94,8 +94,9 @@ def api(
 @app.command()
 def worker(
     concurrency: Annotated[
-        int, typer.Option(help="Tasks at once (documents, re-index runs); 2 lets uploads go on during a run.")
-    ] = 2,
+        int | None,
+        typer.Option(help="Tasks at once (documents, re-index runs). Default: RAG_WORKER_CONCURRENCY."),
+    ] = None,
 ) -> None:
     """Run an ingestion worker (split mode): documents and re-index runs."""
     from ingest.queue import QUEUE, REINDEX_QUEUE
@@ -113,7 +114,10 @@ def worker(
         start_worker_metrics_server(settings.worker_metrics_port)
     try:
         runtime.celery.Worker(
-            pool_cls="threads", concurrency=concurrency, queues=[QUEUE, REINDEX_QUEUE], loglevel="INFO"
+            pool_cls="threads",
+            concurrency=concurrency or settings.worker_concurrency,
+            queues=[QUEUE, REINDEX_QUEUE],
+            loglevel="INFO",
         ).start()
     finally:
         runtime.close()

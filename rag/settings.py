@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `rag serve` / `rag api` listen on.")
     port: int = Field(default=8000, description="Port `rag serve` / `rag api` listen on.")
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="Largest file accepted (413 above).")
+    worker_concurrency: int = Field(
+        default=3,
+        ge=1,
+        le=64,
+        description="Tasks one worker runs at once (documents, re-index runs); `rag serve`'s "
+        "embedded worker and `rag worker` alike. Documents in flight share embedding batches, "
+        "and one is parsed while another's chunks are embedded.",
+    )
     embedded_worker: bool = Field(
         default=True,
         description="In embedded mode, run the Celery worker and scheduler in the "
@@ -70,6 +78,13 @@ class Settings(BaseSettings):
         default=None, description="cpu, cuda, mps… Default: chosen automatically."
     )
     embedding_batch_size: int = Field(default=32, gt=0, description="Texts embedded in one batch.")
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch",
+        description="torch: sentence-transformers on PyTorch. onnx: the same model exported "
+        "to ONNX on this machine (once, cached under data_dir/models/onnx) and run by ONNX "
+        "Runtime, same vectors, faster on CPUs. onnx-int8: that export with int8 weights "
+        "(faster still, slightly different vectors). See docs/benchmarks.md.",
+    )
     embedding_threads: int | None = Field(
         default=None,
         ge=1,
