@@ -81,34 +81,27 @@ class Indexer:
         document = self._registry.get_document_by_id(document_id)
         if document is None:
             return IndexOutcome(document_id, "skipped")
-        job = self._registry.start_job(
-            kind="index", collection_id=document.collection_id, document_id=document.id
-        )
         self._registry.set_document_status(document.id, DocumentStatus.PROCESSING)
         try:
             count = self._index(document)
         except BackendError:
             # The store or DB is down: retryable, so leave the document queued.
             self._registry.set_document_status(document.id, DocumentStatus.QUEUED)
-            self._registry.finish_job(job.id, status="retry")
             raise
         except RagError as exc:
-            return self._fail(document, job.id, exc.message)
+            return self._fail(document, exc.message)
         except Exception as exc:
             log.exception("indexing %s (%s) failed", document.filename, document.id)
-            return self._fail(document, job.id, f"{type(exc).__name__}: {exc}")
+            return self._fail(document, f"{type(exc).__name__}: {exc}")
         if self._registry.get_document_by_id(document.id) is None:
             # Deleted while it was being indexed: take back what was written.
             self._store.delete_document_everywhere(document.collection_id, document.id)
-            self._registry.finish_job(job.id, status="cancelled")
             return IndexOutcome(document.id, "skipped")
         self._registry.set_document_status(document.id, DocumentStatus.INDEXED, chunk_count=count)
-        self._registry.finish_job(job.id, status="succeeded")
         return IndexOutcome(document.id, "indexed", chunks=count)
 
-    def _fail(self, document: DocumentRecord, job_id: str, reason: str) -> IndexOutcome:
+    def _fail(self, document: DocumentRecord, reason: str) -> IndexOutcome:
         self._registry.set_document_status(document.id, DocumentStatus.FAILED, error=reason, chunk_count=0)
-        self._registry.finish_job(job_id, status="failed", error=reason)
         self._store.delete_document_everywhere(document.collection_id, document.id)
         return IndexOutcome(document.id, "failed", error=reason)
 
