@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 from ingest.batching import EmbedBatcher
 from ingest.chunking import Chunk, chunk_blocks
-from ingest.parsing import Block, parse_file
+from ingest.parsing import Block
+from ingest.sandbox import InlineParser, Parser
 from rag import metrics
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet
-from rag.errors import BackendError, RagError
+from rag.errors import BackendError, ParseCancelledError, RagError
 from rag.lexical import LexicalEncoder
 from rag.registry import DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.store import ChunkPoint, VectorStore
@@ -57,9 +58,12 @@ class Indexer:
         lexical: LexicalEncoder | None = None,
         embed_section_titles: bool = True,
         embedders: EmbedderSet | None = None,
+        parser: Parser | None = None,
         embed_batch_texts: int = 128,
     ) -> None:
         self._registry = registry
+        # ingest.sandbox.ProcessParser in the service (build_parser); inline by default.
+        self._parser: Parser = parser or InlineParser()
         self._lexical = lexical or LexicalEncoder()
         self._section_titles = embed_section_titles
         self._store = store
@@ -84,6 +88,9 @@ class Indexer:
         self._registry.set_document_status(document.id, DocumentStatus.PROCESSING)
         try:
             count = self._index(document)
+        except ParseCancelledError:
+            # Deleted (or its collection) while it was being parsed: the parse was killed.
+            return IndexOutcome(document.id, "skipped")
         except BackendError:
             # The store or DB is down: retryable, so leave the document queued.
             self._registry.set_document_status(document.id, DocumentStatus.QUEUED)
@@ -110,9 +117,20 @@ class Indexer:
         if not path.is_file():
             raise RagError(f"the stored original of {document.filename} is missing")
         with metrics.stage("parse"):
-            blocks = parse_file(path, document.filename)
+            # A deleted document (or collection) stops its running parse.
+            blocks = self._parser.parse(
+                path, document.filename, cancelled=lambda: self._registry.get_document_by_id(document.id) is None
+            )
         log.info("parsed %s (%s): %d blocks", document.filename, document.id, len(blocks))
         return blocks
+
+    def close(self) -> None:
+        """Stop any parse still running, then the embedding queues."""
+        self._parser.close()
+        with self._batchers_lock:
+            batchers, self._batchers = list(self._batchers.values()), {}
+        for batcher in batchers:
+            batcher.close()
 
     def chunk(self, document: DocumentRecord, embedder: Embedder | None = None) -> list[Chunk]:
         return self._chunk(self.parse(document), embedder or self._embedder)
@@ -205,12 +223,6 @@ class Indexer:
                 batcher = EmbedBatcher(embedder, max_texts=self._embed_batch_texts)
                 self._batchers[id(embedder)] = batcher
             return batcher
-
-    def close(self) -> None:
-        with self._batchers_lock:
-            batchers, self._batchers = list(self._batchers.values()), {}
-        for batcher in batchers:
-            batcher.close()
 
     def indexed_text(self, chunk: Chunk) -> str:
         """What is embedded and indexed lexically for a chunk (the stored and
