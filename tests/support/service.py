@@ -120,6 +120,8 @@ def wait_indexed(client: httpx.Client, collection: str, ids: list[str], timeout:
     return wait_for(done, timeout=timeout, interval=0.5, what="documents to be indexed")  # type: ignore[no-any-return]
 
 
-def upload(client: httpx.Client, collection: str, paths: list[Path]) -> httpx.Response:
+def upload(
+    client: httpx.Client, collection: str, paths: list[Path], headers: Mapping[str, str] | None = None
+) -> httpx.Response:
     files = [("files", (p.name, p.read_bytes())) for p in paths]
-    return client.post(f"/v1/collections/{collection}/documents", files=files)
+    return client.post(f"/v1/collections/{collection}/documents", files=files, headers=headers)
