@@ -78,6 +78,44 @@ class Settings(BaseSettings):
         "for single queries; see docs/benchmarks.md.",
     )
 
+    # --- parsing limits (ingest/sandbox.py; docs/reliability.md) -------------
+    parse_isolation: Literal["process", "inline"] = Field(
+        default="process",
+        description="process: each document is parsed in a child process of its own, forked "
+        "from a warm parse server, and killed at the time or memory limit or when its "
+        "document is deleted; documents parse in parallel. inline: in the indexing "
+        "process, one at a time, with no time or memory bound (benchmarks, debugging).",
+    )
+    parse_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Wall-clock limit of one parse; past it the parse is killed and the "
+        "document fails naming the limit.",
+    )
+    parse_memory_mb: int = Field(
+        default=2048,
+        ge=64,
+        description="Memory one parse may allocate beyond the parser's own libraries "
+        "(address space of the child process, and its resident size).",
+    )
+    parse_max_decompressed_mb: int = Field(
+        default=256,
+        gt=0,
+        description="Most bytes a document may inflate to: the members of a docx/xlsx/pptx "
+        "(checked before parsing) or the decoded streams of a PDF (checked while decoding).",
+    )
+    parse_max_compression_ratio: float = Field(
+        default=200.0,
+        gt=1,
+        description="Largest uncompressed/compressed ratio of a docx/xlsx/pptx member over 1 MiB.",
+    )
+    parse_max_elements: int = Field(
+        default=100_000, gt=0, description="Most text elements (paragraphs, rows…) one document may have."
+    )
+    parse_max_text_chars: int = Field(
+        default=20_000_000, gt=0, description="Most characters of text one document may have."
+    )
+
     # --- chunking -------------------------------------------------------------
     chunk_max_tokens: int = Field(
         default=256,
