@@ -272,11 +272,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
 
 
 def _store(settings: Settings) -> VectorStore:
-    return VectorStore(
-        path=None if settings.qdrant_url else settings.qdrant_path,
-        url=settings.qdrant_url,
-        api_key=settings.qdrant_api_key,
-    )
+    return VectorStore.from_settings(settings)
 
 
 def _reindex_service(settings: Settings, registry: Registry, store: VectorStore, queue: TaskQueue) -> ReindexService:
