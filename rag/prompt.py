@@ -114,7 +114,7 @@ class PromptBuilder:
         *,
         history: Sequence[Turn] = (),
         retrieval: bool = True,
-        examples: bool = False,
+        examples: bool = True,
     ) -> None:
         self.style = style
         self._examples = examples and style == "completion" and retrieval

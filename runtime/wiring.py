@@ -32,6 +32,7 @@ from ingest.queue import (
     registry_scheduler,
 )
 from ingest.runner import ReindexRunner
+from ingest.sandbox import ProcessParser, build_parser
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
@@ -104,7 +105,7 @@ class Runtime:
         if self.worker is not None:
             return
         self.recover_interrupted()
-        self.worker = EmbeddedWorker(self.celery)
+        self.worker = EmbeddedWorker(self.celery, concurrency=self.settings.worker_concurrency)
         self.worker.start()
         self.beat = EmbeddedBeat(
             self.celery, registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
@@ -170,6 +171,7 @@ class Runtime:
             self.worker.stop()
         if self.pool is not None:
             self.pool.close()
+        self.indexer.close()
         self.store.close()
         self.registry.close()
 
@@ -189,8 +191,16 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
         threads=settings.embedding_threads,
+        backend=settings.embedding_backend,
+        onnx_cache=settings.model_dir / "onnx",
     )
-    embedders = EmbedderSet(embedder, device=settings.embedding_device, batch_size=settings.embedding_batch_size)
+    embedders = EmbedderSet(
+        embedder,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        backend=settings.embedding_backend,
+        onnx_cache=settings.model_dir / "onnx",
+    )
     blobs = BlobStore(settings.blob_dir)
     lexical = LexicalEncoder(
         k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
@@ -203,7 +213,11 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
     retriever = Retriever.from_settings(
         settings, registry=registry, store=store, embedders=embedders, lexical=lexical, reranker=reranker
     )
+    parser = build_parser(settings)
+    if role in ("serve", "worker") and not parts.inline_tasks and isinstance(parser, ProcessParser):
+        parser.start()  # the parse server imports the readers while the rest starts
     indexer = Indexer(
+        parser=parser,
         registry=registry,
         store=store,
         embedder=embedder,
@@ -213,6 +227,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         lexical=lexical,
         embed_section_titles=settings.embed_section_titles,
         embedders=embedders,
+        embed_batch_texts=4 * settings.embedding_batch_size,
     )
     celery = create_celery_app(settings)
     queue: TaskQueue = IngestQueue(celery) if not parts.inline_tasks else InlineQueue(lambda: indexer, lambda: runner)
@@ -262,11 +277,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
 
 
 def _store(settings: Settings) -> VectorStore:
-    return VectorStore(
-        path=None if settings.qdrant_url else settings.qdrant_path,
-        url=settings.qdrant_url,
-        api_key=settings.qdrant_api_key,
-    )
+    return VectorStore.from_settings(settings)
 
 
 def _reindex_service(settings: Settings, registry: Registry, store: VectorStore, queue: TaskQueue) -> ReindexService:
