@@ -65,7 +65,8 @@ class HashEmbedder:
 def first_passage_words(prompt: str, n: int = 6) -> str:
     """The default fake answer: the first ``n`` words of context passage [1], or,
     for a prompt without passages, the words of the question echoed."""
-    match = re.search(r"\[1\] (.*?)(?:\n\n\[2\] |\n\nQuestion: |$)", prompt, re.S)
+    context = prompt[prompt.rfind("Context:\n") :] if "Context:\n" in prompt else prompt  # after any worked examples
+    match = re.search(r"\[1\] (.*?)(?:\n\n\[2\] |\n\nQuestion: |$)", context, re.S)
     if match:
         return " ".join(match.group(1).split()[:n])
     question = re.findall(r"(?:Question: |<start_of_turn>user\n)(.*)", prompt)
