@@ -9,9 +9,12 @@ each class to a status code in one place (``api/errors.py``).
     ├── NotFoundError             unknown collection / document / job
     ├── AlreadyExistsError        duplicate collection name
     ├── ConflictError             the resource is busy (a re-index already running)
+    ├── AuthenticationError       no API key, or not a valid one
+    ├── PermissionDeniedError     a valid key without the role this needs
     ├── InvalidRequestError       well-formed but unacceptable input
     │   ├── UnsupportedFileTypeError
-    │   └── FileTooLargeError
+    │   ├── FileTooLargeError
+    │   └── RequestTooLargeError  too many files, or a body over the request limit
     ├── DocumentParseError        a file that could not be parsed (ingest)
     ├── BusyError                 generation queue full; retry later
     └── BackendError              an outside system failed (Qdrant, DB, model…)
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExistsError",
+    "AuthenticationError",
     "BackendError",
     "BusyError",
     "ConfigurationError",
@@ -29,7 +33,9 @@ __all__ = [
     "FileTooLargeError",
     "InvalidRequestError",
     "NotFoundError",
+    "PermissionDeniedError",
     "RagError",
+    "RequestTooLargeError",
     "UnsupportedFileTypeError",
 ]
 
@@ -60,6 +66,14 @@ class ConflictError(RagError):
     code = "conflict"
 
 
+class AuthenticationError(RagError):
+    code = "unauthorized"
+
+
+class PermissionDeniedError(RagError):
+    code = "forbidden"
+
+
 class InvalidRequestError(RagError):
     code = "invalid_request"
 
@@ -70,6 +84,10 @@ class UnsupportedFileTypeError(InvalidRequestError):
 
 class FileTooLargeError(InvalidRequestError):
     code = "file_too_large"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    code = "request_too_large"
 
 
 class DocumentParseError(RagError):
