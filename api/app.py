@@ -14,23 +14,28 @@ from api.observability import router as metrics_router
 from api.routes import collections, documents, health, keys, openai, query, reindex
 from api.security import install_guards, open_door
 from api.web import install_web
-from ingest.runtime import Role, Runtime, build_runtime
 from rag.settings import Settings
+from runtime import Parts, Role, Runtime, build_runtime
 
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings, *, role: Role = "serve", runtime: Runtime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, role: Role = "serve", runtime: Runtime | None = None, parts: Parts | None = None
+) -> FastAPI:
     """``role='serve'`` runs the embedded worker in this process (unless the
-    settings turn it off); ``role='api'`` serves HTTP only, for split mode."""
+    settings turn it off); ``role='api'`` serves HTTP only, for split mode.
+    ``runtime``: one built already (kept open at shutdown); ``parts``: outside
+    systems to use instead of those the settings name (tests)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = runtime if runtime is not None else await run_in_threadpool(build_runtime, settings, role)
+        rt = runtime if runtime is not None else await run_in_threadpool(build_runtime, settings, role, parts)
         app.state.runtime = rt
         await run_in_threadpool(open_door, app, settings, rt.registry)
         app.state.metrics_collector = state_collector(rt)
-        if role == "serve" and not settings.is_split_mode and settings.embedded_worker:
+        inline = parts is not None and parts.inline_tasks
+        if role == "serve" and not settings.is_split_mode and settings.embedded_worker and not inline:
             await run_in_threadpool(rt.start_worker)
         try:
             yield

@@ -101,8 +101,7 @@ def worker(
     ] = 2,
 ) -> None:
     """Run an ingestion worker (split mode): documents and re-index runs."""
-    from ingest.queue import QUEUE, REINDEX_QUEUE
-    from ingest.runtime import build_runtime
+    from runtime import build_runtime
 
     settings = _settings()
     if not settings.is_split_mode:
@@ -115,9 +114,7 @@ def worker(
 
         start_worker_metrics_server(settings.worker_metrics_port)
     try:
-        runtime.celery.Worker(
-            pool_cls="threads", concurrency=concurrency, queues=[QUEUE, REINDEX_QUEUE], loglevel="INFO"
-        ).start()
+        runtime.run_worker(concurrency)
     finally:
         runtime.close()
 
@@ -126,14 +123,14 @@ def worker(
 def beat() -> None:
     """Run Celery beat (split mode): starts the re-index runs of the stored cron
     schedules. Several may run; each slot is claimed once in the registry."""
-    from ingest.runtime import build_beat
+    from runtime import build_beat
 
     settings = _settings()
     _configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtime = build_beat(settings)
     try:
-        runtime.celery.Beat(loglevel="INFO", scheduler=runtime.scheduler_cls(), max_interval=5).run()
+        runtime.run()
     finally:
         runtime.close()
 

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 
@@ -39,11 +39,14 @@ from rag.settings import Settings
 
 __all__ = [
     "INDEX_TASK",
+    "QUEUE",
     "REINDEX_QUEUE",
     "REINDEX_TASK",
     "EmbeddedBeat",
     "EmbeddedWorker",
     "IngestQueue",
+    "InlineQueue",
+    "TaskQueue",
     "create_celery_app",
     "registry_scheduler",
 ]
@@ -127,6 +130,34 @@ def _request_id(task: Any) -> str | None:
 def _headers() -> dict[str, str]:
     request_id = current_request_id()
     return {"request_id": request_id} if request_id else {}
+
+
+class TaskQueue(Protocol):
+    """Where the service sends work: ``IngestQueue`` (Celery), or ``InlineQueue``."""
+
+    def enqueue(self, document_id: str) -> None: ...
+
+    def enqueue_run(self, run_id: str) -> None: ...
+
+    def ping(self) -> None: ...
+
+
+class InlineQueue:
+    """Runs each task at once, in the caller's thread (the fast test tier and
+    one-shot tools): the same task bodies as the worker, no broker, no retries."""
+
+    def __init__(self, indexer: Callable[[], Indexer], runner: Callable[[], ReindexRunner]) -> None:
+        self._indexer = indexer
+        self._runner = runner
+
+    def enqueue(self, document_id: str) -> None:
+        self._indexer().index_document(document_id)
+
+    def enqueue_run(self, run_id: str) -> None:
+        self._runner().run(run_id)
+
+    def ping(self) -> None:
+        return None
 
 
 class IngestQueue:

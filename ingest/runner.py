@@ -23,15 +23,14 @@ from datetime import UTC, datetime
 
 from ingest.pipeline import Indexer
 from rag.blobs import BlobStore
-from rag.embedder import Embedder, EmbedderSet
+from rag.embedder import EmbedderSet
 from rag.errors import BackendError, FileTooLargeError, InvalidRequestError, RagError
 from rag.folders import FolderFile, scan_folder
-from rag.lexical import LexicalEncoder
 from rag.quality import RECALL_AT, answer_recall, passes_gate
 from rag.registry import DocumentRecord, DocumentStatus, Registry, RunRecord, RunStatus, RunUpdate, VersionStatus
 from rag.reindex import ReindexService
-from rag.settings import SearchMode
-from rag.store import ScoredChunk, VectorStore
+from rag.retrieval import Retriever
+from rag.store import VectorStore
 
 __all__ = ["ReindexRunner", "RunCounts"]
 
@@ -76,8 +75,7 @@ class ReindexRunner:
         is_supported: Callable[[str], bool],
         max_upload_bytes: int,
         quality_margin: float,
-        search_mode: SearchMode = "hybrid",
-        hybrid_candidates: int = 40,
+        retriever: Retriever,
     ) -> None:
         self._registry = registry
         self._store = store
@@ -88,8 +86,7 @@ class ReindexRunner:
         self._is_supported = is_supported
         self._max_bytes = max_upload_bytes
         self._margin = quality_margin
-        self._search_mode: SearchMode = search_mode
-        self._candidates = hybrid_candidates
+        self._retriever = retriever
 
     def run(self, run_id: str) -> RunRecord | None:
         run = self._registry.get_run(run_id)
@@ -282,25 +279,14 @@ class ReindexRunner:
         golden = self._reindex.golden(cid)
         if not golden:
             return
-        active = self._registry.active_version(cid)
-        current_embedder = self._embedders.get(active.embedding_model if active else None)
-        candidate_embedder = self._embedders.default
-        view = self._store.at_version(cid, version)
-        lexical = LexicalEncoder()
-        mode = self._search_mode
-
-        # Both versions are judged as the service searches (RAG_SEARCH_MODE).
-        def searcher(store: VectorStore, embedder: Embedder) -> Callable[[str, int], list[ScoredChunk]]:
-            return lambda q, k: store.search(
-                cid,
-                k,
-                dense=embedder.embed_query(q) if mode in ("hybrid", "dense") else None,
-                lexical=lexical.encode_query(q) if mode in ("hybrid", "lexical") else None,
-                candidates=self._candidates,
-            )
-
-        current = answer_recall(golden, searcher(self._store, current_embedder), RECALL_AT)
-        candidate = answer_recall(golden, searcher(view, candidate_embedder), RECALL_AT)
+        # Both versions are judged as the service searches (RAG_SEARCH_MODE), without
+        # the re-ranker (the worker loads none): the served one, then the candidate.
+        current = answer_recall(
+            golden, lambda q, k: self._retriever.search(cid, q, k, rerank=False)[0], RECALL_AT
+        )
+        candidate = answer_recall(
+            golden, lambda q, k: self._retriever.search(cid, q, k, rerank=False, version=version)[0], RECALL_AT
+        )
         self._registry.update_run(run_id, RunUpdate(score_current=current, score_candidate=candidate))
         if not passes_gate(current, candidate, self._margin):
             raise _Rejected(

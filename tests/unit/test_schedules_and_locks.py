@@ -162,6 +162,7 @@ def test_a_queued_run_that_finds_the_lock_taken_is_skipped(tmp_path: Path) -> No
         is_supported=lambda name: True,
         max_upload_bytes=1000,
         quality_margin=0.0,
+        retriever=None,  # type: ignore[arg-type]
     )
     c = registry.create_collection("c")
     holder = registry.create_run(c.id, kind="full", trigger="manual")

@@ -3,12 +3,14 @@
 Every process of the service (``rag serve``, ``rag api``, ``rag worker``,
 ``rag beat``) starts here, so the API and the worker always see the same
 registry, store, embedder and queue configuration. Heavy objects are created
-once per process, never per request or per task.
+once per process, never per request or per task. ``Parts`` hands in
+replacements for the outside systems (the fast test tier's fakes).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,9 +19,13 @@ from celery import Celery
 from ingest.parsing import is_supported
 from ingest.pipeline import Indexer
 from ingest.queue import (
+    QUEUE,
+    REINDEX_QUEUE,
     EmbeddedBeat,
     EmbeddedWorker,
     IngestQueue,
+    InlineQueue,
+    TaskQueue,
     create_celery_app,
     register_tasks,
     registry_scheduler,
@@ -29,15 +35,16 @@ from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
 from rag.lexical import LexicalEncoder
-from rag.llm import ModelPool, load_models
+from rag.llm import ModelPool, TextModel, load_models
 from rag.prompt import ResolvedPromptStyle
 from rag.registry import DocumentStatus, Registry
 from rag.reindex import ReindexService
-from rag.service import RagService
+from rag.retrieval import Retriever
+from rag.service import Answering, Intake, Library, RagService
 from rag.settings import BUNDLED_LLM, Settings
 from rag.store import VectorStore
 
-__all__ = ["BeatRuntime", "Role", "Runtime", "build_beat", "build_runtime", "resolve_prompt_style"]
+__all__ = ["BeatRuntime", "Parts", "Role", "Runtime", "build_beat", "build_runtime", "resolve_prompt_style"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,20 @@ def resolve_prompt_style(settings: Settings) -> ResolvedPromptStyle:
     return "completion" if settings.llm_model == BUNDLED_LLM else "gemma-chat"
 
 
+@dataclass(frozen=True)
+class Parts:
+    """Outside systems handed in instead of built from the settings (tests):
+    the vector store, the embedding model, the text models of the pool, and
+    ``inline_tasks`` to run uploads and re-index runs in the caller's thread
+    instead of sending them to Celery."""
+
+    store: VectorStore | None = None
+    embedder: Embedder | None = None
+    models: Sequence[TextModel] | None = None
+    reranker: Reranker | None = None
+    inline_tasks: bool = False
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -61,9 +82,10 @@ class Runtime:
     blobs: BlobStore
     indexer: Indexer
     celery: Celery
-    queue: IngestQueue
+    queue: TaskQueue
     service: RagService
     embedders: EmbedderSet
+    retriever: Retriever
     reindex: ReindexService
     runner: ReindexRunner
     pool: ModelPool | None = None
@@ -83,6 +105,12 @@ class Runtime:
             self.celery, registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
         )
         self.beat.start()
+
+    def run_worker(self, concurrency: int) -> None:
+        """Serve the broker's queues in this process until stopped (split mode)."""
+        self.celery.Worker(
+            pool_cls="threads", concurrency=concurrency, queues=[QUEUE, REINDEX_QUEUE], loglevel="INFO"
+        ).start()
 
     def recover_interrupted(self) -> None:
         # Only the embedded worker may do this: it is the only worker, so a
@@ -141,20 +169,17 @@ class Runtime:
         self.registry.close()
 
 
-def build_runtime(settings: Settings, role: Role) -> Runtime:
+def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) -> Runtime:
     """``serve``: API + embedded worker; ``api``: API only (split mode);
     ``worker``: indexing only, no model."""
+    parts = parts or Parts()
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigurationError(f"cannot create the data directory {settings.data_dir}: {exc}") from exc
     registry = Registry(settings.resolved_database_url)
-    store = VectorStore(
-        path=None if settings.qdrant_url else settings.qdrant_path,
-        url=settings.qdrant_url,
-        api_key=settings.qdrant_api_key,
-    )
-    embedder = Embedder(
+    store = parts.store or _store(settings)
+    embedder = parts.embedder or Embedder(
         settings.embedding_model,
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
@@ -164,6 +189,14 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
     blobs = BlobStore(settings.blob_dir)
     lexical = LexicalEncoder(
         k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
+    )
+    reranker = parts.reranker
+    if reranker is None and role != "worker" and settings.rerank_model:
+        reranker = Reranker(
+            settings.rerank_model, device=settings.embedding_device, batch_size=settings.embedding_batch_size
+        )
+    retriever = Retriever.from_settings(
+        settings, registry=registry, store=store, embedders=embedders, lexical=lexical, reranker=reranker
     )
     indexer = Indexer(
         registry=registry,
@@ -177,7 +210,7 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         embedders=embedders,
     )
     celery = create_celery_app(settings)
-    queue = IngestQueue(celery)
+    queue: TaskQueue = IngestQueue(celery) if not parts.inline_tasks else InlineQueue(lambda: indexer, lambda: runner)
     reindex = _reindex_service(settings, registry, store, queue)
     runner = ReindexRunner(
         registry=registry,
@@ -189,42 +222,21 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         is_supported=is_supported,
         max_upload_bytes=settings.max_upload_bytes,
         quality_margin=settings.quality_gate_margin,
-        search_mode=settings.search_mode,
-        hybrid_candidates=settings.hybrid_candidates,
+        retriever=retriever,
     )
-    if role in ("serve", "worker"):
+    if role in ("serve", "worker") and not parts.inline_tasks:
         register_tasks(celery, lambda: indexer, lambda: runner)
 
     pool: ModelPool | None = None
     if role != "worker" and settings.llm_load:
-        pool = ModelPool(load_models(settings), queue_size=settings.llm_queue_size)
-
-    reranker: Reranker | None = None
-    if role != "worker" and settings.rerank_model:
-        reranker = Reranker(
-            settings.rerank_model, device=settings.embedding_device, batch_size=settings.embedding_batch_size
-        )
+        models = parts.models if parts.models is not None else load_models(settings)
+        pool = ModelPool(models, queue_size=settings.llm_queue_size)
 
     service = RagService(
-        registry=registry,
-        store=store,
-        embedder=embedder,
-        blobs=blobs,
-        enqueue=queue.enqueue,
-        is_supported=is_supported,
-        max_upload_bytes=settings.max_upload_bytes,
-        score_threshold=settings.score_threshold,
-        default_top_k=settings.top_k,
-        default_max_tokens=settings.max_tokens,
-        n_ctx=settings.llm_n_ctx,
-        pool=pool,
-        prompt_style=resolve_prompt_style(settings),
-        lexical=lexical,
-        search_mode=settings.search_mode,
-        hybrid_candidates=settings.hybrid_candidates,
-        reranker=reranker,
-        rerank_candidates=settings.rerank_candidates,
-        embedders=embedders,
+        library=Library(registry=registry, store=store, blobs=blobs, embedder=embedder),
+        intake=Intake(enqueue=queue.enqueue, is_supported=is_supported, max_upload_bytes=settings.max_upload_bytes),
+        retriever=retriever,
+        answering=Answering.from_settings(settings, pool, resolve_prompt_style(settings)),
     )
     return Runtime(
         settings=settings,
@@ -237,13 +249,22 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         queue=queue,
         service=service,
         embedders=embedders,
+        retriever=retriever,
         reindex=reindex,
         runner=runner,
         pool=pool,
     )
 
 
-def _reindex_service(settings: Settings, registry: Registry, store: VectorStore, queue: IngestQueue) -> ReindexService:
+def _store(settings: Settings) -> VectorStore:
+    return VectorStore(
+        path=None if settings.qdrant_url else settings.qdrant_path,
+        url=settings.qdrant_url,
+        api_key=settings.qdrant_api_key,
+    )
+
+
+def _reindex_service(settings: Settings, registry: Registry, store: VectorStore, queue: TaskQueue) -> ReindexService:
     return ReindexService(
         registry=registry,
         store=store,
@@ -266,8 +287,10 @@ class BeatRuntime:
     celery: Celery
     reindex: ReindexService
 
-    def scheduler_cls(self) -> type[object]:
-        return registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
+    def run(self) -> None:
+        """Run Celery beat in this process until stopped."""
+        scheduler = registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
+        self.celery.Beat(loglevel="INFO", scheduler=scheduler, max_interval=5).run()
 
     def close(self) -> None:
         self.store.close()
@@ -276,11 +299,7 @@ class BeatRuntime:
 
 def build_beat(settings: Settings) -> BeatRuntime:
     registry = Registry(settings.resolved_database_url)
-    store = VectorStore(
-        path=None if settings.qdrant_url else settings.qdrant_path,
-        url=settings.qdrant_url,
-        api_key=settings.qdrant_api_key,
-    )
+    store = _store(settings)
     celery = create_celery_app(settings)
     reindex = _reindex_service(settings, registry, store, IngestQueue(celery))
     return BeatRuntime(settings=settings, registry=registry, store=store, celery=celery, reindex=reindex)
