@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.service import ServiceProcess, free_port, upload, wait_for, wait_indexed
+from tests.support.service import ADMIN_KEY, ServiceProcess, free_port, upload, wait_for, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +92,8 @@ def test_the_page_end_to_end_in_chromium(service: ServiceProcess, browser: Any, 
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmations
+    # The service requires a key: the page sends the one kept in session storage.
+    page.add_init_script(f"sessionStorage.setItem('rag.apiKey', {ADMIN_KEY!r})")
     page.goto(service.url + "/")
     expect(page.get_by_role("heading", name="Welcome")).to_be_visible()
 
