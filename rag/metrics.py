@@ -208,9 +208,6 @@ class _Pool(Protocol):
     models: list[Any]
 
     @property
-    def busy(self) -> int: ...
-
-    @property
     def waiting(self) -> int: ...
 
 
@@ -245,7 +242,8 @@ class StateCollector(Collector):
             )
         pool = self._pool() if self._pool is not None else None
         if pool is not None:
-            yield GaugeMetricFamily("rag_model_requests_running", "Generations running now.", value=pool.busy)
+            running = sum(int(getattr(m, "active", 0)) for m in pool.models)
+            yield GaugeMetricFamily("rag_model_requests_running", "Generations running now.", value=running)
             yield GaugeMetricFamily(
                 "rag_model_requests_waiting", "Generations waiting for a sequence slot.", value=pool.waiting
             )

@@ -103,12 +103,15 @@ def test_the_page_end_to_end_in_chromium(service: ServiceProcess, browser: Any, 
     expect(page.locator("#collection-title")).to_have_text("browser")
     expect(page.get_by_role("link", name="Documents", exact=True)).to_have_attribute("aria-current", "page")
 
-    # Drop two files; each gets a status line that ends "indexed".
-    _drop_files(page, {"refunds.txt": REFUNDS, "shipping.txt": SHIPPING})
+    # Drop two files and one the service refuses; each gets a status line,
+    # the two end "indexed", the third "failed" with its reason.
+    _drop_files(page, {"refunds.txt": REFUNDS, "shipping.txt": SHIPPING, "notes.xyz": "?"})
     lines = page.locator("#upload-status .upload-line")
-    expect(lines).to_have_count(2)
+    expect(lines).to_have_count(3)
     expect(page.locator('#upload-status .upload-line[data-state="indexed"]')).to_have_count(2, timeout=300_000)
-    expect(lines.first).to_contain_text("chunks")
+    expect(lines.first).to_contain_text("chunk")
+    expect(lines.filter(has_text="notes.xyz")).to_have_attribute("data-state", "failed")
+    expect(lines.filter(has_text="notes.xyz")).to_contain_text("unsupported file type")
     expect(page.locator("#documents-table tbody tr")).to_have_count(2)
 
     # Ask: the answer streams in, with its numbered sources.
@@ -160,9 +163,11 @@ def test_the_page_end_to_end_in_chromium(service: ServiceProcess, browser: Any, 
 
     # Phone width: one column, nothing wider than the screen.
     page.set_viewport_size({"width": 390, "height": 844})
-    page.get_by_role("link", name="Chat", exact=True).click()
-    overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    assert overflow <= 0, overflow
+    for view in ("Documents", "Chat", "Search", "Re-index & versions"):
+        page.get_by_role("link", name=view, exact=True).click()
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, (view, overflow)
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     assert errors == []
     page.close()
 

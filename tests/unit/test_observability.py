@@ -178,15 +178,15 @@ def test_generation_and_reindex_hooks() -> None:
 
 
 class _Model:
-    def __init__(self, alive: bool, restarts: int) -> None:
+    def __init__(self, alive: bool, restarts: int, active: int) -> None:
         self.alive = alive
         self.restarts = restarts
+        self.active = active
 
 
 class _Pool:
     def __init__(self) -> None:
-        self.models = [_Model(True, 0), _Model(False, 3)]
-        self.busy = 2
+        self.models = [_Model(True, 0, 2), _Model(False, 3, 0)]
         self.waiting = 1
 
 

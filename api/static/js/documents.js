@@ -3,7 +3,7 @@
 // the collection's documents with a delete button each.
 
 import { api } from "./api.js";
-import { $, errorText, fmtBytes, fmtTime, h, toast } from "./dom.js";
+import { $, errorText, fmtBytes, fmtTime, h, plural, toast } from "./dom.js";
 
 const UPLOADS_AT_ONCE = 3;
 const POLL_MS = 1000;
@@ -117,7 +117,7 @@ async function refresh() {
     const line = lines.get(doc.id);
     if (line) {
       const detail =
-        doc.status === "indexed" ? `${doc.chunk_count} chunks` : doc.status === "failed" ? doc.error || "" : "";
+        doc.status === "indexed" ? plural(doc.chunk_count, "chunk") : doc.status === "failed" ? doc.error || "" : "";
       line.setState(doc.status, detail);
     }
   }
@@ -143,8 +143,8 @@ function renderTable(collection, docs) {
           d.error ? h("div", { class: "small error" }, d.error) : null,
         ),
         h("td", { class: "num" }, String(d.chunk_count)),
-        h("td", { class: "num" }, fmtBytes(d.size_bytes)),
-        h("td", {}, fmtTime(d.created_at)),
+        h("td", { class: "num opt" }, fmtBytes(d.size_bytes)),
+        h("td", { class: "opt" }, fmtTime(d.created_at)),
         h(
           "td",
           {},

@@ -51,6 +51,11 @@ export function fmtBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
+/** "1 chunk", "3 chunks" */
+export function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 export function errorText(err) {
   return err && err.message ? err.message : String(err);
 }

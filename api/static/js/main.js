@@ -4,7 +4,7 @@
 import { api, getKey, keyRemembered, setKey, setUnauthorizedHandler } from "./api.js";
 import { initChat, resetChat } from "./chat.js";
 import { initDocuments, showDocuments, stopDocuments } from "./documents.js";
-import { $, errorText, h, toast } from "./dom.js";
+import { $, errorText, h, plural, toast } from "./dom.js";
 import { initManage, showManage, stopManage } from "./manage.js";
 import { initSearch, resetSearch } from "./search.js";
 
@@ -107,7 +107,7 @@ async function refreshStats() {
     const info = await api.getCollection(name);
     if (name !== collection) return;
     const by = info.status_counts || {};
-    const parts = [`${info.documents} documents`, `${info.chunks} chunks`];
+    const parts = [plural(info.documents, "document"), plural(info.chunks, "chunk")];
     if (by.queued || by.processing) parts.push(`${(by.queued || 0) + (by.processing || 0)} in progress`);
     if (by.failed) parts.push(`${by.failed} failed`);
     $("#collection-stats").textContent = parts.join(" · ");
