@@ -370,6 +370,7 @@ def _authority() -> Any:
     from rag.registry import Registry
 
     settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not settings.auth_enabled:
         typer.echo("note: authentication is off (RAG_AUTH_ENABLED=false); keys take effect when it is on", err=True)
     return KeyAuthority(

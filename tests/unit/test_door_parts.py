@@ -293,3 +293,31 @@ def test_bodies_under_the_limit_pass(limited_server: tuple[int, list[int]]) -> N
     assert r.status_code == 200 and r.json() == {"files": 2}
     r = httpx.post(f"http://127.0.0.1:{port}/raw", content=b"x" * (LIMIT + 1))
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+
+# --- rag keys ------------------------------------------------------------------------
+def test_rag_keys_create_list_and_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    made = runner.invoke(app, ["keys", "create", "--name", "ci bot", "-s", "read:docs", "-s", "write:docs"])
+    assert made.exit_code == 0, made.output
+    fields = dict(line.split(None, 1) for line in made.output.strip().splitlines())
+    assert fields["scopes"] == "read:docs write:docs" and fields["key"].startswith("rag-")
+    listed = runner.invoke(app, ["keys", "list"])
+    assert fields["id"] in listed.output and "active" in listed.output and fields["key"] not in listed.output
+    registry = Registry(f"sqlite:///{(tmp_path / 'data' / 'registry.db').resolve()}")
+    try:
+        authority = KeyAuthority(registry, load_or_create_secret(None, tmp_path / "data"))
+        assert authority.authenticate(fields["key"]).can(Role.WRITE, "docs")  # what the service will check
+        assert runner.invoke(app, ["keys", "revoke", fields["id"]]).exit_code == 0
+        with pytest.raises(AuthenticationError):
+            authority.authenticate(fields["key"])
+    finally:
+        registry.close()
+    assert "revoked" in runner.invoke(app, ["keys", "list"]).output
+    bad = runner.invoke(app, ["keys", "create", "--name", "x", "-s", "everything"])
+    assert bad.exit_code == 1 and "scope" in bad.output
