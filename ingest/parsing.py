@@ -44,13 +44,12 @@ import logging
 import os
 import pathlib
 import tempfile
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ingest import ocr
-from rag.errors import ConfigurationError, DocumentParseError, RagError, UnsupportedFileTypeError
+from rag.errors import ConfigurationError, DocumentParseError, ParseLimitError, RagError, UnsupportedFileTypeError
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -58,6 +57,7 @@ __all__ = [
     "configure_unstructured",
     "is_supported",
     "parse_file",
+    "preload",
 ]
 
 # The spaCy model unstructured asks for (``en_core_web_sm``) as shipped on PyPI.
@@ -88,8 +88,6 @@ _IMAGES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_PARTITIONERS) | _IMAGES
 
 log = logging.getLogger(__name__)
-
-_PARSE_LOCK = threading.Lock()
 
 # Page furniture repeats on every page and only adds noise to retrieval.
 _DROPPED_CATEGORIES = frozenset({"Header", "Footer", "PageNumber", "PageBreak"})
@@ -141,14 +139,15 @@ def parse_file(path: pathlib.Path, filename: str) -> list[Block]:
     first_error: BaseException | None = None
     for name, reader in _readers(extension):
         try:
-            # One parse at a time per process: unstructured and the office-format
-            # readers under it share parser state between threads (two pptx files
-            # parsed at once in the worker's threads produced interleaved XML).
-            # Parsing holds the GIL anyway; embedding still overlaps with it.
-            with _PARSE_LOCK:
-                blocks = reader(path, extension)
+            # Not thread-safe: unstructured and the office-format readers under it
+            # share parser state between threads (two pptx files parsed at once by
+            # the worker's threads produced interleaved XML). ingest.sandbox parses
+            # each document in a child process, or inline one at a time.
+            blocks = reader(path, extension)
         except ocr.OcrUnavailableError as exc:
             raise DocumentParseError(f"no text found in {filename}: {exc.message}") from exc
+        except ParseLimitError:
+            raise  # a limit (ingest.sandbox) is not a reason to try another reader
         except DocumentParseError as exc:
             failures.append(f"{name}: {exc.message}")
             first_error = first_error or exc
@@ -480,6 +479,51 @@ def configure_unstructured() -> None:
     # reads the module-level name at call time.
     tokenize._SPACY_MODEL_NAME = SPACY_MODEL_PACKAGE  # type: ignore[attr-defined]
     tokenize._install_spacy_model = _refuse_model_download  # type: ignore[attr-defined]
+    _bound_slow_paths()
+
+
+# Two places where unstructured's time grows faster than the text (see
+# docs/reliability.md). Element classification (title? narrative text?) runs the
+# spaCy pipeline on the element's whole text: a 1.1 MB single-line .txt took
+# 126-149 s and 2.8 GB, all of it there; the first characters decide as well as
+# the whole (a title is never this long), and shorter elements are classified
+# exactly as before. And .txt paragraphs are split with ``\s*\n\s*``, which
+# rescans a run of spaces from each position in it (5 s for 20,000 spaces, hours
+# for a megabyte); a match can only start where a whitespace run starts, so the
+# look-behind gives the same splits in linear time.
+CLASSIFY_MAX_CHARS = 2000
+_PARAGRAPH_PATTERN = r"(?<!\s)\s*\n\s*"
+
+
+def _bound_slow_paths() -> None:
+    text_type = importlib.import_module("unstructured.partition.text_type")
+    for name in ("sent_tokenize", "word_tokenize", "pos_tag"):
+        original = getattr(text_type, name)
+        if getattr(original, "_rag_bounded", False):
+            continue
+
+        def bounded(text: str, _original: Callable[[str], Any] = original) -> Any:
+            if len(text) > CLASSIFY_MAX_CHARS:
+                cut = text.rfind(" ", 0, CLASSIFY_MAX_CHARS)
+                text = text[: cut if cut > 0 else CLASSIFY_MAX_CHARS]
+            return _original(text)
+
+        bounded._rag_bounded = True  # type: ignore[attr-defined]
+        setattr(text_type, name, bounded)
+    text: Any = importlib.import_module("unstructured.partition.text")
+    if text.PARAGRAPH_PATTERN not in (r"\s*\n\s*", _PARAGRAPH_PATTERN):
+        raise ConfigurationError("unstructured.partition.text changed its paragraph pattern; re-check ingest.parsing")
+    text.PARAGRAPH_PATTERN = _PARAGRAPH_PATTERN
+
+
+def preload() -> None:
+    """Import every reader and load the spaCy model now, so that processes
+    forked from this one parse without paying for it (ingest.sandbox)."""
+    for extension in sorted(_PARTITIONERS):
+        _partitioner(extension)
+    importlib.import_module("pdfminer.high_level")
+    # The pipeline's first run initialises its layers: 0.2 s in every child otherwise.
+    importlib.import_module("unstructured.nlp.tokenize")._get_nlp()("Warm up the pipeline. It runs once.")
 
 
 def _refuse_model_download() -> None:

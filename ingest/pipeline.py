@@ -16,11 +16,12 @@ import logging
 from dataclasses import dataclass
 
 from ingest.chunking import Chunk, chunk_blocks
-from ingest.parsing import Block, parse_file
+from ingest.parsing import Block
+from ingest.sandbox import InlineParser, Parser
 from rag import metrics
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet
-from rag.errors import BackendError, RagError
+from rag.errors import BackendError, ParseCancelledError, RagError
 from rag.lexical import LexicalEncoder
 from rag.registry import DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.store import ChunkPoint, VectorStore
@@ -53,8 +54,11 @@ class Indexer:
         lexical: LexicalEncoder | None = None,
         embed_section_titles: bool = True,
         embedders: EmbedderSet | None = None,
+        parser: Parser | None = None,
     ) -> None:
         self._registry = registry
+        # ingest.sandbox.ProcessParser in the service (build_parser); inline by default.
+        self._parser: Parser = parser or InlineParser()
         self._lexical = lexical or LexicalEncoder()
         self._section_titles = embed_section_titles
         self._store = store
@@ -76,6 +80,9 @@ class Indexer:
         self._registry.set_document_status(document.id, DocumentStatus.PROCESSING)
         try:
             count = self._index(document)
+        except ParseCancelledError:
+            # Deleted (or its collection) while it was being parsed: the parse was killed.
+            return IndexOutcome(document.id, "skipped")
         except BackendError:
             # The store or DB is down: retryable, so leave the document queued.
             self._registry.set_document_status(document.id, DocumentStatus.QUEUED)
@@ -102,9 +109,16 @@ class Indexer:
         if not path.is_file():
             raise RagError(f"the stored original of {document.filename} is missing")
         with metrics.stage("parse"):
-            blocks = parse_file(path, document.filename)
+            # A deleted document (or collection) stops its running parse.
+            blocks = self._parser.parse(
+                path, document.filename, cancelled=lambda: self._registry.get_document_by_id(document.id) is None
+            )
         log.info("parsed %s (%s): %d blocks", document.filename, document.id, len(blocks))
         return blocks
+
+    def close(self) -> None:
+        """Stop any parse still running."""
+        self._parser.close()
 
     def chunk(self, document: DocumentRecord, embedder: Embedder | None = None) -> list[Chunk]:
         return self._chunk(self.parse(document), embedder or self._embedder)

@@ -16,6 +16,8 @@ each class to a status code in one place (``api/errors.py``).
     │   ├── FileTooLargeError
     │   └── RequestTooLargeError  too many files, or a body over the request limit
     ├── DocumentParseError        a file that could not be parsed (ingest)
+    │   └── ParseLimitError       … because it hit a parsing limit (time, memory, size…)
+    ├── ParseCancelledError       a parse stopped because its document was deleted
     ├── BusyError                 generation queue full; retry later
     └── BackendError              an outside system failed (Qdrant, DB, model…)
 """
@@ -33,6 +35,8 @@ __all__ = [
     "FileTooLargeError",
     "InvalidRequestError",
     "NotFoundError",
+    "ParseCancelledError",
+    "ParseLimitError",
     "PermissionDeniedError",
     "RagError",
     "RequestTooLargeError",
@@ -92,6 +96,21 @@ class RequestTooLargeError(InvalidRequestError):
 
 class DocumentParseError(RagError):
     code = "parse_error"
+
+
+class ParseLimitError(DocumentParseError):
+    """``limit`` names the limit: time, memory, decompressed_size,
+    compression_ratio, elements or text_size."""
+
+    code = "parse_limit"
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class ParseCancelledError(RagError):
+    code = "cancelled"
 
 
 class BusyError(RagError):

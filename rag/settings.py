@@ -41,9 +41,36 @@ class Settings(BaseSettings):
     )
     qdrant_url: str | None = Field(
         default=None,
-        description="URL of a Qdrant server. Default: Qdrant local mode under data_dir.",
+        description="URL of a Qdrant server. Default: Qdrant Edge (in this process) under data_dir/store.",
     )
     qdrant_api_key: str | None = Field(default=None, description="API key of the Qdrant server, if it needs one.")
+    # How a Qdrant server lays out each new collection version (scale-out).
+    qdrant_shard_number: int = Field(
+        default=1, ge=1, description="Qdrant server: shards per collection (spread over the cluster's nodes)."
+    )
+    qdrant_replication_factor: int = Field(
+        default=1, ge=1, description="Qdrant server: copies of each shard (2+ survives a node loss)."
+    )
+    qdrant_write_consistency_factor: int = Field(
+        default=1, ge=1, description="Qdrant server: replicas that must confirm a write."
+    )
+    qdrant_on_disk_vectors: bool = Field(
+        default=False, description="Qdrant server: keep original vectors on disk (memory-mapped), not in RAM."
+    )
+    qdrant_quantization: Literal["none", "int8"] = Field(
+        default="none",
+        description="Qdrant server: int8 scalar quantisation of dense vectors (kept in RAM, 4x smaller; "
+        "originals rescore).",
+    )
+    store_index_after: int = Field(
+        default=20_000,
+        ge=1,
+        description="Embedded store: points written to a collection since its last index build that "
+        "start a new HNSW build (in a child process); below it, new points are searched exactly.",
+    )
+    store_hnsw_ef: int = Field(
+        default=128, ge=1, description="HNSW candidates per dense query (both engines); higher = better recall."
+    )
     broker_url: str | None = Field(
         default=None,
         description="Celery broker, e.g. redis://host:6379/0. Default: an embedded "
@@ -114,6 +141,44 @@ class Settings(BaseSettings):
         description="CPU threads torch uses for embedding and re-ranking. Default: "
         "torch's choice (one per core). On a small, busy host 1 is often faster "
         "for single queries; see docs/benchmarks.md.",
+    )
+
+    # --- parsing limits (ingest/sandbox.py; docs/reliability.md) -------------
+    parse_isolation: Literal["process", "inline"] = Field(
+        default="process",
+        description="process: each document is parsed in a child process of its own, forked "
+        "from a warm parse server, and killed at the time or memory limit or when its "
+        "document is deleted; documents parse in parallel. inline: in the indexing "
+        "process, one at a time, with no time or memory bound (benchmarks, debugging).",
+    )
+    parse_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Wall-clock limit of one parse; past it the parse is killed and the "
+        "document fails naming the limit.",
+    )
+    parse_memory_mb: int = Field(
+        default=2048,
+        ge=64,
+        description="Memory one parse may allocate beyond the parser's own libraries "
+        "(address space of the child process, and its resident size).",
+    )
+    parse_max_decompressed_mb: int = Field(
+        default=256,
+        gt=0,
+        description="Most bytes a document may inflate to: the members of a docx/xlsx/pptx "
+        "(checked before parsing) or the decoded streams of a PDF (checked while decoding).",
+    )
+    parse_max_compression_ratio: float = Field(
+        default=200.0,
+        gt=1,
+        description="Largest uncompressed/compressed ratio of a docx/xlsx/pptx member over 1 MiB.",
+    )
+    parse_max_elements: int = Field(
+        default=100_000, gt=0, description="Most text elements (paragraphs, rows…) one document may have."
+    )
+    parse_max_text_chars: int = Field(
+        default=20_000_000, gt=0, description="Most characters of text one document may have."
     )
 
     # --- chunking -------------------------------------------------------------
@@ -293,7 +358,7 @@ class Settings(BaseSettings):
         if self.is_split_mode and not self.qdrant_url:
             raise ConfigurationError(
                 "RAG_BROKER_URL is set, so the API, worker and beat run as separate "
-                "processes; Qdrant local mode lets only one process open its store, "
+                "processes; the embedded store can be opened by one process only, "
                 "so set RAG_QDRANT_URL to a Qdrant server as well."
             )
         if self.chunk_overlap_tokens >= self.chunk_max_tokens:
@@ -334,7 +399,14 @@ class Settings(BaseSettings):
         return self.lexical_avg_length or max(8.0, self.chunk_max_tokens * 0.5)
 
     @property
+    def store_path(self) -> Path:
+        """The embedded store (Qdrant Edge)."""
+        return self.data_dir / "store"
+
+    @property
     def qdrant_path(self) -> Path:
+        """Where releases before Qdrant Edge kept qdrant-client's local-mode store
+        (migrated into ``store_path`` at start-up)."""
         return self.data_dir / "qdrant"
 
     @property

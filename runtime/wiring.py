@@ -31,6 +31,7 @@ from ingest.queue import (
     registry_scheduler,
 )
 from ingest.runner import ReindexRunner
+from ingest.sandbox import ProcessParser, build_parser
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
@@ -165,6 +166,7 @@ class Runtime:
             self.worker.stop()
         if self.pool is not None:
             self.pool.close()
+        self.indexer.close()
         self.store.close()
         self.registry.close()
 
@@ -198,7 +200,11 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
     retriever = Retriever.from_settings(
         settings, registry=registry, store=store, embedders=embedders, lexical=lexical, reranker=reranker
     )
+    parser = build_parser(settings)
+    if role in ("serve", "worker") and not parts.inline_tasks and isinstance(parser, ProcessParser):
+        parser.start()  # the parse server imports the readers while the rest starts
     indexer = Indexer(
+        parser=parser,
         registry=registry,
         store=store,
         embedder=embedder,
@@ -257,11 +263,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
 
 
 def _store(settings: Settings) -> VectorStore:
-    return VectorStore(
-        path=None if settings.qdrant_url else settings.qdrant_path,
-        url=settings.qdrant_url,
-        api_key=settings.qdrant_api_key,
-    )
+    return VectorStore.from_settings(settings)
 
 
 def _reindex_service(settings: Settings, registry: Registry, store: VectorStore, queue: TaskQueue) -> ReindexService:

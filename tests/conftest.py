@@ -16,6 +16,9 @@ import pytest
 
 from rag.settings import Settings
 
+# ``make_store`` (a VectorStore on each engine) and the stand-in Qdrant server.
+pytest_plugins = ["tests.support.stores"]
+
 # Test switches, not settings of the service.
 _KEEP = {"RAG_TEST_REQUIRE_SERVICES"}
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.service import ADMIN_KEY, ServiceProcess, free_port, upload, wait_for, wait_indexed
+from tests.support import service as support
+from tests.support.service import ServiceProcess, free_port, upload, wait_for, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -92,10 +93,14 @@ def test_the_page_end_to_end_in_chromium(service: ServiceProcess, browser: Any, 
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmations
-    # The service requires a key: the page sends the one kept in session storage.
-    page.add_init_script(f"sessionStorage.setItem('rag.apiKey', {ADMIN_KEY!r})")
     page.goto(service.url + "/")
     expect(page.get_by_role("heading", name="Welcome")).to_be_visible()
+    key = getattr(support, "ADMIN_KEY", None)
+    if key:  # API keys are on: the page asks for one and sends it from then on
+        expect(page.locator("#key-dialog")).to_be_visible()
+        page.get_by_label("Key", exact=True).fill(key)
+        page.get_by_role("button", name="Save").click()
+        expect(page.locator("#key-dialog")).to_be_hidden()
 
     # Create a collection (keyboard: type the name, Enter submits).
     page.get_by_label("New collection").fill("browser")
