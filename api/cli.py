@@ -97,8 +97,9 @@ def api(
 @app.command()
 def worker(
     concurrency: Annotated[
-        int, typer.Option(help="Tasks at once (documents, re-index runs); 2 lets uploads go on during a run.")
-    ] = 2,
+        int | None,
+        typer.Option(help="Tasks at once (documents, re-index runs). Default: RAG_WORKER_CONCURRENCY."),
+    ] = None,
 ) -> None:
     """Run an ingestion worker (split mode): documents and re-index runs."""
     from runtime import build_runtime
@@ -114,7 +115,7 @@ def worker(
 
         start_worker_metrics_server(settings.worker_metrics_port)
     try:
-        runtime.run_worker(concurrency)
+        runtime.run_worker(concurrency or settings.worker_concurrency)
     finally:
         runtime.close()
 

@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     )
     max_files_per_request: int = Field(default=100, gt=0, description="Most files in one upload (413 above).")
 
+    worker_concurrency: int = Field(
+        default=3,
+        ge=1,
+        le=64,
+        description="Tasks one worker runs at once (documents, re-index runs); `rag serve`'s "
+        "embedded worker and `rag worker` alike. Documents in flight share embedding batches, "
+        "and one is parsed while another's chunks are embedded.",
+    )
+
     # --- access -----------------------------------------------------------------
     auth_enabled: bool = Field(
         default=True,
@@ -135,6 +144,13 @@ class Settings(BaseSettings):
         default=None, description="cpu, cuda, mps… Default: chosen automatically."
     )
     embedding_batch_size: int = Field(default=32, gt=0, description="Texts embedded in one batch.")
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch",
+        description="torch: sentence-transformers on PyTorch. onnx: the same model exported "
+        "to ONNX on this machine (once, cached under data_dir/models/onnx) and run by ONNX "
+        "Runtime, same vectors, faster on CPUs. onnx-int8: that export with int8 weights "
+        "(faster still, slightly different vectors). See docs/benchmarks.md.",
+    )
     embedding_threads: int | None = Field(
         default=None,
         ge=1,

@@ -1,7 +1,8 @@
 """The fast tier: the whole app in this process, through FastAPI's TestClient,
 with fakes for the heavy parts only: a deterministic text model
 (``FakeTextModel``), a hashing embedder, Qdrant in memory, a SQLite registry in
-a temporary folder, and tasks run at once in the caller's thread. Parsing,
+a temporary folder, tasks run at once in the caller's thread, and parsing in
+this process (no parse server). Parsing,
 chunking, the registry, the store, retrieval, prompts, SSE and error mapping
 are the real code.
 
@@ -42,6 +43,7 @@ def fast_settings(tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         bootstrap_admin_key=ADMIN_KEY,
         embedded_worker=False,
+        parse_isolation="inline",  # the sandbox has tests of its own; a parse server per app is slow
         llm_n_ctx=2048,
         max_tokens=32,
     )

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rag.errors import BackendError
 from rag.llm import Generation
@@ -151,16 +152,8 @@ class FakeTextModel:
         ).start()
         return job
 
-    def generate(
-        self,
-        tokens: list[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        on_text: Callable[[str], bool] | None = None,
-        ignore_eog: bool = False,
-    ) -> Generation:
-        return self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text).result()
+    def generate(self, tokens: list[int], **options: Any) -> Generation:
+        return self.submit(tokens, **options).result()
 
     def close(self) -> None:
         self.closed = True
