@@ -100,7 +100,7 @@ class Runtime:
         if self.worker is not None:
             return
         self.recover_interrupted()
-        self.worker = EmbeddedWorker(self.celery)
+        self.worker = EmbeddedWorker(self.celery, concurrency=self.settings.worker_concurrency)
         self.worker.start()
         self.beat = EmbeddedBeat(
             self.celery, registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
@@ -186,8 +186,16 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
         threads=settings.embedding_threads,
+        backend=settings.embedding_backend,
+        onnx_cache=settings.model_dir / "onnx",
     )
-    embedders = EmbedderSet(embedder, device=settings.embedding_device, batch_size=settings.embedding_batch_size)
+    embedders = EmbedderSet(
+        embedder,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        backend=settings.embedding_backend,
+        onnx_cache=settings.model_dir / "onnx",
+    )
     blobs = BlobStore(settings.blob_dir)
     lexical = LexicalEncoder(
         k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
@@ -214,6 +222,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         lexical=lexical,
         embed_section_titles=settings.embed_section_titles,
         embedders=embedders,
+        embed_batch_texts=4 * settings.embedding_batch_size,
     )
     celery = create_celery_app(settings)
     queue: TaskQueue = IngestQueue(celery) if not parts.inline_tasks else InlineQueue(lambda: indexer, lambda: runner)

@@ -25,9 +25,11 @@ from rag.store import VectorStore
 from rag.store.server import ServerBackend
 from runtime import Parts, Runtime
 from tests.support.fakes import FakeTextModel, HashEmbedder
+from tests.support.service import ADMIN_KEY, AUTH_HEADERS
 
-# Headers every request of the fast tier carries.
-DEFAULT_HEADERS: dict[str, str] = {}
+# Headers every request of the fast tier carries: the admin key every app of
+# this tier starts with (RAG_BOOTSTRAP_ADMIN_KEY), the same as the subprocess tests'.
+DEFAULT_HEADERS: dict[str, str] = dict(AUTH_HEADERS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,6 +43,7 @@ def fast_settings(tmp_path: Path) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         data_dir=tmp_path / "data",
+        bootstrap_admin_key=ADMIN_KEY,
         embedded_worker=False,
         parse_isolation="inline",  # the sandbox has tests of its own; a parse server per app is slow
         llm_n_ctx=2048,
