@@ -90,6 +90,11 @@ class DocumentPublic(BaseModel):
     updated_at: datetime
     indexed_at: datetime | None
     metadata: dict[str, Any] = {}
+    original_filename: str | None = Field(
+        default=None,
+        description="The name as uploaded, escaped, when control or format characters or its length "
+        "made the stored name differ.",
+    )
 
     @classmethod
     def of(cls, d: DocumentRecord) -> DocumentPublic:
@@ -106,6 +111,7 @@ class DocumentPublic(BaseModel):
             updated_at=d.updated_at,
             indexed_at=d.indexed_at,
             metadata=d.metadata,
+            original_filename=d.original_filename,
         )
 
 

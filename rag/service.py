@@ -20,6 +20,7 @@ from rag import metrics
 from rag.blobs import BlobStore
 from rag.embedder import Embedder
 from rag.errors import InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
+from rag.filenames import clean_filename, escape_name
 from rag.grounding import Grounding, GroundingJudge
 from rag.llm import Generation, ModelPool, TextModel
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
@@ -243,13 +244,14 @@ class RagService:
             try:
                 results.append(self._add_one(collection, upload, clean))
             except (UnsupportedFileTypeError, InvalidRequestError) as exc:
-                results.append(UploadResult(filename=upload.filename, document=None, error=exc))
+                results.append(UploadResult(filename=escape_name(upload.filename), document=None, error=exc))
         return results
 
     def _add_one(
         self, collection: CollectionRecord, upload: Upload, metadata: dict[str, MetadataValue | list[MetadataValue]]
     ) -> UploadResult:
-        filename = _clean_filename(upload.filename)
+        clean = clean_filename(upload.filename)
+        filename = clean.name
         if not self.intake.is_supported(filename):
             raise UnsupportedFileTypeError(f"{filename}: unsupported file type")
         digest, size = self.library.blobs.put(
@@ -264,6 +266,7 @@ class RagService:
             size_bytes=size,
             content_type=upload.content_type,
             metadata=dict(metadata),
+            original_filename=clean.original,
         )
         if created:
             try:
@@ -602,11 +605,3 @@ def check_metadata(metadata: dict[str, Any]) -> dict[str, MetadataValue | list[M
                 )
         out[key] = list(values) if isinstance(value, list) else value
     return out
-
-
-def _clean_filename(name: str) -> str:
-    # Keep the base name only: never a path from the client.
-    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not base:
-        raise InvalidRequestError("a file has no name")
-    return base[:255]

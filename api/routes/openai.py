@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import AnyKey, PrincipalDep
 from api.deps import RuntimeDep, ServiceDep
 from api.openai_schemas import (
     AssistantMessage,
@@ -30,6 +31,7 @@ from api.openai_schemas import (
 )
 from api.schemas import GroundingPublic, SourcePublic
 from api.sse import event_stream, sse
+from rag.auth import Role
 from rag.errors import NotFoundError
 from rag.service import COLLECTION_MODEL_PREFIX, Answer, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 
@@ -42,14 +44,21 @@ def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-@router.get("/models", response_model=ModelList)
-async def list_models(service: ServiceDep) -> ModelList:
+@router.get("/models", response_model=ModelList, dependencies=[AnyKey])
+async def list_models(service: ServiceDep, principal: PrincipalDep) -> ModelList:
+    """The base model, the embedding model, and ``rag/<collection>`` for each collection this key may read."""
     ids = await run_in_threadpool(service.model_ids)
-    return ModelList(data=[ModelCard(id=i, created=_STARTED, owned_by="rag") for i in ids])
+    prefix = COLLECTION_MODEL_PREFIX
+    visible = [i for i in ids if not i.startswith(prefix) or principal.can_see(i[len(prefix) :])]
+    return ModelList(data=[ModelCard(id=i, created=_STARTED, owned_by="rag") for i in visible])
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses={404: {}, 429: {}})
-async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> ChatCompletion | StreamingResponse:
+@router.post("/chat/completions", response_model=ChatCompletion, responses={404: {}, 429: {}}, dependencies=[AnyKey])
+async def chat_completions(
+    body: ChatCompletionRequest, service: ServiceDep, principal: PrincipalDep
+) -> ChatCompletion | StreamingResponse:
+    if body.model.startswith(COLLECTION_MODEL_PREFIX):
+        principal.check(Role.READ, body.model[len(COLLECTION_MODEL_PREFIX) :])
     messages = [(m.role, m.text()) for m in body.messages]
     max_tokens = body.max_completion_tokens or body.max_tokens
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -118,7 +127,7 @@ def _usage(usage: dict[str, int]) -> OpenAIUsage:
     )
 
 
-@router.post("/embeddings", response_model=EmbeddingsResponse, responses={404: {}})
+@router.post("/embeddings", response_model=EmbeddingsResponse, responses={404: {}}, dependencies=[AnyKey])
 async def embeddings(body: EmbeddingsRequest, runtime: RuntimeDep, service: ServiceDep) -> EmbeddingsResponse:
     name = service.embedder.name
     if body.model not in (name, runtime.settings.embedding_model):
