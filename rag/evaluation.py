@@ -200,6 +200,7 @@ async def evaluate(
         unanswerable_pool = [i for i in items if not i.answerable]
         sample = rng.sample(answerable_pool, min(generate_sample, len(answerable_pool)))
         sample += rng.sample(unanswerable_pool, min(generate_unanswerable, len(unanswerable_pool)))
+        rng.shuffle(sample)  # interleaved: a run stopped early has both kinds
         generation = await _generate(service, collection, sample, mode, rerank, details)
     return EvaluationReport(
         collection=collection,
