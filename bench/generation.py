@@ -4,10 +4,10 @@ Measures, on one machine, in one run:
 
 - ``llama-bench`` (built from the llama.cpp vendored in the installed
   llama-cpp-python): prompt tokens/s (pp) and decode tokens/s (tg);
-- the service's generation path (``rag.llm.LlamaModel``): time to first token
+- the service's generation path (``rag.generation.llama.LlamaModel``): time to first token
   for prompts of the same lengths (as prompt tokens/s) and decode tokens/s,
   same GGUF, same threads, same offload; ratios against llama-bench;
-- llama-cpp-python's high-level ``Llama.generate`` (what rag/llm.py used
+- llama-cpp-python's high-level ``Llama.generate`` (what the service used
   before), for reference;
 - batched decoding: aggregate decode tokens/s of 1, 4, 16 concurrent streams on
   one model instance, against ``llama-batched-bench``;
@@ -21,7 +21,7 @@ Usage (CPU)::
 GPU: add ``--n-gpu-layers -1 --flash-attn on``. Rounds alternate llama-bench and
 the service so that load from elsewhere on the machine hits both alike.
 ``--isolation process`` measures the model as the service runs it by default:
-in its own process (rag/llm_process.py), tokens coming back over a socket.
+in its own process (rag/generation/process.py), tokens coming back over a socket.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.llm import LlamaModel, TextModel, resolve_model_path
-from rag.llm_process import ModelProcess
+from rag.generation import TextModel, resolve_model_path
+from rag.generation.llama import LlamaModel
+from rag.generation.process import ModelProcess
 from rag.settings import Settings
 
 FILLER = (
@@ -114,7 +115,7 @@ def service_single(model: TextModel, args: argparse.Namespace, pps: list[int]) -
 
 
 def high_level_single(path: Path, args: argparse.Namespace, pps: list[int]) -> dict[str, float]:
-    """llama-cpp-python's Llama.generate, as rag/llm.py used it before."""
+    """llama-cpp-python's Llama.generate, as the service used it before."""
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=4096, n_threads=args.threads, n_batch=512,

@@ -28,8 +28,8 @@ from ingest.runner import ReindexRunner
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
+from rag.generation import ModelPool, load_models
 from rag.lexical import LexicalEncoder
-from rag.llm import ModelPool, load_models
 from rag.prompt import ResolvedPromptStyle
 from rag.registry import DocumentStatus, Registry
 from rag.reindex import ReindexService

@@ -19,8 +19,8 @@ from typing import Any, BinaryIO
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
+from rag.generation import Generation, ModelPool, TextModel
 from rag.lexical import LexicalEncoder
-from rag.llm import Generation, ModelPool, TextModel
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
 from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.settings import SearchMode
