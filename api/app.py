@@ -9,22 +9,31 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
+from api.observability import ObservabilityMiddleware, state_collector
+from api.observability import router as metrics_router
 from api.routes import collections, documents, health, openai, query, reindex
-from ingest.runtime import Role, Runtime, build_runtime
+from api.web import install_web
 from rag.settings import Settings
+from runtime import Parts, Role, Runtime, build_runtime
 
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings, *, role: Role = "serve", runtime: Runtime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, role: Role = "serve", runtime: Runtime | None = None, parts: Parts | None = None
+) -> FastAPI:
     """``role='serve'`` runs the embedded worker in this process (unless the
-    settings turn it off); ``role='api'`` serves HTTP only, for split mode."""
+    settings turn it off); ``role='api'`` serves HTTP only, for split mode.
+    ``runtime``: one built already (kept open at shutdown); ``parts``: outside
+    systems to use instead of those the settings name (tests)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = runtime if runtime is not None else await run_in_threadpool(build_runtime, settings, role)
+        rt = runtime if runtime is not None else await run_in_threadpool(build_runtime, settings, role, parts)
         app.state.runtime = rt
-        if role == "serve" and not settings.is_split_mode and settings.embedded_worker:
+        app.state.metrics_collector = state_collector(rt)
+        inline = parts is not None and parts.inline_tasks
+        if role == "serve" and not settings.is_split_mode and settings.embedded_worker and not inline:
             await run_in_threadpool(rt.start_worker)
         try:
             yield
@@ -41,4 +50,7 @@ def create_app(settings: Settings, *, role: Role = "serve", runtime: Runtime | N
     install_error_handlers(app)
     for module in (health, collections, documents, query, reindex, openai):
         app.include_router(module.router)
+    app.include_router(metrics_router)
+    install_web(app)
+    app.add_middleware(ObservabilityMiddleware)
     return app

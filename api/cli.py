@@ -36,10 +36,14 @@ def _settings() -> Any:
         raise typer.Exit(2) from exc
 
 
-def _configure_logging() -> None:
-    import logging
+def _configure_logging(settings: Any) -> None:
+    from rag.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format, settings.log_level)
+
+
+# uvicorn logs through the root logger (our format); the middleware writes the access lines.
+_UVICORN_LOGGING: dict[str, Any] = {"log_config": None, "access_log": False}
 
 
 @app.command()
@@ -54,12 +58,12 @@ def serve(
     from api.app import create_app
 
     settings = _settings()
-    _configure_logging()
+    _configure_logging(settings)
     uvicorn.run(
         create_app(settings, role="api" if settings.is_split_mode else "serve"),
         host=host or settings.host,
         port=port or settings.port,
-        log_level="info",
+        **_UVICORN_LOGGING,
     )
 
 
@@ -81,30 +85,34 @@ def api(
             err=True,
         )
         raise typer.Exit(2)
-    _configure_logging()
-    uvicorn.run(create_app(settings, role="api"), host=host or settings.host, port=port or settings.port)
+    _configure_logging(settings)
+    uvicorn.run(
+        create_app(settings, role="api"), host=host or settings.host, port=port or settings.port, **_UVICORN_LOGGING
+    )
 
 
 @app.command()
 def worker(
     concurrency: Annotated[
-        int, typer.Option(help="Tasks at once (documents, re-index runs); 2 lets uploads go on during a run.")
-    ] = 2,
+        int | None,
+        typer.Option(help="Tasks at once (documents, re-index runs). Default: RAG_WORKER_CONCURRENCY."),
+    ] = None,
 ) -> None:
     """Run an ingestion worker (split mode): documents and re-index runs."""
-    from ingest.queue import QUEUE, REINDEX_QUEUE
-    from ingest.runtime import build_runtime
+    from runtime import build_runtime
 
     settings = _settings()
     if not settings.is_split_mode:
         typer.echo("error: `rag worker` needs RAG_BROKER_URL (split mode); `rag serve` runs its own", err=True)
         raise typer.Exit(2)
-    _configure_logging()
+    _configure_logging(settings)
     runtime = build_runtime(settings, "worker")
+    if settings.worker_metrics_port:
+        from rag.metrics import start_worker_metrics_server
+
+        start_worker_metrics_server(settings.worker_metrics_port)
     try:
-        runtime.celery.Worker(
-            pool_cls="threads", concurrency=concurrency, queues=[QUEUE, REINDEX_QUEUE], loglevel="INFO"
-        ).start()
+        runtime.run_worker(concurrency or settings.worker_concurrency)
     finally:
         runtime.close()
 
@@ -113,14 +121,14 @@ def worker(
 def beat() -> None:
     """Run Celery beat (split mode): starts the re-index runs of the stored cron
     schedules. Several may run; each slot is claimed once in the registry."""
-    from ingest.runtime import build_beat
+    from runtime import build_beat
 
     settings = _settings()
-    _configure_logging()
+    _configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtime = build_beat(settings)
     try:
-        runtime.celery.Beat(loglevel="INFO", scheduler=runtime.scheduler_cls(), max_interval=5).run()
+        runtime.run()
     finally:
         runtime.close()
 

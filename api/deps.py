@@ -6,9 +6,9 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from ingest.runtime import Runtime
 from rag.reindex import ReindexService
 from rag.service import RagService
+from runtime import Runtime
 
 __all__ = ["ReindexDep", "RuntimeDep", "ServiceDep"]
 

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag.quality import GoldenQuestion
 from rag.registry import CollectionRecord, DocumentRecord, RunRecord, ScheduleRecord, VersionRecord
+from rag.retrieval import SearchHit
 from rag.schedules import next_slot
-from rag.service import Answer, CollectionInfo, SearchHit, UploadResult
+from rag.service import Answer, CollectionInfo, UploadResult
 from rag.store import MetadataValue, SearchFilter
 
 __all__ = [
@@ -154,7 +155,7 @@ class FilterSpec(_Strict):
 
 class SearchRequest(_Strict):
     query: str = Field(min_length=1, max_length=4000)
-    top_k: int = Field(default=5, ge=1, le=100)
+    top_k: int | None = Field(default=None, ge=1, le=100, description="Default: RAG_TOP_K.")
     mode: SearchModeName | None = Field(default=None, description="Default: the service's (hybrid).")
     filter: FilterSpec | None = None
     rerank: bool | None = Field(default=None, description="Default: re-rank when a re-ranker is configured.")

@@ -19,9 +19,9 @@ import string
 import time
 from pathlib import Path
 
-from ingest.runtime import build_runtime
 from rag.prompt import PromptBuilder, ResolvedPromptStyle
 from rag.settings import Settings
+from runtime import build_runtime
 
 
 def normalize(text: str) -> str:

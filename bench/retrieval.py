@@ -91,30 +91,22 @@ def ingest(runtime: Any, documents: Sequence[Path]) -> dict[str, Any]:
 
 
 def score_modes(runtime: Any, items: Sequence[Any], candidates: int) -> dict[str, dict[str, float]]:
-    """Every answerable question in every mode, straight on the store (the query
-    embedded once, in batches, and shared by the dense and hybrid runs)."""
+    """Every answerable question in every mode, through the service's retriever
+    (questions embedded in batches; ``candidates`` is the runtime's
+    RAG_HYBRID_CANDIDATES)."""
     from rag.evaluation import first_correct_rank
-    from rag.service import _hit
 
     collection = runtime.registry.get_collection("squad")
     answerable = [i for i in items if i.answerable]
-    log(f"  embedding {len(answerable)} questions")
-    vectors = runtime.embedder.embed([i.question for i in answerable])
-    lexical = runtime.service.lexical
     depth = max(KS)
     results: dict[str, dict[str, float]] = {}
     for mode in MODES:
         started = time.perf_counter()
-        ranks: list[int | None] = []
-        for item, vector in zip(answerable, vectors, strict=True):
-            chunks = runtime.store.search(
-                collection.id,
-                depth,
-                dense=vector if mode != "lexical" else None,
-                lexical=lexical.encode_query(item.question) if mode != "dense" else None,
-                candidates=candidates,
-            )
-            ranks.append(first_correct_rank(item, [_hit(n, c) for n, c in enumerate(chunks, start=1)]))
+        log(f"  {mode}: {len(answerable)} questions")
+        all_hits = runtime.retriever.search_many(
+            collection.id, [i.question for i in answerable], depth, mode=mode, rerank=False
+        )
+        ranks = [first_correct_rank(item, hits) for item, hits in zip(answerable, all_hits, strict=True)]
         n = len(ranks)
         row = {f"recall@{k}": sum(1 for r in ranks if r is not None and r <= k) / n for k in KS}
         row["mrr"] = sum(1 / r for r in ranks if r is not None) / n
@@ -226,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from ingest.runtime import build_runtime
+    from runtime import build_runtime
 
     items = load_items(args.data / "qa.jsonl")
     if args.questions:

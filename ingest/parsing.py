@@ -18,6 +18,16 @@ that would otherwise misbehave in a self-hosted, offline service:
   imported without ``unstructured-inference``. Language detection is skipped by
   declaring English. Email attachments are not followed: they could be any
   format, including ones that need OCR.
+* **Fallbacks before failing.** Each extension has a chain of readers, tried
+  in turn while one raises: text formats are decoded by their BOM, as UTF-8,
+  as BOM-less UTF-16, by ``charset_normalizer``'s guess, then as Windows-1252
+  / Latin-1; a CSV/TSV that pandas refuses (ragged rows) is read row by row as
+  text; a PDF that pdfminer cannot read is read by PDFium (``pypdfium2``). A
+  document fails only when every reader failed, and the reason names each
+  reader's own.
+* **OCR** (``ingest.ocr``, Tesseract): PDF pages without a text layer are
+  detected one by one, rendered with PDFium and recognised; images (png, jpg,
+  tiff) are recognised page by page.
 * **Imports stay lazy,** so ``import ingest.parsing`` costs nothing. The first
   ``parse_file`` in a process pays for importing ``unstructured`` and spaCy
   (which imports torch through thinc) and loading the model: several seconds.
@@ -25,16 +35,21 @@ that would otherwise misbehave in a self-hosted, offline service:
 
 from __future__ import annotations
 
+import codecs
+import csv
 import functools
 import importlib
+import io
+import logging
 import os
 import pathlib
-import threading
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rag.errors import ConfigurationError, DocumentParseError, RagError, UnsupportedFileTypeError
+from ingest import ocr
+from rag.errors import ConfigurationError, DocumentParseError, ParseLimitError, RagError, UnsupportedFileTypeError
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -42,6 +57,7 @@ __all__ = [
     "configure_unstructured",
     "is_supported",
     "parse_file",
+    "preload",
 ]
 
 # The spaCy model unstructured asks for (``en_core_web_sm``) as shipped on PyPI.
@@ -65,14 +81,20 @@ _PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     ".eml": ("unstructured.partition.email", "partition_email", {"process_attachments": False}),
 }
 
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_PARTITIONERS)
+# Text formats whose bytes are decoded here (any encoding) before a reader sees them.
+_DECODED = frozenset({".txt", ".md", ".markdown", ".csv", ".tsv"})
+_IMAGES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 
-_PARSE_LOCK = threading.Lock()
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_PARTITIONERS) | _IMAGES
+
+log = logging.getLogger(__name__)
 
 # Page furniture repeats on every page and only adds noise to retrieval.
 _DROPPED_CATEGORIES = frozenset({"Header", "Footer", "PageNumber", "PageBreak"})
 _TITLE = "Title"
 _TABLE = "Table"
+# A PDF page with less text than this is treated as a scan and recognised.
+_MIN_PAGE_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -101,36 +123,333 @@ def parse_file(path: pathlib.Path, filename: str) -> list[Block]:
     the parser is chosen by ``filename``'s extension (never by sniffing, so the
     behaviour is predictable) and error messages quote ``filename``.
 
-    Raises ``UnsupportedFileTypeError`` for an unknown extension and
-    ``DocumentParseError`` for a file that cannot be read or has no text.
+    The extension's readers are tried in turn while one raises; the first that
+    reads the file decides (an empty result is not retried: the others would
+    read the same nothing). Raises ``UnsupportedFileTypeError`` for an unknown
+    extension and ``DocumentParseError`` for a file that no reader could read
+    (with each reader's reason) or that has no text.
     """
     extension = _extension(filename)
-    if extension not in _PARTITIONERS:
+    if extension not in SUPPORTED_EXTENSIONS:
         supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
         raise UnsupportedFileTypeError(
             f"unsupported file type {extension or '(no extension)'!r} for {filename!r}; supported: {supported}"
         )
+    failures: list[str] = []
+    first_error: BaseException | None = None
+    for name, reader in _readers(extension):
+        try:
+            # Not thread-safe: unstructured and the office-format readers under it
+            # share parser state between threads (two pptx files parsed at once by
+            # the worker's threads produced interleaved XML). ingest.sandbox parses
+            # each document in a child process, or inline one at a time.
+            blocks = reader(path, extension)
+        except ocr.OcrUnavailableError as exc:
+            raise DocumentParseError(f"no text found in {filename}: {exc.message}") from exc
+        except ParseLimitError:
+            raise  # a limit (ingest.sandbox) is not a reason to try another reader
+        except DocumentParseError as exc:
+            failures.append(f"{name}: {exc.message}")
+            first_error = first_error or exc
+            continue
+        except RagError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:
+            reason = _describe(exc).replace(str(path), filename)  # don't leak storage paths
+            failures.append(f"{name}: {reason}")
+            first_error = first_error or exc
+            continue
+        if not blocks:
+            hint = " (no text layer, and OCR found no text either)" if extension in _IMAGES | {".pdf"} else ""
+            raise DocumentParseError(f"no text found in {filename}{hint}")
+        return blocks
+    reasons = failures[0].split(": ", 1)[1] if len(failures) == 1 else "; ".join(failures)
+    raise DocumentParseError(f"could not parse {filename}: {reasons}") from first_error
+
+
+Reader = Callable[[pathlib.Path, str], list[Block]]
+
+
+def _readers(extension: str) -> list[tuple[str, Reader]]:
+    """The readers of one extension, in the order they are tried."""
+    if extension == ".pdf":
+        return [("pdfminer", _read_pdf_pdfminer), ("pdfium", _read_pdf_pdfium)]
+    if extension in _IMAGES:
+        return [("tesseract", _read_image)]
+    readers: list[tuple[str, Reader]] = [("unstructured", _read_unstructured)]
+    if extension in (".csv", ".tsv"):
+        readers.append(("csv rows", _read_csv_rows))
+    elif extension in _DECODED:
+        readers.append(("plain text", _read_plain_text))
+    return readers
+
+
+def _read_unstructured(path: pathlib.Path, extension: str) -> list[Block]:
     partition = _partitioner(extension)
     options = _PARTITIONERS[extension][2]
+    if extension not in _DECODED:
+        elements = partition(filename=str(path), languages=["eng"], **options)
+        return _to_blocks(elements, sheet_sections=extension == ".xlsx")
+    # unstructured reads these as UTF-8 (or guesses badly): hand it a UTF-8 copy.
+    text = decode_text(path.read_bytes())
+    if extension in (".csv", ".tsv"):
+        widths = {len(row) for row in _csv_rows(text, extension) if row}
+        if len(widths) > 1:
+            # pandas shifts such rows into an index or drops their cells without a word.
+            raise DocumentParseError(f"rows have {min(widths)} to {max(widths)} cells")
+    with tempfile.TemporaryDirectory(prefix="rag-parse-") as folder:
+        copy = pathlib.Path(folder) / f"document{extension}"
+        copy.write_text(text, encoding="utf-8")
+        elements = partition(filename=str(copy), languages=["eng"], **options)
+    return _to_blocks(elements)
+
+
+def _read_csv_rows(path: pathlib.Path, extension: str) -> list[Block]:
+    """Rows read as they are, however many cells each has: one table block,
+    one ``cell | cell`` line per row (what unstructured gives for a regular file)."""
+    lines = []
+    for row in _csv_rows(decode_text(path.read_bytes()), extension):
+        line = " | ".join(" ".join(cell.split()) for cell in row if cell.strip())
+        if line:
+            lines.append(line)
+    return [Block(text="\n".join(lines), page=None, section=None, category=_TABLE)] if lines else []
+
+
+def _csv_rows(text: str, extension: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter="\t" if extension == ".tsv" else ","))
+
+
+def _read_plain_text(path: pathlib.Path, extension: str) -> list[Block]:
+    """Paragraphs split at blank lines, each classified like unstructured would."""
+    return _paragraph_blocks(decode_text(path.read_bytes()).split("\n\n"), page=None)
+
+
+_MULTI_BYTE_ENCODINGS = frozenset(
+    [
+        "big5",
+        "big5hkscs",
+        "cp932",
+        "cp949",
+        "cp950",
+        "euc_jis_2004",
+        "euc_jisx0213",
+        "euc_jp",
+        "euc_kr",
+        "gb18030",
+        "gb2312",
+        "gbk",
+        "hz",
+        "iso2022_jp",
+        "iso2022_kr",
+        "johab",
+        "shift_jis",
+        "shift_jis_2004",
+        "shift_jisx0213",
+    ]
+)
+
+
+def decode_text(data: bytes) -> str:
+    """The text of a file in an unknown encoding: its BOM (UTF-8/16/32), else
+    BOM-less UTF-16 (NUL bytes in every other position), else UTF-8, else
+    ``charset_normalizer``'s guess if it is a multi-byte (CJK) encoding, else
+    Windows-1252, else Latin-1 (which
+    decodes any bytes)."""
+    for bom, encoding in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError:
+                break
+    # Before UTF-8: ASCII text in UTF-16 is valid UTF-8 too (with NUL bytes).
+    sample = data[:4096]
+    if len(sample) >= 4:
+        even, odd = sample[0::2].count(0), sample[1::2].count(0)
+        half = len(sample) // 2
+        for zeros, encoding in ((odd, "utf-16-le"), (even, "utf-16-be")):
+            if zeros > 0.3 * half:
+                try:
+                    return data.decode(encoding)
+                except UnicodeDecodeError:
+                    break
     try:
-        # One parse at a time per process: unstructured and the office-format
-        # readers under it share parser state between threads (two pptx files
-        # parsed at once in the worker's threads produced interleaved XML).
-        # Parsing holds the GIL anyway; embedding still overlaps with it.
-        with _PARSE_LOCK:
-            elements = partition(filename=str(path), languages=["eng"], **options)
-    except RagError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as exc:
-        reason = _describe(exc).replace(str(path), filename)  # don't leak storage paths
-        raise DocumentParseError(f"could not parse {filename}: {reason}") from exc
-    blocks = _to_blocks(elements, sheet_sections=extension == ".xlsx")
-    if not blocks:
-        hint = " (a scanned PDF needs OCR, which this service does not do)" if extension == ".pdf" else ""
-        raise DocumentParseError(f"no text found in {filename}{hint}")
-    return blocks
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+    except ImportError:  # a dependency of requests; optional here
+        best = None
+    # Only its multi-byte guesses (CJK): on short Western text it picks Baltic or
+    # Central European code pages, where Windows-1252 reads "Besançon" right.
+    if best is not None and best.encoding in _MULTI_BYTE_ENCODINGS:
+        return str(best)
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _read_pdf_pdfminer(path: pathlib.Path, extension: str) -> list[Block]:
+    configure_unstructured()  # element_from_text loads spaCy
+    return _with_ocr(path, _partition_pdf_fast(str(path)))
+
+
+def _read_pdf_pdfium(path: pathlib.Path, extension: str) -> list[Block]:
+    """PDFium's text: it reads files pdfminer gives up on (broken colour
+    spaces, odd fonts). Its text lines are grouped into paragraphs by layout."""
+    import pypdfium2
+
+    elements: list[Any] = []
+    document = pypdfium2.PdfDocument(str(path))
+    try:
+        for index in range(len(document)):
+            page = document[index]
+            textpage = page.get_textpage()
+            try:
+                paragraphs = _pdfium_paragraphs(textpage)
+            finally:
+                textpage.close()
+                page.close()
+            elements.append(_PageMarker(index + 1))
+            elements.extend(_elements_from_paragraphs(paragraphs, page=index + 1))
+    finally:
+        document.close()
+    return _with_ocr(path, elements)
+
+
+def _pdfium_paragraphs(textpage: Any) -> list[str]:
+    """A page's text rectangles (PDFium gives them in reading order) joined
+    into lines, and lines into paragraphs: a new one starts after a vertical gap
+    of more than ~half a line, or where the line height (font size) changes."""
+    lines: list[tuple[float, float, str]] = []  # (top, bottom, text)
+    for i in range(textpage.count_rects()):
+        left, bottom, right, top = textpage.get_rect(i)
+        text = textpage.get_text_bounded(left, bottom, right, top).strip()
+        if not text:
+            continue
+        if lines and abs(lines[-1][0] - top) < 0.5 * (top - bottom):
+            last_top, last_bottom, last_text = lines[-1]
+            lines[-1] = (last_top, min(last_bottom, bottom), f"{last_text} {text}")
+        else:
+            lines.append((top, bottom, text))
+    paragraphs: list[list[str]] = []
+    previous: tuple[float, float, str] | None = None
+    for line in lines:
+        top, bottom, text = line
+        height = top - bottom
+        if previous is None:
+            paragraphs.append([text])
+        else:
+            gap = previous[1] - top
+            previous_height = previous[0] - previous[1]
+            if gap > 0.6 * previous_height or abs(height - previous_height) > 0.2 * previous_height:
+                paragraphs.append([text])
+            else:
+                paragraphs[-1].append(text)
+        previous = line
+    return [" ".join(lines_) for lines_ in paragraphs]
+
+
+def _with_ocr(path: pathlib.Path, elements: list[Any]) -> list[Block]:
+    """Blocks of the text layer, with every page that has (almost) no text
+    replaced by what OCR reads in it. ``elements`` hold one ``_PageMarker``
+    per page, so pages without any element are known too."""
+    text_per_page: dict[int, int] = {}
+    for element in elements:
+        page = element.metadata.page_number
+        text_per_page[page] = text_per_page.get(page, 0) + len(getattr(element, "text", "") or "")
+    scanned = sorted(page for page, chars in text_per_page.items() if chars < _MIN_PAGE_CHARS)
+    if scanned and ocr.ocr_unavailable_reason() is not None and len(scanned) < len(text_per_page):
+        # Without OCR a document with a text layer elsewhere is still worth its text.
+        log.warning(
+            "%s: %d page(s) without text not recognised: %s", path.name, len(scanned), ocr.ocr_unavailable_reason()
+        )
+        scanned = []
+    recognised = _ocr_pdf_pages(path, scanned) if scanned else {}
+    merged: list[Any] = []
+    for element in elements:
+        page = element.metadata.page_number
+        if isinstance(element, _PageMarker):
+            merged.extend(recognised.get(page, ()))
+        elif not recognised.get(page):  # OCR found nothing: keep what the text layer had
+            merged.append(element)
+    return _to_blocks(merged)
+
+
+def _ocr_pdf_pages(path: pathlib.Path, pages: list[int]) -> dict[int, list[Any]]:
+    """Render the given pages (1-based) with PDFium and recognise them."""
+    import pypdfium2
+
+    out: dict[int, list[Any]] = {}
+    document = pypdfium2.PdfDocument(str(path))
+    try:
+        for number in pages:
+            page = document[number - 1]
+            try:
+                image = page.render(scale=ocr.OCR_DPI / 72, grayscale=True).to_pil()
+            finally:
+                page.close()
+            out[number] = _elements_from_paragraphs(ocr.ocr_image(image), page=number)
+    finally:
+        document.close()
+    return out
+
+
+def _read_image(path: pathlib.Path, extension: str) -> list[Block]:
+    """Every frame of an image (a TIFF may hold many pages), recognised."""
+    from PIL import Image, ImageSequence
+
+    elements: list[Any] = []
+    with Image.open(path) as image:
+        for index, frame in enumerate(ImageSequence.Iterator(image)):
+            elements.extend(_elements_from_paragraphs(ocr.ocr_image(frame.copy()), page=index + 1))
+    return _to_blocks(elements)
+
+
+class _PageMarker:
+    """Opens a PDF page in a list of elements, so a page without any text is
+    still seen (and recognised). Dropped by ``_to_blocks`` like a page break."""
+
+    text = ""
+    category = "PageBreak"
+
+    def __init__(self, page: int) -> None:
+        self.metadata = _PageMetadata(page)
+
+
+@dataclass
+class _PageMetadata:
+    page_number: int
+
+
+def _elements_from_paragraphs(paragraphs: Iterable[str], *, page: int | None) -> list[Any]:
+    from unstructured.cleaners.core import clean_extra_whitespace
+    from unstructured.partition.text import element_from_text
+
+    configure_unstructured()
+    elements = []
+    for paragraph in paragraphs:
+        text = clean_extra_whitespace(paragraph)
+        if text:
+            element = element_from_text(text)
+            element.metadata.page_number = page
+            elements.append(element)
+    return elements
+
+
+def _paragraph_blocks(paragraphs: Iterable[str], *, page: int | None) -> list[Block]:
+    return _to_blocks(_elements_from_paragraphs(paragraphs, page=page))
 
 
 @functools.cache
@@ -160,6 +479,53 @@ def configure_unstructured() -> None:
     # reads the module-level name at call time.
     tokenize._SPACY_MODEL_NAME = SPACY_MODEL_PACKAGE  # type: ignore[attr-defined]
     tokenize._install_spacy_model = _refuse_model_download  # type: ignore[attr-defined]
+    _bound_slow_paths()
+
+
+# Two places where unstructured's time grows faster than the text (see
+# docs/reliability.md). Element classification (title? narrative text?) runs the
+# spaCy pipeline on the element's whole text: a 1.1 MB single-line .txt took
+# 126-149 s and 2.8 GB, all of it there; the first characters decide as well as
+# the whole (a title is never this long), and shorter elements are classified
+# exactly as before. And .txt paragraphs are split with ``\s*\n\s*``, which
+# rescans a run of spaces from each position in it (5 s for 20,000 spaces, hours
+# for a megabyte); a match can only start where a whitespace run starts, so the
+# look-behind gives the same splits in linear time.
+CLASSIFY_MAX_CHARS = 2000
+_PARAGRAPH_PATTERN = r"(?<!\s)\s*\n\s*"
+
+
+def _bound_slow_paths() -> None:
+    text_type = importlib.import_module("unstructured.partition.text_type")
+    for name in ("sent_tokenize", "word_tokenize", "pos_tag"):
+        original = getattr(text_type, name)
+        if getattr(original, "_rag_bounded", False):
+            continue
+
+        def bounded(text: str, _original: Callable[[str], Any] = original) -> Any:
+            if len(text) > CLASSIFY_MAX_CHARS:
+                cut = text.rfind(" ", 0, CLASSIFY_MAX_CHARS)
+                text = text[: cut if cut > 0 else CLASSIFY_MAX_CHARS]
+            return _original(text)
+
+        bounded._rag_bounded = True  # type: ignore[attr-defined]
+        setattr(text_type, name, bounded)
+    text: Any = importlib.import_module("unstructured.partition.text")
+    if text.PARAGRAPH_PATTERN not in (r"\s*\n\s*", _PARAGRAPH_PATTERN):
+        raise ConfigurationError("unstructured.partition.text changed its paragraph pattern; re-check ingest.parsing")
+    text.PARAGRAPH_PATTERN = _PARAGRAPH_PATTERN
+
+
+def preload() -> None:
+    """Import every reader and load the spaCy model now, so that processes
+    forked from this one parse without paying for it (ingest.sandbox)."""
+    for extension in sorted(_PARTITIONERS):
+        _partitioner(extension)
+    importlib.import_module("pdfminer.high_level")
+    importlib.import_module("pypdfium2")  # second PDF reader, and page rendering for OCR
+    importlib.import_module("PIL.Image")
+    # The pipeline's first run initialises its layers: 0.2 s in every child otherwise.
+    importlib.import_module("unstructured.nlp.tokenize")._get_nlp()("Warm up the pipeline. It runs once.")
 
 
 def _refuse_model_download() -> None:
@@ -199,6 +565,7 @@ def _partition_pdf_fast(filename: str, **_: Any) -> list[Any]:
     # all_texts: also lay out text drawn inside figures (form XObjects).
     pages = extract_pages(filename, laparams=LAParams(all_texts=True))
     for page_number, layout in enumerate(pages, start=1):
+        elements.append(_PageMarker(page_number))
         for box in _text_boxes(layout):
             text = clean_extra_whitespace(box.get_text())
             if text:

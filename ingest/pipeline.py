@@ -13,13 +13,17 @@ writes one document into one given physical version: the re-index runner's path.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
+from ingest.batching import EmbedBatcher
 from ingest.chunking import Chunk, chunk_blocks
-from ingest.parsing import Block, parse_file
+from ingest.parsing import Block
+from ingest.sandbox import InlineParser, Parser
+from rag import metrics
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet
-from rag.errors import BackendError, RagError
+from rag.errors import BackendError, ParseCancelledError, RagError
 from rag.lexical import LexicalEncoder
 from rag.registry import DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.store import ChunkPoint, VectorStore
@@ -28,7 +32,9 @@ __all__ = ["IndexOutcome", "Indexer"]
 
 log = logging.getLogger(__name__)
 
-_UPSERT_BATCH = 256
+# Chunks per embedding request: a document's upsert of one request's points
+# overlaps the embedding of its next request (and of other documents').
+_EMBED_REQUEST = 64
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,12 @@ class Indexer:
         lexical: LexicalEncoder | None = None,
         embed_section_titles: bool = True,
         embedders: EmbedderSet | None = None,
+        parser: Parser | None = None,
+        embed_batch_texts: int = 128,
     ) -> None:
         self._registry = registry
+        # ingest.sandbox.ProcessParser in the service (build_parser); inline by default.
+        self._parser: Parser = parser or InlineParser()
         self._lexical = lexical or LexicalEncoder()
         self._section_titles = embed_section_titles
         self._store = store
@@ -62,6 +72,9 @@ class Indexer:
         self._blobs = blobs
         self._chunk_max_tokens = chunk_max_tokens
         self._chunk_overlap_tokens = chunk_overlap_tokens
+        self._embed_batch_texts = embed_batch_texts
+        self._batchers: dict[int, EmbedBatcher] = {}
+        self._batchers_lock = threading.Lock()
 
     @property
     def chunking(self) -> str:
@@ -72,34 +85,30 @@ class Indexer:
         document = self._registry.get_document_by_id(document_id)
         if document is None:
             return IndexOutcome(document_id, "skipped")
-        job = self._registry.start_job(
-            kind="index", collection_id=document.collection_id, document_id=document.id
-        )
         self._registry.set_document_status(document.id, DocumentStatus.PROCESSING)
         try:
             count = self._index(document)
+        except ParseCancelledError:
+            # Deleted (or its collection) while it was being parsed: the parse was killed.
+            return IndexOutcome(document.id, "skipped")
         except BackendError:
             # The store or DB is down: retryable, so leave the document queued.
             self._registry.set_document_status(document.id, DocumentStatus.QUEUED)
-            self._registry.finish_job(job.id, status="retry")
             raise
         except RagError as exc:
-            return self._fail(document, job.id, exc.message)
+            return self._fail(document, exc.message)
         except Exception as exc:
             log.exception("indexing %s (%s) failed", document.filename, document.id)
-            return self._fail(document, job.id, f"{type(exc).__name__}: {exc}")
+            return self._fail(document, f"{type(exc).__name__}: {exc}")
         if self._registry.get_document_by_id(document.id) is None:
             # Deleted while it was being indexed: take back what was written.
             self._store.delete_document_everywhere(document.collection_id, document.id)
-            self._registry.finish_job(job.id, status="cancelled")
             return IndexOutcome(document.id, "skipped")
         self._registry.set_document_status(document.id, DocumentStatus.INDEXED, chunk_count=count)
-        self._registry.finish_job(job.id, status="succeeded")
         return IndexOutcome(document.id, "indexed", chunks=count)
 
-    def _fail(self, document: DocumentRecord, job_id: str, reason: str) -> IndexOutcome:
+    def _fail(self, document: DocumentRecord, reason: str) -> IndexOutcome:
         self._registry.set_document_status(document.id, DocumentStatus.FAILED, error=reason, chunk_count=0)
-        self._registry.finish_job(job_id, status="failed", error=reason)
         self._store.delete_document_everywhere(document.collection_id, document.id)
         return IndexOutcome(document.id, "failed", error=reason)
 
@@ -107,19 +116,36 @@ class Indexer:
         path = self._blobs.path(document.content_hash)
         if not path.is_file():
             raise RagError(f"the stored original of {document.filename} is missing")
-        return parse_file(path, document.filename)
+        with metrics.stage("parse"):
+            # A deleted document (or collection) stops its running parse.
+            blocks = self._parser.parse(
+                path, document.filename, cancelled=lambda: self._registry.get_document_by_id(document.id) is None
+            )
+        log.info("parsed %s (%s): %d blocks", document.filename, document.id, len(blocks))
+        return blocks
+
+    def close(self) -> None:
+        """Stop any parse still running, then the embedding queues."""
+        self._parser.close()
+        with self._batchers_lock:
+            batchers, self._batchers = list(self._batchers.values()), {}
+        for batcher in batchers:
+            batcher.close()
 
     def chunk(self, document: DocumentRecord, embedder: Embedder | None = None) -> list[Chunk]:
         return self._chunk(self.parse(document), embedder or self._embedder)
 
     def _chunk(self, blocks: list[Block], embedder: Embedder) -> list[Chunk]:
         max_tokens = min(self._chunk_max_tokens, embedder.chunk_token_limit)
-        return chunk_blocks(
-            blocks,
-            count_tokens=embedder.count_tokens,
-            max_tokens=max_tokens,
-            overlap_tokens=min(self._chunk_overlap_tokens, max_tokens // 2),
-        )
+        with metrics.stage("chunk"):
+            chunks = chunk_blocks(
+                blocks,
+                count_tokens=embedder.count_tokens,
+                max_tokens=max_tokens,
+                overlap_tokens=min(self._chunk_overlap_tokens, max_tokens // 2),
+            )
+        metrics.add_chunks(len(chunks))
+        return chunks
 
     def _targets(self, collection_id: str) -> list[tuple[VectorStore, Embedder]]:
         """Where a document goes: the served version (through the alias), then
@@ -150,32 +176,53 @@ class Indexer:
     def _write(self, document: DocumentRecord, blocks: list[Block], store: VectorStore, embedder: Embedder) -> int:
         chunks = self._chunk(blocks, embedder)
         store.ensure_collection(document.collection_id, embedder.dimension)
-        for start in range(0, len(chunks), _UPSERT_BATCH):
-            batch = chunks[start : start + _UPSERT_BATCH]
-            texts = [self.indexed_text(c) for c in batch]
-            vectors = embedder.embed(texts)
-            store.upsert(
-                document.collection_id,
-                [
-                    ChunkPoint(
-                        document_id=document.id,
-                        chunk_index=c.index,
-                        text=c.text,
-                        vector=v,
-                        filename=document.filename,
-                        page=c.page,
-                        section=c.section,
-                        lexical=self._lexical.encode_document(t),
-                        uploaded_at=document.created_at,
-                        metadata=document.metadata,
+        texts = [self.indexed_text(c) for c in chunks]
+        batcher = self.batcher(embedder)
+        requests = [
+            (start, batcher.submit(texts[start : start + _EMBED_REQUEST]))
+            for start in range(0, len(chunks), _EMBED_REQUEST)
+        ]
+        try:
+            for start, request in requests:
+                with metrics.stage("embed"):  # waiting for this request's vectors
+                    vectors = request.result()
+                batch = chunks[start : start + len(vectors)]
+                with metrics.stage("upsert"):
+                    store.upsert(
+                        document.collection_id,
+                        [
+                            ChunkPoint(
+                                document_id=document.id,
+                                chunk_index=c.index,
+                                text=c.text,
+                                vector=v,
+                                filename=document.filename,
+                                page=c.page,
+                                section=c.section,
+                                lexical=self._lexical.encode_document(t),
+                                uploaded_at=document.created_at,
+                                metadata=document.metadata,
+                            )
+                            for c, t, v in zip(batch, texts[start : start + len(batch)], vectors, strict=True)
+                        ],
                     )
-                    for c, t, v in zip(batch, texts, vectors, strict=True)
-                ],
-            )
+                log.info("upserted chunks %d-%d of %d of %s", start, start + len(batch) - 1, len(chunks), document.id)
+        finally:
+            for _, request in requests:
+                request.cancel()  # after a failure: not embedded for nothing
         # A re-index that produced fewer chunks leaves no stale tail behind.
         store.delete_chunks_from(document.collection_id, document.id, len(chunks))
         return len(chunks)
 
+
+    def batcher(self, embedder: Embedder) -> EmbedBatcher:
+        """The shared embedding queue of ``embedder`` (one per model and process)."""
+        with self._batchers_lock:
+            batcher = self._batchers.get(id(embedder))
+            if batcher is None:
+                batcher = EmbedBatcher(embedder, max_texts=self._embed_batch_texts)
+                self._batchers[id(embedder)] = batcher
+            return batcher
 
     def indexed_text(self, chunk: Chunk) -> str:
         """What is embedded and indexed lexically for a chunk (the stored and

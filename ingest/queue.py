@@ -26,22 +26,27 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 
 from ingest.pipeline import Indexer
 from ingest.runner import ReindexRunner
+from rag import metrics
 from rag.errors import BackendError
+from rag.logs import current_request_id, request_scope
 from rag.settings import Settings
 
 __all__ = [
     "INDEX_TASK",
+    "QUEUE",
     "REINDEX_QUEUE",
     "REINDEX_TASK",
     "EmbeddedBeat",
     "EmbeddedWorker",
     "IngestQueue",
+    "InlineQueue",
+    "TaskQueue",
     "create_celery_app",
     "registry_scheduler",
 ]
@@ -90,16 +95,69 @@ def register_tasks(
         max_retries=8,
     )
     def index_document(self: Any, document_id: str) -> dict[str, Any]:
-        outcome = indexer().index_document(document_id)
+        with request_scope(_request_id(self)), metrics.document_task() as timer:
+            log.info("indexing document %s", document_id)
+            try:
+                outcome = indexer().index_document(document_id)
+            except BackendError:
+                timer.finish("retry", chunks=0)
+                raise
+            timer.finish(outcome.status, outcome.chunks if outcome.status == "indexed" else None)
+            log.info("document %s %s: %d chunks", document_id, outcome.status, outcome.chunks)
         return {"document_id": outcome.document_id, "status": outcome.status, "chunks": outcome.chunks}
 
     if runner is not None:
 
-        @app.task(name=REINDEX_TASK)  # type: ignore[untyped-decorator]
-        def reindex(run_id: str) -> dict[str, Any]:
+        @app.task(name=REINDEX_TASK, bind=True)  # type: ignore[untyped-decorator]
+        def reindex(self: Any, run_id: str) -> dict[str, Any]:
             # No automatic retry: every outcome, failures included, is recorded on the run.
-            record = runner().run(run_id)
-            return {"run_id": run_id, "status": record.status.value if record else "unknown"}
+            with request_scope(_request_id(self)):
+                record = runner().run(run_id)
+                status = record.status.value if record else "unknown"
+                metrics.count_reindex_run(record.kind if record else "unknown", status)
+                log.info("re-index run %s ended %s", run_id, status)
+            return {"run_id": run_id, "status": status}
+
+
+def _request_id(task: Any) -> str | None:
+    """The id of the request that queued this task (its ``request_id`` header)."""
+    value = getattr(task.request, "request_id", None)
+    if value is None:
+        value = (getattr(task.request, "headers", None) or {}).get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def _headers() -> dict[str, str]:
+    request_id = current_request_id()
+    return {"request_id": request_id} if request_id else {}
+
+
+class TaskQueue(Protocol):
+    """Where the service sends work: ``IngestQueue`` (Celery), or ``InlineQueue``."""
+
+    def enqueue(self, document_id: str) -> None: ...
+
+    def enqueue_run(self, run_id: str) -> None: ...
+
+    def ping(self) -> None: ...
+
+
+class InlineQueue:
+    """Runs each task at once, in the caller's thread (the fast test tier and
+    one-shot tools): the same task bodies as the worker, no broker, no retries."""
+
+    def __init__(self, indexer: Callable[[], Indexer], runner: Callable[[], ReindexRunner]) -> None:
+        self._indexer = indexer
+        self._runner = runner
+
+    def enqueue(self, document_id: str) -> None:
+        self._indexer().index_document(document_id)
+
+    def enqueue_run(self, run_id: str) -> None:
+        self._runner().run(run_id)
+
+    def ping(self) -> None:
+        return None
 
 
 class IngestQueue:
@@ -110,13 +168,13 @@ class IngestQueue:
 
     def enqueue(self, document_id: str) -> None:
         try:
-            self.app.send_task(INDEX_TASK, args=[document_id], queue=QUEUE)
+            self.app.send_task(INDEX_TASK, args=[document_id], queue=QUEUE, headers=_headers())
         except Exception as exc:  # kombu raises transport-specific errors
             raise BackendError(f"cannot queue document {document_id}: {exc}") from exc
 
     def enqueue_run(self, run_id: str) -> None:
         try:
-            self.app.send_task(REINDEX_TASK, args=[run_id], queue=REINDEX_QUEUE)
+            self.app.send_task(REINDEX_TASK, args=[run_id], queue=REINDEX_QUEUE, headers=_headers())
         except Exception as exc:
             raise BackendError(f"cannot queue re-index run {run_id}: {exc}") from exc
 

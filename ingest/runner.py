@@ -23,15 +23,14 @@ from datetime import UTC, datetime
 
 from ingest.pipeline import Indexer
 from rag.blobs import BlobStore
-from rag.embedder import Embedder, EmbedderSet
+from rag.embedder import EmbedderSet
 from rag.errors import BackendError, FileTooLargeError, InvalidRequestError, RagError
 from rag.folders import FolderFile, scan_folder
-from rag.lexical import LexicalEncoder
 from rag.quality import RECALL_AT, answer_recall, passes_gate
-from rag.registry import DocumentRecord, DocumentStatus, Registry, RunRecord, RunStatus, VersionStatus
+from rag.registry import DocumentRecord, DocumentStatus, Registry, RunRecord, RunStatus, RunUpdate, VersionStatus
 from rag.reindex import ReindexService
-from rag.settings import SearchMode
-from rag.store import ScoredChunk, VectorStore
+from rag.retrieval import Retriever
+from rag.store import VectorStore
 
 __all__ = ["ReindexRunner", "RunCounts"]
 
@@ -46,8 +45,17 @@ class RunCounts:
     unchanged: int = 0
     failed: int = 0
 
-    def fields(self) -> dict[str, int]:
-        return dict(self.__dict__)
+    def update(self, status: RunStatus, error: str | None) -> RunUpdate:
+        return RunUpdate(
+            status=status,
+            error=error,
+            finished_at=datetime.now(UTC),
+            added=self.added,
+            updated=self.updated,
+            deleted=self.deleted,
+            unchanged=self.unchanged,
+            failed=self.failed,
+        )
 
 
 class _Rejected(Exception):
@@ -67,8 +75,7 @@ class ReindexRunner:
         is_supported: Callable[[str], bool],
         max_upload_bytes: int,
         quality_margin: float,
-        search_mode: SearchMode = "hybrid",
-        hybrid_candidates: int = 40,
+        retriever: Retriever,
     ) -> None:
         self._registry = registry
         self._store = store
@@ -79,20 +86,23 @@ class ReindexRunner:
         self._is_supported = is_supported
         self._max_bytes = max_upload_bytes
         self._margin = quality_margin
-        self._search_mode: SearchMode = search_mode
-        self._candidates = hybrid_candidates
+        self._retriever = retriever
 
     def run(self, run_id: str) -> RunRecord | None:
         run = self._registry.get_run(run_id)
         if run is None or run.status is not RunStatus.QUEUED:
             return run  # gone, or delivered twice
         cid = run.collection_id
-        if not self._registry.acquire_reindex_lock(cid, run.id, stale_after_s=self._reindex.lock_stale_s):
+        with self._registry.unit_of_work() as uow:
+            # The lock and 'running' together: a run is never seen running without the lock.
+            locked = uow.runs.acquire_lock(cid, run.id, stale_after_s=self._reindex.lock_stale_s)
+            if locked:
+                uow.runs.update(run.id, RunUpdate(status=RunStatus.RUNNING, started_at=datetime.now(UTC)))
+        if not locked:
             holder = self._registry.reindex_lock_holder(cid)
             reason = f"another re-index of the collection is running (run {holder})"
             return self._finish(run.id, RunStatus.SKIPPED, error=reason)
         try:
-            self._registry.update_run(run.id, status=RunStatus.RUNNING, started_at=datetime.now(UTC))
             self._reindex.drop_expired_versions()
             counts = RunCounts()
             try:
@@ -114,10 +124,7 @@ class ReindexRunner:
     def _finish(
         self, run_id: str, status: RunStatus, counts: RunCounts | None = None, error: str | None = None
     ) -> RunRecord | None:
-        fields = counts.fields() if counts else {}
-        return self._registry.update_run(
-            run_id, status=status, error=error, finished_at=datetime.now(UTC), **fields
-        )
+        return self._registry.update_run(run_id, (counts or RunCounts()).update(status, error))
 
     # --- sync --------------------------------------------------------------------
     def _sync(self, run: RunRecord, counts: RunCounts) -> None:
@@ -167,10 +174,13 @@ class ReindexRunner:
             digest, size = self._blobs.put(fh, max_bytes=self._max_bytes, name=file.relpath)
         filename = file.relpath[-512:]
         if document is None:
-            record, created = self._registry.add_document(
-                collection_id=cid, filename=filename, content_hash=digest, size_bytes=size, content_type=None
-            )
-            self._registry.put_folder_file(cid, file.relpath, record.id, digest, owned=created)
+            # One transaction: a document made by the sync is always recorded as the
+            # file's own (owned), even if the process dies right after.
+            with self._registry.unit_of_work() as uow:
+                record, created = uow.documents.add(
+                    collection_id=cid, filename=filename, content_hash=digest, size_bytes=size, content_type=None
+                )
+                uow.folders.put_file(cid, file.relpath, record.id, digest, owned=created)
             if not created:  # the same bytes are already a document of the collection
                 return record.status is not DocumentStatus.FAILED
             return self._indexer.index_document(record.id).status == "indexed"
@@ -182,8 +192,9 @@ class ReindexRunner:
                 self._delete_document(cid, document.id)
             return same.status is not DocumentStatus.FAILED
         old_hash = document.content_hash
-        self._registry.replace_document_content(document.id, content_hash=digest, size_bytes=size, filename=filename)
-        self._registry.put_folder_file(cid, file.relpath, document.id, digest)
+        with self._registry.unit_of_work() as uow:
+            uow.documents.replace_content(document.id, content_hash=digest, size_bytes=size, filename=filename)
+            uow.folders.put_file(cid, file.relpath, document.id, digest)
         if old_hash != digest and self._registry.count_documents_with_hash(old_hash) == 0:
             self._blobs.delete(old_hash)
         return self._indexer.index_document(document.id).status == "indexed"
@@ -215,7 +226,8 @@ class ReindexRunner:
             chunking=self._indexer.chunking,
         )
         self._registry.update_run(
-            run.id, from_version=active.version if active else self._store.aliased_version(cid), to_version=version
+            run.id,
+            RunUpdate(from_version=active.version if active else self._store.aliased_version(cid), to_version=version),
         )
         try:
             self._build_and_promote(cid, version, counts, run.id)
@@ -267,26 +279,15 @@ class ReindexRunner:
         golden = self._reindex.golden(cid)
         if not golden:
             return
-        active = self._registry.active_version(cid)
-        current_embedder = self._embedders.get(active.embedding_model if active else None)
-        candidate_embedder = self._embedders.default
-        view = self._store.at_version(cid, version)
-        lexical = LexicalEncoder()
-        mode = self._search_mode
-
-        # Both versions are judged as the service searches (RAG_SEARCH_MODE).
-        def searcher(store: VectorStore, embedder: Embedder) -> Callable[[str, int], list[ScoredChunk]]:
-            return lambda q, k: store.search(
-                cid,
-                k,
-                dense=embedder.embed_query(q) if mode in ("hybrid", "dense") else None,
-                lexical=lexical.encode_query(q) if mode in ("hybrid", "lexical") else None,
-                candidates=self._candidates,
-            )
-
-        current = answer_recall(golden, searcher(self._store, current_embedder), RECALL_AT)
-        candidate = answer_recall(golden, searcher(view, candidate_embedder), RECALL_AT)
-        self._registry.update_run(run_id, score_current=current, score_candidate=candidate)
+        # Both versions are judged as the service searches (RAG_SEARCH_MODE), without
+        # the re-ranker (the worker loads none): the served one, then the candidate.
+        current = answer_recall(
+            golden, lambda q, k: self._retriever.search(cid, q, k, rerank=False)[0], RECALL_AT
+        )
+        candidate = answer_recall(
+            golden, lambda q, k: self._retriever.search(cid, q, k, rerank=False, version=version)[0], RECALL_AT
+        )
+        self._registry.update_run(run_id, RunUpdate(score_current=current, score_candidate=candidate))
         if not passes_gate(current, candidate, self._margin):
             raise _Rejected(
                 f"answer-recall@{RECALL_AT} of the new version {candidate:.3f} is below the current "

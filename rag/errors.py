@@ -13,6 +13,8 @@ each class to a status code in one place (``api/errors.py``).
     │   ├── UnsupportedFileTypeError
     │   └── FileTooLargeError
     ├── DocumentParseError        a file that could not be parsed (ingest)
+    │   └── ParseLimitError       … because it hit a parsing limit (time, memory, size…)
+    ├── ParseCancelledError       a parse stopped because its document was deleted
     ├── BusyError                 generation queue full; retry later
     └── BackendError              an outside system failed (Qdrant, DB, model…)
 """
@@ -29,6 +31,8 @@ __all__ = [
     "FileTooLargeError",
     "InvalidRequestError",
     "NotFoundError",
+    "ParseCancelledError",
+    "ParseLimitError",
     "RagError",
     "UnsupportedFileTypeError",
 ]
@@ -74,6 +78,21 @@ class FileTooLargeError(InvalidRequestError):
 
 class DocumentParseError(RagError):
     code = "parse_error"
+
+
+class ParseLimitError(DocumentParseError):
+    """``limit`` names the limit: time, memory, decompressed_size,
+    compression_ratio, elements or text_size."""
+
+    code = "parse_limit"
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class ParseCancelledError(RagError):
+    code = "cancelled"
 
 
 class BusyError(RagError):

@@ -25,8 +25,6 @@ import asyncio
 import functools
 import math
 import random
-import re
-import string
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -34,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.errors import InvalidRequestError
-from rag.service import NO_ANSWER, RagService, SearchHit
+from rag.quality import contains_answer, normalize_answer
+from rag.retrieval import SearchHit
+from rag.service import NO_ANSWER, RagService
 from rag.settings import SearchMode
 
 __all__ = [
@@ -48,24 +48,6 @@ __all__ = [
     "percentile",
     "render_table",
 ]
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD's answer normalisation."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in _PUNCT)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
-def contains_answer(passage: str, answers: Sequence[str]) -> bool:
-    norm = f" {normalize_answer(passage)} "
-    # Whole words only: "1957" must not match inside "19575".
-    return any(f" {a} " in norm for a in (normalize_answer(x) for x in answers) if a)
-
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
     pred = normalize_answer(prediction)
@@ -228,7 +210,7 @@ async def evaluate(
     return EvaluationReport(
         collection=collection,
         mode=mode,
-        reranked=service.reranker is not None and rerank is not False,
+        reranked=service.retriever.use_reranker(rerank),
         questions=len(items),
         answerable=answerable,
         unanswerable=unanswerable,

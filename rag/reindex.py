@@ -24,7 +24,9 @@ from rag.registry import (
     Registry,
     RunRecord,
     RunStatus,
+    RunUpdate,
     ScheduleRecord,
+    ScheduleUpdate,
     VersionRecord,
     VersionStatus,
 )
@@ -108,7 +110,7 @@ class ReindexService:
         validate_schedule(cron or current.cron, timezone or current.timezone, kind or current.kind)
         self._check_kind(collection, kind or current.kind)
         return self.registry.update_schedule(
-            collection.id, schedule_id, cron=cron, timezone=timezone, kind=kind, enabled=enabled
+            collection.id, schedule_id, ScheduleUpdate(cron=cron, timezone=timezone, kind=kind, enabled=enabled)
         )
 
     def delete_schedule(self, name: str, schedule_id: str) -> None:
@@ -185,7 +187,7 @@ class ReindexService:
             self._enqueue_run(run.id)
         except RagError as exc:
             self.registry.update_run(
-                run.id, status=RunStatus.FAILED, error=exc.message, finished_at=datetime.now(UTC)
+                run.id, RunUpdate(status=RunStatus.FAILED, error=exc.message, finished_at=datetime.now(UTC))
             )
             raise
         return run
@@ -204,7 +206,7 @@ class ReindexService:
             )
             if lost:
                 self.registry.update_run(
-                    run.id, status=RunStatus.FAILED, error="lost: its worker stopped", finished_at=now
+                    run.id, RunUpdate(status=RunStatus.FAILED, error="lost: its worker stopped", finished_at=now)
                 )
             else:
                 alive.append(run)
@@ -226,10 +228,17 @@ class ReindexService:
 
     def switch_to(self, collection_id: str, version: int, chunk_counts: dict[str, int] | None = None) -> None:
         """Serve ``version``: the alias moves in one Qdrant call, then the registry
-        follows (the old active version becomes 'previous', kept for rollback)."""
+        follows in one transaction (the old active version becomes 'previous',
+        kept for rollback, and every document's chunk count is the new version's)."""
         self.store.point_alias(collection_id, version)
         try:
-            dropped = self.registry.activate_version(collection_id, version, keep_previous_s=self.keep_previous_s)
+            if chunk_counts is None:
+                chunk_counts = {
+                    d.id: self.store.count(collection_id, d.id) for d in self.registry.list_documents(collection_id)
+                }
+            with self.registry.unit_of_work() as uow:
+                dropped = uow.versions.activate(collection_id, version, keep_previous_s=self.keep_previous_s)
+                uow.documents.set_chunk_counts(chunk_counts)
         except RagError:
             active = self.registry.active_version(collection_id)
             if active is not None:
@@ -237,11 +246,6 @@ class ReindexService:
             raise
         for old in dropped:
             self.store.drop_version(collection_id, old)
-        if chunk_counts is None:
-            chunk_counts = {
-                d.id: self.store.count(collection_id, d.id) for d in self.registry.list_documents(collection_id)
-            }
-        self.registry.set_chunk_counts(chunk_counts)
 
     def rollback(self, name: str) -> RunRecord:
         """Serve the previous version again; the one replaced becomes 'previous'."""
@@ -251,26 +255,37 @@ class ReindexService:
             raise ConflictError(f"collection {name!r} has no previous version to roll back to")
         target = previous[-1]
         active = self.registry.active_version(collection.id)
-        run = self.registry.create_run(collection.id, kind="rollback", trigger="manual")
-        if not self.registry.acquire_reindex_lock(collection.id, run.id, stale_after_s=self.lock_stale_s):
-            self.registry.update_run(
-                run.id, status=RunStatus.SKIPPED, error="a re-index is running", finished_at=datetime.now(UTC)
-            )
+        with self.registry.unit_of_work() as uow:
+            # The run and the lock in one transaction: no run is left 'running'
+            # without the lock, nor a lock without its run.
+            run = uow.runs.create(collection.id, kind="rollback", trigger="manual")
+            locked = uow.runs.acquire_lock(collection.id, run.id, stale_after_s=self.lock_stale_s)
+            if locked:
+                run = uow.runs.update(run.id, RunUpdate(status=RunStatus.RUNNING, started_at=datetime.now(UTC))) or run
+            else:
+                uow.runs.update(
+                    run.id,
+                    RunUpdate(status=RunStatus.SKIPPED, error="a re-index is running", finished_at=datetime.now(UTC)),
+                )
+        if not locked:
             raise ConflictError(f"a re-index of {name!r} is running; roll back when it is done")
         try:
-            self.registry.update_run(run.id, status=RunStatus.RUNNING, started_at=datetime.now(UTC))
             self.switch_to(collection.id, target.version)
         except RagError as exc:
-            self.registry.update_run(run.id, status=RunStatus.FAILED, error=exc.message, finished_at=datetime.now(UTC))
+            self.registry.update_run(
+                run.id, RunUpdate(status=RunStatus.FAILED, error=exc.message, finished_at=datetime.now(UTC))
+            )
             raise
         finally:
             self.registry.release_reindex_lock(collection.id, run.id)
         done = self.registry.update_run(
             run.id,
-            status=RunStatus.SUCCEEDED,
-            from_version=active.version if active else None,
-            to_version=target.version,
-            finished_at=datetime.now(UTC),
+            RunUpdate(
+                status=RunStatus.SUCCEEDED,
+                from_version=active.version if active else None,
+                to_version=target.version,
+                finished_at=datetime.now(UTC),
+            ),
         )
         assert done is not None
         return done

@@ -13,18 +13,19 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from rag import metrics
 from rag.blobs import BlobStore
-from rag.embedder import Embedder, EmbedderSet, Reranker
-from rag.errors import BackendError, InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
+from rag.embedder import Embedder
+from rag.errors import InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
 from rag.generation import Generation, ModelPool, TextModel
-from rag.lexical import LexicalEncoder
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
 from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
-from rag.settings import SearchMode
-from rag.store import MetadataValue, ScoredChunk, SearchFilter, VectorStore
+from rag.retrieval import Retriever, SearchHit
+from rag.settings import SearchMode, Settings
+from rag.store import MetadataValue, SearchFilter, VectorStore
 
 __all__ = [
     "COLLECTION_MODEL_PREFIX",
@@ -34,7 +35,10 @@ __all__ = [
     "AnswerDone",
     "AnswerEvent",
     "AnswerSources",
+    "Answering",
     "CollectionInfo",
+    "Intake",
+    "Library",
     "RagService",
     "SearchHit",
     "Upload",
@@ -75,20 +79,6 @@ class CollectionInfo:
 
 
 @dataclass(frozen=True)
-class SearchHit:
-    rank: int
-    document_id: str
-    filename: str
-    page: int | None
-    section: str | None
-    chunk_index: int
-    text: str
-    score: float  # of the ranking that ordered the hits: cosine, BM25, fused (RRF) or re-ranker
-    similarity: float | None = None  # cosine between the query and the chunk, when embedded
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Answer:
     answer: str
     sources: list[SearchHit]
@@ -119,50 +109,64 @@ class AnswerDone:
 AnswerEvent = AnswerSources | AnswerDelta | AnswerDone
 
 
+@dataclass(frozen=True)
+class Library:
+    """Where collections and documents live."""
+
+    registry: Registry
+    store: VectorStore
+    blobs: BlobStore
+    embedder: Embedder  # the configured model: new collections' vectors, /v1/embeddings
+
+
+@dataclass(frozen=True)
+class Intake:
+    """How an upload gets to the ingestion worker."""
+
+    enqueue: Callable[[str], None]
+    is_supported: Callable[[str], bool]
+    max_upload_bytes: int
+
+
+@dataclass(frozen=True)
+class Answering:
+    """Generation: the model pool (None in a process started without a model),
+    its prompt format and limits, and the similarity below which ``ask``
+    abstains without generating."""
+
+    pool: ModelPool | None
+    prompt_style: ResolvedPromptStyle
+    n_ctx: int
+    max_tokens: int
+    score_threshold: float
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, pool: ModelPool | None, prompt_style: ResolvedPromptStyle
+    ) -> Answering:
+        return cls(
+            pool=pool,
+            prompt_style=prompt_style,
+            n_ctx=settings.llm_n_ctx,
+            max_tokens=settings.max_tokens,
+            score_threshold=settings.score_threshold,
+        )
+
+
 class RagService:
-    def __init__(
-        self,
-        *,
-        registry: Registry,
-        store: VectorStore,
-        embedder: Embedder,
-        blobs: BlobStore,
-        enqueue: Callable[[str], None],
-        is_supported: Callable[[str], bool],
-        max_upload_bytes: int,
-        score_threshold: float,
-        default_top_k: int,
-        default_max_tokens: int,
-        n_ctx: int,
-        pool: ModelPool | None = None,
-        prompt_style: ResolvedPromptStyle = "gemma-chat",
-        lexical: LexicalEncoder | None = None,
-        search_mode: SearchMode = "hybrid",
-        hybrid_candidates: int = 40,
-        reranker: Reranker | None = None,
-        rerank_candidates: int = 20,
-        embedders: EmbedderSet | None = None,
-    ) -> None:
-        self.registry = registry
-        self.store = store
-        self.embedder = embedder
-        self.blobs = blobs
-        self._enqueue = enqueue
-        self._is_supported = is_supported
-        self._max_upload_bytes = max_upload_bytes
-        self._threshold = score_threshold
-        self._top_k = default_top_k
-        self._max_tokens = default_max_tokens
-        self._n_ctx = n_ctx
-        self.pool = pool
-        self.prompt_style: ResolvedPromptStyle = prompt_style
-        self.lexical = lexical or LexicalEncoder()
-        self.search_mode: SearchMode = search_mode
-        self._candidates = hybrid_candidates
-        self.reranker = reranker
-        self._rerank_candidates = rerank_candidates
-        # Each index version is queried with the model that built it.
-        self.embedders = embedders or EmbedderSet(embedder)
+    def __init__(self, *, library: Library, intake: Intake, retriever: Retriever, answering: Answering) -> None:
+        self.library = library
+        self.intake = intake
+        self.retriever = retriever
+        self.answering = answering
+        self.registry = library.registry
+        self.store = library.store
+        self.embedder = library.embedder
+        self.pool = answering.pool
+
+    @property
+    def search_mode(self) -> SearchMode:
+        return self.retriever.mode
 
     # --- collections ---------------------------------------------------------
     def create_collection(self, name: str) -> CollectionRecord:
@@ -171,15 +175,18 @@ class RagService:
                 "a collection name is 1-64 letters, digits, '_', '-' or '.', "
                 "starting with a letter or digit"
             )
-        record = self.registry.create_collection(name)
-        self.store.ensure_collection(record.id, self.embedder.dimension)
-        self.registry.add_version(
-            record.id,
-            self.store.aliased_version(record.id) or 1,
-            VersionStatus.ACTIVE,
-            embedding_model=self.embedder.model_id,
-            dimension=self.embedder.dimension,
-        )
+        # One transaction: a collection is never left without its first version,
+        # even when the store refuses the collection.
+        with self.registry.unit_of_work() as uow:
+            record = uow.collections.create(name)
+            self.store.ensure_collection(record.id, self.embedder.dimension)
+            uow.versions.add(
+                record.id,
+                self.store.aliased_version(record.id) or 1,
+                VersionStatus.ACTIVE,
+                embedding_model=self.embedder.model_id,
+                dimension=self.embedder.dimension,
+            )
         return record
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -232,10 +239,10 @@ class RagService:
         self, collection: CollectionRecord, upload: Upload, metadata: dict[str, MetadataValue | list[MetadataValue]]
     ) -> UploadResult:
         filename = _clean_filename(upload.filename)
-        if not self._is_supported(filename):
+        if not self.intake.is_supported(filename):
             raise UnsupportedFileTypeError(f"{filename}: unsupported file type")
-        digest, size = self.blobs.put(
-            upload.stream, max_bytes=self._max_upload_bytes, name=filename
+        digest, size = self.library.blobs.put(
+            upload.stream, max_bytes=self.intake.max_upload_bytes, name=filename
         )
         if size == 0:
             raise InvalidRequestError(f"{filename} is empty")
@@ -249,7 +256,7 @@ class RagService:
         )
         if created:
             try:
-                self._enqueue(record.id)
+                self.intake.enqueue(record.id)
             except RagError:
                 # Not queued means not kept: a retry of the upload starts afresh.
                 self.registry.delete_document(record.id)
@@ -274,13 +281,9 @@ class RagService:
         self.store.delete_document_everywhere(collection.id, document.id)
         self._drop_blob_if_unused(document.content_hash)
 
-    def count_points(self, name: str, document_id: str | None = None) -> int:
-        collection = self.registry.get_collection(name)
-        return self.store.count(collection.id, document_id)
-
     def _drop_blob_if_unused(self, digest: str) -> None:
         if self.registry.count_documents_with_hash(digest) == 0:
-            self.blobs.delete(digest)
+            self.library.blobs.delete(digest)
 
     # --- retrieval -----------------------------------------------------------
     def search(
@@ -293,10 +296,7 @@ class RagService:
         where: SearchFilter | None = None,
         rerank: bool | None = None,
     ) -> list[SearchHit]:
-        """The ``top_k`` best chunks for ``query``. ``mode``: hybrid (dense and
-        lexical fused in Qdrant by reciprocal rank), dense or lexical; default
-        from settings. ``rerank``: re-score with the cross-encoder when one is
-        configured (default: yes, if configured)."""
+        """The ``top_k`` best chunks for ``query`` (see ``Retriever.search``)."""
         return self.search_timed(name, query, top_k, mode=mode, where=where, rerank=rerank)[0]
 
     def search_timed(
@@ -311,29 +311,10 @@ class RagService:
     ) -> tuple[list[SearchHit], dict[str, float]]:
         """``search``, plus the seconds spent in each part (embed_s, store_s,
         rerank_s) and in all (total_s)."""
-        started = time.perf_counter()
         if not query.strip():
             raise InvalidRequestError("the query is empty")
-        mode = mode or self.search_mode
-        use_reranker = self._use_reranker(rerank)
         collection = self.registry.get_collection(name)
-        k = top_k or self._top_k
-        try:
-            t = time.perf_counter()
-            dense = self._embed_query(collection.id, query) if mode in ("hybrid", "dense") else None
-            embed_s = time.perf_counter() - t
-            hits, timings = self._retrieve(collection.id, query, dense, k, mode, where, use_reranker)
-        except BackendError:
-            # A version switch between reading the registry and querying the alias
-            # (embedding models of different sizes): once more, with the new model.
-            time.sleep(0.1)
-            t = time.perf_counter()
-            dense = self._embed_query(collection.id, query) if mode in ("hybrid", "dense") else None
-            embed_s = time.perf_counter() - t
-            hits, timings = self._retrieve(collection.id, query, dense, k, mode, where, use_reranker)
-        timings = {"embed_s": embed_s + timings.pop("lexical_s"), **timings}
-        timings["total_s"] = time.perf_counter() - started
-        return hits, timings
+        return self.retriever.search(collection.id, query, top_k, mode=mode, where=where, rerank=rerank)
 
     def search_batch(
         self,
@@ -345,56 +326,11 @@ class RagService:
         where: SearchFilter | None = None,
         rerank: bool | None = None,
     ) -> list[list[SearchHit]]:
-        """``search`` for many queries at once (embedded in batches: far faster
-        than one by one); same results as ``search`` for each."""
+        """``search`` for many queries at once (embedded in batches)."""
         if any(not q.strip() for q in queries):
             raise InvalidRequestError("a query is empty")
-        mode = mode or self.search_mode
-        use_reranker = self._use_reranker(rerank)
         collection = self.registry.get_collection(name)
-        active = self.registry.active_version(collection.id)
-        embedder = self.embedders.get(active.embedding_model if active else None)
-        vectors: list[list[float] | None] = (
-            list(embedder.embed(queries)) if mode in ("hybrid", "dense") else [None] * len(queries)
-        )
-        k = top_k or self._top_k
-        return [
-            self._retrieve(collection.id, q, v, k, mode, where, use_reranker)[0]
-            for q, v in zip(queries, vectors, strict=True)
-        ]
-
-    def _use_reranker(self, rerank: bool | None) -> bool:
-        if rerank and self.reranker is None:
-            raise InvalidRequestError("re-ranking was asked for, but no re-ranking model is configured")
-        return self.reranker is not None and rerank is not False
-
-    def _retrieve(
-        self,
-        collection_id: str,
-        query: str,
-        dense: list[float] | None,
-        k: int,
-        mode: SearchMode,
-        where: SearchFilter | None,
-        use_reranker: bool,
-    ) -> tuple[list[SearchHit], dict[str, float]]:
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        lexical = self.lexical.encode_query(query) if mode in ("hybrid", "lexical") else None
-        timings["lexical_s"] = time.perf_counter() - t
-        limit = max(k, self._rerank_candidates) if use_reranker else k
-        t = time.perf_counter()
-        chunks = self.store.search(
-            collection_id, limit, dense=dense, lexical=lexical, where=where, candidates=self._candidates
-        )
-        timings["store_s"] = time.perf_counter() - t
-        if use_reranker and chunks and self.reranker is not None:
-            t = time.perf_counter()
-            scores = self.reranker.score(query, [c.text for c in chunks])
-            order = sorted(range(len(chunks)), key=lambda i: scores[i], reverse=True)[:k]
-            chunks = [replace(chunks[i], score=scores[i]) for i in order]
-            timings["rerank_s"] = time.perf_counter() - t
-        return [_hit(i, h) for i, h in enumerate(chunks[:k], start=1)], timings
+        return self.retriever.search_many(collection.id, queries, top_k, mode=mode, where=where, rerank=rerank)
 
     def abstains(self, sources: list[SearchHit]) -> bool:
         """Whether ``ask`` answers "not in the documents" without generating:
@@ -404,11 +340,7 @@ class RagService:
         if not sources:
             return True
         similarities = [s.similarity for s in sources if s.similarity is not None]
-        return bool(similarities) and max(similarities) < self._threshold
-
-    def _embed_query(self, collection_id: str, query: str) -> list[float]:
-        active = self.registry.active_version(collection_id)
-        return self.embedders.get(active.embedding_model if active else None).embed_query(query)
+        return bool(similarities) and max(similarities) < self.answering.score_threshold
 
     async def ask(
         self,
@@ -520,9 +452,10 @@ class RagService:
         return self.embedder.embed(texts), tokens
 
     def _check_max_tokens(self, max_tokens: int | None) -> int:
-        max_tokens = max_tokens or self._max_tokens
-        if max_tokens >= self._n_ctx - 64:
-            raise InvalidRequestError(f"max_tokens must be below {self._n_ctx - 64}")
+        n_ctx = self.answering.n_ctx
+        max_tokens = max_tokens or self.answering.max_tokens
+        if max_tokens >= n_ctx - 64:
+            raise InvalidRequestError(f"max_tokens must be below {n_ctx - 64}")
         return max_tokens
 
     async def _generate_stream(
@@ -579,6 +512,7 @@ class RagService:
         }
         if sources is not None:
             usage["context_passages"] = prompt.passages_used
+        metrics.observe_generation(timings, usage)
         text = generation.text or (NO_ANSWER if sources is not None else "")
         yield AnswerDone(
             Answer(
@@ -600,10 +534,14 @@ class RagService:
         history: Sequence[Turn],
     ) -> BuiltPrompt:
         builder = PromptBuilder(
-            self.prompt_style, model.tokenize, model.detokenize, history=history, retrieval=sources is not None
+            self.answering.prompt_style,
+            model.tokenize,
+            model.detokenize,
+            history=history,
+            retrieval=sources is not None,
         )
         passages = [s.text for s in sources] if sources is not None else []
-        return builder.build(question, passages, budget=self._n_ctx - max_tokens)
+        return builder.build(question, passages, budget=self.answering.n_ctx - max_tokens)
 
 
 async def _final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:
@@ -612,21 +550,6 @@ async def _final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:
             if isinstance(event, AnswerDone):
                 return event.answer
     raise RagError("the answer stream ended without an answer")
-
-
-def _hit(rank: int, chunk: ScoredChunk) -> SearchHit:
-    return SearchHit(
-        rank=rank,
-        document_id=chunk.document_id,
-        filename=chunk.filename,
-        page=chunk.page,
-        section=chunk.section,
-        chunk_index=chunk.chunk_index,
-        text=chunk.text,
-        score=chunk.score,
-        similarity=chunk.similarity,
-        metadata=chunk.metadata,
-    )
 
 
 def check_metadata(metadata: dict[str, Any]) -> dict[str, MetadataValue | list[MetadataValue]]:

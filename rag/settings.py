@@ -41,9 +41,36 @@ class Settings(BaseSettings):
     )
     qdrant_url: str | None = Field(
         default=None,
-        description="URL of a Qdrant server. Default: Qdrant local mode under data_dir.",
+        description="URL of a Qdrant server. Default: Qdrant Edge (in this process) under data_dir/store.",
     )
-    qdrant_api_key: str | None = None
+    qdrant_api_key: str | None = Field(default=None, description="API key of the Qdrant server, if it needs one.")
+    # How a Qdrant server lays out each new collection version (scale-out).
+    qdrant_shard_number: int = Field(
+        default=1, ge=1, description="Qdrant server: shards per collection (spread over the cluster's nodes)."
+    )
+    qdrant_replication_factor: int = Field(
+        default=1, ge=1, description="Qdrant server: copies of each shard (2+ survives a node loss)."
+    )
+    qdrant_write_consistency_factor: int = Field(
+        default=1, ge=1, description="Qdrant server: replicas that must confirm a write."
+    )
+    qdrant_on_disk_vectors: bool = Field(
+        default=False, description="Qdrant server: keep original vectors on disk (memory-mapped), not in RAM."
+    )
+    qdrant_quantization: Literal["none", "int8"] = Field(
+        default="none",
+        description="Qdrant server: int8 scalar quantisation of dense vectors (kept in RAM, 4x smaller; "
+        "originals rescore).",
+    )
+    store_index_after: int = Field(
+        default=20_000,
+        ge=1,
+        description="Embedded store: points written to a collection since its last index build that "
+        "start a new HNSW build (in a child process); below it, new points are searched exactly.",
+    )
+    store_hnsw_ef: int = Field(
+        default=128, ge=1, description="HNSW candidates per dense query (both engines); higher = better recall."
+    )
     broker_url: str | None = Field(
         default=None,
         description="Celery broker, e.g. redis://host:6379/0. Default: an embedded "
@@ -51,9 +78,17 @@ class Settings(BaseSettings):
     )
 
     # --- HTTP -----------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    host: str = Field(default="127.0.0.1", description="Address `rag serve` / `rag api` listen on.")
+    port: int = Field(default=8000, description="Port `rag serve` / `rag api` listen on.")
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="Largest file accepted (413 above).")
+    worker_concurrency: int = Field(
+        default=3,
+        ge=1,
+        le=64,
+        description="Tasks one worker runs at once (documents, re-index runs); `rag serve`'s "
+        "embedded worker and `rag worker` alike. Documents in flight share embedding batches, "
+        "and one is parsed while another's chunks are embedded.",
+    )
     embedded_worker: bool = Field(
         default=True,
         description="In embedded mode, run the Celery worker and scheduler in the "
@@ -69,13 +104,58 @@ class Settings(BaseSettings):
     embedding_device: str | None = Field(
         default=None, description="cpu, cuda, mps… Default: chosen automatically."
     )
-    embedding_batch_size: int = Field(default=32, gt=0)
+    embedding_batch_size: int = Field(default=32, gt=0, description="Texts embedded in one batch.")
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch",
+        description="torch: sentence-transformers on PyTorch. onnx: the same model exported "
+        "to ONNX on this machine (once, cached under data_dir/models/onnx) and run by ONNX "
+        "Runtime, same vectors, faster on CPUs. onnx-int8: that export with int8 weights "
+        "(faster still, slightly different vectors). See docs/benchmarks.md.",
+    )
     embedding_threads: int | None = Field(
         default=None,
         ge=1,
         description="CPU threads torch uses for embedding and re-ranking. Default: "
         "torch's choice (one per core). On a small, busy host 1 is often faster "
         "for single queries; see docs/benchmarks.md.",
+    )
+
+    # --- parsing limits (ingest/sandbox.py; docs/reliability.md) -------------
+    parse_isolation: Literal["process", "inline"] = Field(
+        default="process",
+        description="process: each document is parsed in a child process of its own, forked "
+        "from a warm parse server, and killed at the time or memory limit or when its "
+        "document is deleted; documents parse in parallel. inline: in the indexing "
+        "process, one at a time, with no time or memory bound (benchmarks, debugging).",
+    )
+    parse_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Wall-clock limit of one parse; past it the parse is killed and the "
+        "document fails naming the limit.",
+    )
+    parse_memory_mb: int = Field(
+        default=2048,
+        ge=64,
+        description="Memory one parse may allocate beyond the parser's own libraries "
+        "(address space of the child process, and its resident size).",
+    )
+    parse_max_decompressed_mb: int = Field(
+        default=256,
+        gt=0,
+        description="Most bytes a document may inflate to: the members of a docx/xlsx/pptx "
+        "(checked before parsing) or the decoded streams of a PDF (checked while decoding).",
+    )
+    parse_max_compression_ratio: float = Field(
+        default=200.0,
+        gt=1,
+        description="Largest uncompressed/compressed ratio of a docx/xlsx/pptx member over 1 MiB.",
+    )
+    parse_max_elements: int = Field(
+        default=100_000, gt=0, description="Most text elements (paragraphs, rows…) one document may have."
+    )
+    parse_max_text_chars: int = Field(
+        default=20_000_000, gt=0, description="Most characters of text one document may have."
     )
 
     # --- chunking -------------------------------------------------------------
@@ -86,7 +166,9 @@ class Settings(BaseSettings):
         "by the embedder's own sequence limit (254 for all-MiniLM-L6-v2). 256 "
         "retrieved best of 128/200/256 on squad-dev; see docs/benchmarks.md.",
     )
-    chunk_overlap_tokens: int = Field(default=40, ge=0)
+    chunk_overlap_tokens: int = Field(
+        default=40, ge=0, description="Tokens a chunk repeats from the end of the one before."
+    )
     embed_section_titles: bool = Field(
         default=True,
         description="Embed (and index lexically) each chunk with its section title in "
@@ -94,7 +176,7 @@ class Settings(BaseSettings):
     )
 
     # --- retrieval ------------------------------------------------------------
-    top_k: int = Field(default=5, gt=0, le=100)
+    top_k: int = Field(default=5, gt=0, le=100, description="Passages retrieved per question by default.")
     search_mode: SearchMode = Field(
         default="hybrid",
         description="Default retrieval: dense and lexical fused by reciprocal rank "
@@ -119,7 +201,9 @@ class Settings(BaseSettings):
         description="Path of a local sentence-transformers cross-encoder; when set, "
         "the best rerank_candidates chunks are re-scored by it. Off by default.",
     )
-    rerank_candidates: int = Field(default=20, gt=0, le=200)
+    rerank_candidates: int = Field(
+        default=20, gt=0, le=200, description="Best chunks re-scored by the cross-encoder."
+    )
     score_threshold: float = Field(
         default=0.2,
         description="Below this best cosine score the answer says the documents "
@@ -137,8 +221,10 @@ class Settings(BaseSettings):
         "completion: a plain completion prompt (base models). auto: completion for "
         "the bundled base model, gemma-chat otherwise.",
     )
-    llm_n_ctx: int = Field(default=4096, ge=512)
-    llm_threads: int | None = Field(default=None, ge=1)
+    llm_n_ctx: int = Field(default=4096, ge=512, description="Context window of each sequence, in tokens.")
+    llm_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads of llama.cpp. Default: all cores."
+    )
     llm_n_gpu_layers: int | None = Field(
         default=None,
         description="Layers offloaded to the GPU. Default: all when llama.cpp was "
@@ -155,7 +241,7 @@ class Settings(BaseSettings):
     llm_lora_path: str | None = Field(
         default=None, description="A GGUF LoRA adapter applied to every model instance."
     )
-    llm_lora_scale: float = Field(default=1.0)
+    llm_lora_scale: float = Field(default=1.0, description="Scale of the LoRA adapter.")
     llm_pool_size: int = Field(
         default=1, ge=1, le=64, description="Model instances (each with its own weights and context)."
     )
@@ -180,7 +266,7 @@ class Settings(BaseSettings):
     llm_queue_size: int = Field(
         default=8, ge=0, description="Requests that may wait for a free sequence slot; more get 429."
     )
-    max_tokens: int = Field(default=256, gt=0)
+    max_tokens: int = Field(default=256, gt=0, description="Longest answer, in tokens, unless a request asks for less.")
     llm_isolation: Literal["process", "inline"] = Field(
         default="process",
         description="process: each model instance runs in a child process of its own, which "
@@ -228,12 +314,28 @@ class Settings(BaseSettings):
         description="A re-index lock older than this is taken over (its worker died).",
     )
 
+    # --- logs and metrics ------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per event; json: one JSON object per line "
+        "(time, level, logger, message, request_id, extras) for log collectors.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Root log level.")
+    worker_metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description="Split mode: port on which each `rag worker` serves its own Prometheus "
+        "metrics (ingestion stages, documents, re-index runs) at /metrics; 0: off. The API "
+        "serves its own at /metrics of its HTTP port.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.is_split_mode and not self.qdrant_url:
             raise ConfigurationError(
                 "RAG_BROKER_URL is set, so the API, worker and beat run as separate "
-                "processes; Qdrant local mode lets only one process open its store, "
+                "processes; the embedded store can be opened by one process only, "
                 "so set RAG_QDRANT_URL to a Qdrant server as well."
             )
         if self.chunk_overlap_tokens >= self.chunk_max_tokens:
@@ -264,7 +366,14 @@ class Settings(BaseSettings):
         return self.lexical_avg_length or max(8.0, self.chunk_max_tokens * 0.5)
 
     @property
+    def store_path(self) -> Path:
+        """The embedded store (Qdrant Edge)."""
+        return self.data_dir / "store"
+
+    @property
     def qdrant_path(self) -> Path:
+        """Where releases before Qdrant Edge kept qdrant-client's local-mode store
+        (migrated into ``store_path`` at start-up)."""
         return self.data_dir / "qdrant"
 
     @property

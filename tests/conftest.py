@@ -1,5 +1,9 @@
 """Shared fixtures. Each test builds its own Settings; heavy read-only things
-(the assembled model, the embedder) are shared per session."""
+(the assembled model, the embedder) are shared per session.
+
+No test sees the developer's ``RAG_*`` variables or a ``.env`` file: they are
+cleared for the session (so module-scoped services start clean too) and again
+around every test."""
 
 from __future__ import annotations
 
@@ -11,6 +15,32 @@ from pathlib import Path
 import pytest
 
 from rag.settings import Settings
+
+# ``make_store`` (a VectorStore on each engine) and the stand-in Qdrant server.
+pytest_plugins = ["tests.support.stores"]
+
+# Test switches, not settings of the service.
+_KEEP = {"RAG_TEST_REQUIRE_SERVICES"}
+
+
+def _isolate(mp: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("RAG_") and key not in _KEEP:
+            mp.delenv(key)
+    mp.setitem(Settings.model_config, "env_file", None)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_session() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        _isolate(mp)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read no RAG_* variable the test did not set, and no .env."""
+    _isolate(monkeypatch)
 
 
 def service_available(port: int) -> bool:

@@ -61,13 +61,17 @@ class ServiceProcess:
         self.command = command
         self.port = port
         self.log_path = log_path
-        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # Only the RAG_* variables the test gives, and no .env: the process runs in
+        # the log's folder, with this checkout first on its import path.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+        path = os.pathsep.join(p for p in (str(ROOT), inherited.get("PYTHONPATH", "")) if p)
+        full_env = {**inherited, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
         args = [sys.executable, "-m", "api.cli", command]
         if port is not None:
             args += ["--port", str(port)]
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+            args, cwd=log_path.parent, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     @property
@@ -116,6 +120,8 @@ def wait_indexed(client: httpx.Client, collection: str, ids: list[str], timeout:
     return wait_for(done, timeout=timeout, interval=0.5, what="documents to be indexed")  # type: ignore[no-any-return]
 
 
-def upload(client: httpx.Client, collection: str, paths: list[Path]) -> httpx.Response:
+def upload(
+    client: httpx.Client, collection: str, paths: list[Path], headers: Mapping[str, str] | None = None
+) -> httpx.Response:
     files = [("files", (p.name, p.read_bytes())) for p in paths]
-    return client.post(f"/v1/collections/{collection}/documents", files=files)
+    return client.post(f"/v1/collections/{collection}/documents", files=files, headers=headers)

@@ -13,7 +13,7 @@ import pytest
 
 from rag.errors import InvalidRequestError
 from rag.folders import resolve_bound_folder, scan_folder
-from rag.registry import Registry, RunStatus
+from rag.registry import Registry, RunStatus, RunUpdate
 from rag.reindex import ReindexService
 from rag.schedules import due_slot, next_slot, validate_schedule
 from rag.store import VectorStore
@@ -162,6 +162,7 @@ def test_a_queued_run_that_finds_the_lock_taken_is_skipped(tmp_path: Path) -> No
         is_supported=lambda name: True,
         max_upload_bytes=1000,
         quality_margin=0.0,
+        retriever=None,  # type: ignore[arg-type]
     )
     c = registry.create_collection("c")
     holder = registry.create_run(c.id, kind="full", trigger="manual")
@@ -211,7 +212,7 @@ def test_runs_lost_by_a_dead_worker_do_not_block_the_collection(tmp_path: Path) 
     c = registry.create_collection("c")
     running = registry.create_run(c.id, kind="full", trigger="manual")
     assert registry.acquire_reindex_lock(c.id, running.id, stale_after_s=3600)
-    registry.update_run(running.id, status=RunStatus.RUNNING)
+    registry.update_run(running.id, RunUpdate(status=RunStatus.RUNNING))
     assert [r.id for r in service.open_runs(c.id)] == [running.id]  # alive: it holds the lock
     # Its worker died and a later run took the stale lock over, then finished.
     assert registry.acquire_reindex_lock(c.id, "other", stale_after_s=0)

@@ -3,12 +3,14 @@
 Every process of the service (``rag serve``, ``rag api``, ``rag worker``,
 ``rag beat``) starts here, so the API and the worker always see the same
 registry, store, embedder and queue configuration. Heavy objects are created
-once per process, never per request or per task.
+once per process, never per request or per task. ``Parts`` hands in
+replacements for the outside systems (the fast test tier's fakes).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,27 +19,33 @@ from celery import Celery
 from ingest.parsing import is_supported
 from ingest.pipeline import Indexer
 from ingest.queue import (
+    QUEUE,
+    REINDEX_QUEUE,
     EmbeddedBeat,
     EmbeddedWorker,
     IngestQueue,
+    InlineQueue,
+    TaskQueue,
     create_celery_app,
     register_tasks,
     registry_scheduler,
 )
 from ingest.runner import ReindexRunner
+from ingest.sandbox import ProcessParser, build_parser
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
-from rag.generation import ModelPool, load_models
+from rag.generation import ModelPool, TextModel, load_models
 from rag.lexical import LexicalEncoder
 from rag.prompt import ResolvedPromptStyle
 from rag.registry import DocumentStatus, Registry
 from rag.reindex import ReindexService
-from rag.service import RagService
+from rag.retrieval import Retriever
+from rag.service import Answering, Intake, Library, RagService
 from rag.settings import BUNDLED_LLM, Settings
 from rag.store import VectorStore
 
-__all__ = ["BeatRuntime", "Role", "Runtime", "build_beat", "build_runtime", "resolve_prompt_style"]
+__all__ = ["BeatRuntime", "Parts", "Role", "Runtime", "build_beat", "build_runtime", "resolve_prompt_style"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,20 @@ def resolve_prompt_style(settings: Settings) -> ResolvedPromptStyle:
     return "completion" if settings.llm_model == BUNDLED_LLM else "gemma-chat"
 
 
+@dataclass(frozen=True)
+class Parts:
+    """Outside systems handed in instead of built from the settings (tests):
+    the vector store, the embedding model, the text models of the pool, and
+    ``inline_tasks`` to run uploads and re-index runs in the caller's thread
+    instead of sending them to Celery."""
+
+    store: VectorStore | None = None
+    embedder: Embedder | None = None
+    models: Sequence[TextModel] | None = None
+    reranker: Reranker | None = None
+    inline_tasks: bool = False
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -61,9 +83,10 @@ class Runtime:
     blobs: BlobStore
     indexer: Indexer
     celery: Celery
-    queue: IngestQueue
+    queue: TaskQueue
     service: RagService
     embedders: EmbedderSet
+    retriever: Retriever
     reindex: ReindexService
     runner: ReindexRunner
     pool: ModelPool | None = None
@@ -77,12 +100,18 @@ class Runtime:
         if self.worker is not None:
             return
         self.recover_interrupted()
-        self.worker = EmbeddedWorker(self.celery)
+        self.worker = EmbeddedWorker(self.celery, concurrency=self.settings.worker_concurrency)
         self.worker.start()
         self.beat = EmbeddedBeat(
             self.celery, registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
         )
         self.beat.start()
+
+    def run_worker(self, concurrency: int) -> None:
+        """Serve the broker's queues in this process until stopped (split mode)."""
+        self.celery.Worker(
+            pool_cls="threads", concurrency=concurrency, queues=[QUEUE, REINDEX_QUEUE], loglevel="INFO"
+        ).start()
 
     def recover_interrupted(self) -> None:
         # Only the embedded worker may do this: it is the only worker, so a
@@ -137,35 +166,53 @@ class Runtime:
             self.worker.stop()
         if self.pool is not None:
             self.pool.close()
+        self.indexer.close()
         self.store.close()
         self.registry.close()
 
 
-def build_runtime(settings: Settings, role: Role) -> Runtime:
+def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) -> Runtime:
     """``serve``: API + embedded worker; ``api``: API only (split mode);
     ``worker``: indexing only, no model."""
+    parts = parts or Parts()
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigurationError(f"cannot create the data directory {settings.data_dir}: {exc}") from exc
     registry = Registry(settings.resolved_database_url)
-    store = VectorStore(
-        path=None if settings.qdrant_url else settings.qdrant_path,
-        url=settings.qdrant_url,
-        api_key=settings.qdrant_api_key,
-    )
-    embedder = Embedder(
+    store = parts.store or _store(settings)
+    embedder = parts.embedder or Embedder(
         settings.embedding_model,
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
         threads=settings.embedding_threads,
+        backend=settings.embedding_backend,
+        onnx_cache=settings.model_dir / "onnx",
     )
-    embedders = EmbedderSet(embedder, device=settings.embedding_device, batch_size=settings.embedding_batch_size)
+    embedders = EmbedderSet(
+        embedder,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        backend=settings.embedding_backend,
+        onnx_cache=settings.model_dir / "onnx",
+    )
     blobs = BlobStore(settings.blob_dir)
     lexical = LexicalEncoder(
         k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
     )
+    reranker = parts.reranker
+    if reranker is None and role != "worker" and settings.rerank_model:
+        reranker = Reranker(
+            settings.rerank_model, device=settings.embedding_device, batch_size=settings.embedding_batch_size
+        )
+    retriever = Retriever.from_settings(
+        settings, registry=registry, store=store, embedders=embedders, lexical=lexical, reranker=reranker
+    )
+    parser = build_parser(settings)
+    if role in ("serve", "worker") and not parts.inline_tasks and isinstance(parser, ProcessParser):
+        parser.start()  # the parse server imports the readers while the rest starts
     indexer = Indexer(
+        parser=parser,
         registry=registry,
         store=store,
         embedder=embedder,
@@ -175,9 +222,10 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         lexical=lexical,
         embed_section_titles=settings.embed_section_titles,
         embedders=embedders,
+        embed_batch_texts=4 * settings.embedding_batch_size,
     )
     celery = create_celery_app(settings)
-    queue = IngestQueue(celery)
+    queue: TaskQueue = IngestQueue(celery) if not parts.inline_tasks else InlineQueue(lambda: indexer, lambda: runner)
     reindex = _reindex_service(settings, registry, store, queue)
     runner = ReindexRunner(
         registry=registry,
@@ -189,42 +237,21 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         is_supported=is_supported,
         max_upload_bytes=settings.max_upload_bytes,
         quality_margin=settings.quality_gate_margin,
-        search_mode=settings.search_mode,
-        hybrid_candidates=settings.hybrid_candidates,
+        retriever=retriever,
     )
-    if role in ("serve", "worker"):
+    if role in ("serve", "worker") and not parts.inline_tasks:
         register_tasks(celery, lambda: indexer, lambda: runner)
 
     pool: ModelPool | None = None
     if role != "worker" and settings.llm_load:
-        pool = ModelPool(load_models(settings), queue_size=settings.llm_queue_size)
-
-    reranker: Reranker | None = None
-    if role != "worker" and settings.rerank_model:
-        reranker = Reranker(
-            settings.rerank_model, device=settings.embedding_device, batch_size=settings.embedding_batch_size
-        )
+        models = parts.models if parts.models is not None else load_models(settings)
+        pool = ModelPool(models, queue_size=settings.llm_queue_size)
 
     service = RagService(
-        registry=registry,
-        store=store,
-        embedder=embedder,
-        blobs=blobs,
-        enqueue=queue.enqueue,
-        is_supported=is_supported,
-        max_upload_bytes=settings.max_upload_bytes,
-        score_threshold=settings.score_threshold,
-        default_top_k=settings.top_k,
-        default_max_tokens=settings.max_tokens,
-        n_ctx=settings.llm_n_ctx,
-        pool=pool,
-        prompt_style=resolve_prompt_style(settings),
-        lexical=lexical,
-        search_mode=settings.search_mode,
-        hybrid_candidates=settings.hybrid_candidates,
-        reranker=reranker,
-        rerank_candidates=settings.rerank_candidates,
-        embedders=embedders,
+        library=Library(registry=registry, store=store, blobs=blobs, embedder=embedder),
+        intake=Intake(enqueue=queue.enqueue, is_supported=is_supported, max_upload_bytes=settings.max_upload_bytes),
+        retriever=retriever,
+        answering=Answering.from_settings(settings, pool, resolve_prompt_style(settings)),
     )
     return Runtime(
         settings=settings,
@@ -237,13 +264,18 @@ def build_runtime(settings: Settings, role: Role) -> Runtime:
         queue=queue,
         service=service,
         embedders=embedders,
+        retriever=retriever,
         reindex=reindex,
         runner=runner,
         pool=pool,
     )
 
 
-def _reindex_service(settings: Settings, registry: Registry, store: VectorStore, queue: IngestQueue) -> ReindexService:
+def _store(settings: Settings) -> VectorStore:
+    return VectorStore.from_settings(settings)
+
+
+def _reindex_service(settings: Settings, registry: Registry, store: VectorStore, queue: TaskQueue) -> ReindexService:
     return ReindexService(
         registry=registry,
         store=store,
@@ -266,8 +298,10 @@ class BeatRuntime:
     celery: Celery
     reindex: ReindexService
 
-    def scheduler_cls(self) -> type[object]:
-        return registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
+    def run(self) -> None:
+        """Run Celery beat in this process until stopped."""
+        scheduler = registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
+        self.celery.Beat(loglevel="INFO", scheduler=scheduler, max_interval=5).run()
 
     def close(self) -> None:
         self.store.close()
@@ -276,11 +310,7 @@ class BeatRuntime:
 
 def build_beat(settings: Settings) -> BeatRuntime:
     registry = Registry(settings.resolved_database_url)
-    store = VectorStore(
-        path=None if settings.qdrant_url else settings.qdrant_path,
-        url=settings.qdrant_url,
-        api_key=settings.qdrant_api_key,
-    )
+    store = _store(settings)
     celery = create_celery_app(settings)
     reindex = _reindex_service(settings, registry, store, IngestQueue(celery))
     return BeatRuntime(settings=settings, registry=registry, store=store, celery=celery, reindex=reindex)

@@ -1,0 +1,53 @@
+"""The registry of collections, documents and what re-indexing needs: index
+versions, folder bindings, cron schedules with their claimed slots, re-index
+runs, the per-collection re-index lock and golden questions.
+
+SQLite in the data directory by default, PostgreSQL by setting; the schema is
+brought up to date by Alembic at start-up (``migrate.py``). This package is the
+only code that talks SQL:
+
+- ``tables``: the ORM tables (the head revision's schema);
+- ``records``: the frozen records and typed updates callers get and give;
+- one repository per concern (``collections``, ``documents``, ``versions``,
+  ``folders``, ``schedules``, ``runs``, ``golden``), each working inside a
+  transaction it is handed;
+- ``database``: the engine and ``unit_of_work()`` (one transaction, every
+  repository); ``facade.Registry`` adds one-transaction shortcuts.
+"""
+
+from rag.registry.database import Database, UnitOfWork
+from rag.registry.facade import Registry
+from rag.registry.records import (
+    OPEN_RUN_STATUSES,
+    CollectionRecord,
+    DocumentRecord,
+    DocumentStatus,
+    FolderFileRecord,
+    GoldenRecord,
+    RunRecord,
+    RunStatus,
+    RunUpdate,
+    ScheduleRecord,
+    ScheduleUpdate,
+    VersionRecord,
+    VersionStatus,
+)
+
+__all__ = [
+    "OPEN_RUN_STATUSES",
+    "CollectionRecord",
+    "Database",
+    "DocumentRecord",
+    "DocumentStatus",
+    "FolderFileRecord",
+    "GoldenRecord",
+    "Registry",
+    "RunRecord",
+    "RunStatus",
+    "RunUpdate",
+    "ScheduleRecord",
+    "ScheduleUpdate",
+    "UnitOfWork",
+    "VersionRecord",
+    "VersionStatus",
+]
