@@ -31,6 +31,7 @@ from api.openai_schemas import (
 from api.schemas import SourcePublic
 from api.sse import event_stream, sse
 from rag.errors import NotFoundError
+from rag.generation import Sampling
 from rag.service import COLLECTION_MODEL_PREFIX, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -52,11 +53,14 @@ async def list_models(service: ServiceDep) -> ModelList:
 async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> ChatCompletion | StreamingResponse:
     messages = [(m.role, m.text()) for m in body.messages]
     max_tokens = body.max_completion_tokens or body.max_tokens
+    sampling = (
+        Sampling(temperature=body.temperature, top_p=body.top_p or 1.0, seed=body.seed) if body.temperature else None
+    )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     grounded = body.model.startswith(COLLECTION_MODEL_PREFIX)
     if not body.stream:
-        answer = await service.chat(body.model, messages, max_tokens=max_tokens)
+        answer = await service.chat(body.model, messages, max_tokens=max_tokens, sampling=sampling)
         message = AssistantMessage(content=answer.answer)
         choice = ChatChoice(message=message, finish_reason=_finish(answer.finish_reason))
         return ChatCompletion(
@@ -68,7 +72,8 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> 
             sources=[SourcePublic.of(s) for s in answer.sources] if grounded else None,
             timings={k: round(v, 4) for k, v in answer.timings.items()},
         )
-    events = service.chat_stream(body.model, messages, max_tokens=max_tokens)
+    events = service.chat_stream(body.model, messages, max_tokens=max_tokens, sampling=sampling,
+                                 ignore_eos=body.ignore_eos)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     state: dict[str, list[SourcePublic] | None] = {"sources": None}

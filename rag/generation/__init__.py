@@ -11,6 +11,7 @@ module             holds
 ``batch``          ``Batch``: a ``llama_batch`` over NumPy arrays
 ``sampler``        ``BatchGreedy``: greedy sampling of the whole batch in the graph
 ``stops``          ``StopMatcher``: stop strings in streamed text
+``stream``         ``TextStream``: text from the model's thread to an asyncio task
 ``process``        ``ModelProcess``: the model in a child process (parent side)
 ``child``          ``python -m rag.generation.child``: the child process
 ``bundled``        ``resolve_model_path``: the bundled GGUF, assembled once
@@ -23,7 +24,7 @@ loads llama.cpp's libraries before anything else.
 
 from rag.generation.bundled import resolve_model_path
 from rag.generation.pool import ModelPool, load_models
-from rag.generation.types import FlashAttention, Generation, GenerationHandle, KvCacheType, TextModel
+from rag.generation.types import FlashAttention, Generation, GenerationHandle, KvCacheType, Sampling, TextModel
 
 __all__ = [
     "FlashAttention",
@@ -31,6 +32,7 @@ __all__ = [
     "GenerationHandle",
     "KvCacheType",
     "ModelPool",
+    "Sampling",
     "TextModel",
     "load_models",
     "resolve_model_path",

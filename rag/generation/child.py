@@ -6,6 +6,7 @@ pull in numpy or torch, and never imports torch."""
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import os
 import queue
@@ -18,7 +19,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from rag.generation.types import Generation
+from rag.generation.types import Generation, Sampling
 
 __all__ = ["main"]
 
@@ -51,6 +52,8 @@ def _serve(conn: Connection) -> None:
             },
         )
     )
+    texts = _StepTexts(outbox)
+    model.on_text_handled(texts.flush)
     jobs: dict[int, Any] = {}
     calls: dict[str, Callable[[Any], Any]] = {
         "tokenize": model.tokenize,
@@ -65,8 +68,8 @@ def _serve(conn: Connection) -> None:
                 break  # the parent is gone
             kind = message[0]
             if kind == "submit":
-                _, job_id, tokens, max_tokens, stop, ignore_eog = message
-                _submit(model, jobs, outbox, job_id, tokens, max_tokens, stop, ignore_eog)
+                _, job_id, tokens, max_tokens, stop, ignore_eog, sampling = message
+                _submit(model, jobs, outbox, texts, job_id, tokens, max_tokens, stop, ignore_eog, sampling)
             elif kind == "cancel":
                 job = jobs.get(message[1])
                 if job is not None:
@@ -85,22 +88,44 @@ def _serve(conn: Connection) -> None:
         sender.join(timeout=10)
 
 
+class _StepTexts:
+    """The text of one scheduler step, every stream's, goes out as one
+    ``("texts", [(id, piece), …])`` item: collected by the jobs' callbacks,
+    flushed when the scheduler has handled the step's text (and before a job's
+    ``done``, which must not overtake its text)."""
+
+    def __init__(self, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+        self._outbox = outbox
+        self._lock = threading.Lock()
+        self._items: list[tuple[int, str]] = []
+
+    def add(self, job_id: int, piece: str) -> bool:
+        with self._lock:
+            self._items.append((job_id, piece))
+        return True
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._items:
+                self._outbox.put(("texts", self._items))
+                self._items = []
+
+
 def _submit(
     model: Any,
     jobs: dict[int, Any],
     outbox: queue.SimpleQueue[tuple[Any, ...] | None],
+    texts: _StepTexts,
     job_id: int,
     tokens: list[int],
     max_tokens: int,
     stop: list[str],
     ignore_eog: bool,
+    sampling: Sampling | None,
 ) -> None:
-    def on_text(piece: str) -> bool:
-        outbox.put(("text", job_id, piece))
-        return True
-
     try:
-        job = model.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog)
+        job = model.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=functools.partial(texts.add, job_id),
+                           ignore_eog=ignore_eog, sampling=sampling)
     except Exception as exc:
         outbox.put(("error", job_id, str(exc)))
         return
@@ -108,6 +133,7 @@ def _submit(
 
     def done(future: concurrent.futures.Future[Generation]) -> None:
         jobs.pop(job_id, None)
+        texts.flush()
         exc = future.exception()
         if exc is not None:
             outbox.put(("error", job_id, str(exc)))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from rag.generation.stops import StopMatcher
-from rag.generation.types import Generation
+from rag.generation.types import Generation, Sampling
 
 __all__ = ["GenerationJob"]
 
@@ -31,11 +31,13 @@ class GenerationJob:
         stop: Sequence[str],
         on_text: Callable[[str], bool] | None,
         ignore_eog: bool = False,
+        sampling: Sampling | None = None,
     ) -> None:
         self.tokens = tokens
         self.max_tokens = max_tokens
         self.on_text = on_text
         self.ignore_eog = ignore_eog
+        self.sampling = sampling
         self.token_times: list[float] = []  # when each token was sampled (benchmarks)
         self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
         self._cancelled = threading.Event()

@@ -28,7 +28,7 @@ from rag.generation.job import GenerationJob
 from rag.generation.native import backend_init, default_gpu_layers, llama_cpp
 from rag.generation.sampler import BatchGreedy
 from rag.generation.scheduler import Scheduler, Slot
-from rag.generation.types import FlashAttention, KvCacheType, TextModel
+from rag.generation.types import FlashAttention, KvCacheType, Sampling, TextModel
 
 __all__ = ["LlamaModel"]
 
@@ -164,6 +164,7 @@ class LlamaModel(TextModel):
         self._greedy = greedy
         configs = (lc.llama_sampler_seq_config * self.parallel)()
         for i, (slot, chain) in enumerate(zip(slots, chains, strict=True)):
+            slot.backend_chain = chain
             configs[i].seq_id = slot.seq_id
             configs[i].sampler = ctypes.cast(chain, ctypes.c_void_p)
         self._seq_configs = configs
@@ -216,7 +217,18 @@ class LlamaModel(TextModel):
             backend_sampling=backend_sampling,
             overlap=overlap,
             name=f"llama-{self.path.stem}",
+            greedy_chain=self._greedy_chain if backend_sampling else None,
         )
+
+    def _greedy_chain(self) -> Any:
+        """A new greedy chain for the decode graph, of the kind the context
+        was created with."""
+        lc = self._lc
+        if self._greedy is not None and self._greedy.available:
+            return self._greedy.chain()
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        return chain
 
     # --- text ----------------------------------------------------------------
     @property
@@ -259,10 +271,12 @@ class LlamaModel(TextModel):
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        sampling: Sampling | None = None,
     ) -> GenerationJob:
-        """Queue a greedy generation; the returned job completes with a
-        ``Generation`` (or ``BackendError``). ``ignore_eog`` generates past
-        end-of-generation tokens (benchmarks: a fixed number of tokens)."""
+        """Queue a generation (greedy unless ``sampling``); the returned job
+        completes with a ``Generation`` (or ``BackendError``). ``ignore_eog``
+        generates past end-of-generation tokens (benchmarks: a fixed number of
+        tokens)."""
         if not tokens:
             raise ValueError("an empty prompt")
         if len(tokens) + max_tokens > self.n_ctx:
@@ -270,9 +284,15 @@ class LlamaModel(TextModel):
         scheduler = self._scheduler
         if scheduler is None or scheduler.closed:
             raise BackendError("the model is closed")
-        job = GenerationJob(list(tokens), max_tokens, stop, on_text, ignore_eog)
+        job = GenerationJob(list(tokens), max_tokens, stop, on_text, ignore_eog, sampling)
         scheduler.put(job)
         return job
+
+    def on_text_handled(self, hook: Callable[[], None]) -> None:
+        """``hook`` runs on the scheduler thread after each step's text went to
+        the jobs' callbacks."""
+        if self._scheduler is not None:
+            self._scheduler.on_text_handled = hook
 
     @property
     def active(self) -> int:

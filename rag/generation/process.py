@@ -18,19 +18,20 @@ llama.cpp and never imports torch. Two reasons:
 ``generate``, ``tokenize``…), so ``ModelPool`` and the service do not know which
 one they hold. The child runs one ``LlamaModel`` (its scheduler thread batches
 all requests of this instance, as in-process); the two talk over a socket pair
-with pickled messages. The child's text pieces are gathered by a sender thread
-and go out many per message, so the scheduler thread never waits on the socket.
+with pickled messages. The text of one scheduler step, every stream's, is one
+item; a sender thread sends whatever items wait in one message, so the
+scheduler thread never waits on the socket.
 
 Protocol (tuples; the child always sends lists of them):
 
-=========================================  ==========================================
-parent → child                             child → parent
-=========================================  ==========================================
-``("submit", id, tokens, max, stop, eog)`` ``("text", id, piece)`` …
-``("cancel", id)``                         ``("done", id, generation, token_times)``
-``("call", id, method, arg)``              ``("reply", id, value)`` / ``("fail", id, msg)``
-``("close",)``                             first: ``("ready", info)`` or ``("failed", msg)``
-=========================================  ==========================================
+====================================================  ==================================================
+parent → child                                        child → parent
+====================================================  ==================================================
+``("submit", id, tokens, max, stop, eog, sampling)``  ``("texts", [(id, piece), …])``: one step's text
+``("cancel", id)``                                    ``("done", id, generation, token_times)``
+``("call", id, method, arg)``                         ``("reply", id, value)`` / ``("fail", id, msg)``
+``("close",)``                                        first: ``("ready", info)`` or ``("failed", msg)``
+====================================================  ==================================================
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import BackendError, ConfigurationError
-from rag.generation.types import Generation, TextModel
+from rag.generation.types import Generation, Sampling, TextModel
 
 __all__ = ["ModelProcess", "RemoteJob"]
 
@@ -166,6 +167,7 @@ class ModelProcess(TextModel):
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        sampling: Sampling | None = None,
     ) -> RemoteJob:
         if not tokens:
             raise ValueError("an empty prompt")
@@ -176,7 +178,7 @@ class ModelProcess(TextModel):
             job = RemoteJob(self, next(self._ids), on_text)
             self._jobs[job.id] = job
             try:
-                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog))
+                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog, sampling))
             except BackendError:
                 del self._jobs[job.id]
                 raise
@@ -320,16 +322,17 @@ class ModelProcess(TextModel):
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "text":
-            job = self._jobs.get(message[1])
-            if job is not None and job.on_text is not None and not job.cancelled:
-                try:
-                    more = job.on_text(message[2])
-                except Exception:  # the caller's bug must not stop this reader
-                    log.exception("on_text failed; cancelling the generation")
-                    more = False
-                if not more:
-                    job.cancel()
+        if kind == "texts":
+            for job_id, piece in message[1]:
+                job = self._jobs.get(job_id)
+                if job is not None and job.on_text is not None and not job.cancelled:
+                    try:
+                        more = job.on_text(piece)
+                    except Exception:  # the caller's bug must not stop this reader
+                        log.exception("on_text failed; cancelling the generation")
+                        more = False
+                    if not more:
+                        job.cancel()
         elif kind == "done":
             with self._lock:
                 job = self._jobs.pop(message[1], None)

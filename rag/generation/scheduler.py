@@ -28,6 +28,7 @@ from typing import Any
 from rag.errors import BackendError
 from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
+from rag.generation.types import Sampling
 
 __all__ = ["Scheduler", "Slot"]
 
@@ -37,10 +38,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class Slot:
     seq_id: int
-    sampler: Any
+    sampler: Any  # greedy, for sampling on the CPU side
     cached: list[int] = field(default_factory=list)  # tokens in this sequence's KV cache
     job: GenerationJob | None = None
     last_used: float = 0.0
+    backend_chain: Any = None  # greedy, attached to the context (at its creation, or since random sampling)
+    owned_chain: Any = None  # backend_chain when this scheduler made it (freed here)
+    custom: Any = None  # the current job's own sampler chain (random sampling)
+    custom_on_backend: bool = False  # attached to the context in place of backend_chain
 
     @property
     def resident(self) -> int:
@@ -68,6 +73,7 @@ class Scheduler:
         backend_sampling: bool,
         overlap: bool,
         name: str,
+        greedy_chain: Callable[[], Any] | None = None,
     ) -> None:
         self._lc = lc
         self._ctx = ctx
@@ -82,12 +88,16 @@ class Scheduler:
         self._min_copy = min_copy
         self._backend_sampling = backend_sampling
         self._overlap = overlap
+        self._greedy_chain = greedy_chain  # a new greedy chain for the decode graph
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._incoming: queue.SimpleQueue[GenerationJob | None] = queue.SimpleQueue()
         self._waiting: list[GenerationJob] = []
         self._wake = threading.Event()
         self.closed = False
+        # Called on this thread once the text of a step has gone to the jobs'
+        # callbacks (the model process sends a step's text in one message).
+        self.on_text_handled: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -106,6 +116,47 @@ class Scheduler:
             self._incoming.put(None)
             self._wake.set()
             self._thread.join(timeout=60)
+        if not self._thread.is_alive():
+            lc = self._lc
+            for slot in self._slots:
+                if slot.custom_on_backend:
+                    lc.llama_set_sampler(self._ctx, slot.seq_id, None)
+                for chain in (slot.custom, slot.owned_chain):
+                    if chain is not None:
+                        lc.llama_sampler_free(chain)
+                slot.custom = slot.owned_chain = None
+                slot.custom_on_backend = False
+
+    def _use_sampling(self, slot: Slot, sampling: Sampling | None) -> None:
+        """The slot's sampler for its next job: greedy (what the context was
+        created with), or a chain of the job's own, attached to the context in
+        place of greedy where llama.cpp can run it in the decode graph (a
+        change of a sequence's sampler makes llama.cpp plan its graph again)."""
+        lc = self._lc
+        if slot.custom is not None:
+            if slot.custom_on_backend:
+                # A chain is set up for the graph once: greedy comes back as a new one.
+                assert self._greedy_chain is not None
+                fresh = self._greedy_chain()
+                lc.llama_set_sampler(self._ctx, slot.seq_id, fresh)
+                if slot.owned_chain is not None:
+                    lc.llama_sampler_free(slot.owned_chain)
+                slot.backend_chain = slot.owned_chain = fresh
+            lc.llama_sampler_free(slot.custom)
+            slot.custom, slot.custom_on_backend = None, False
+        if sampling is None:
+            return
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if sampling.top_k > 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(sampling.top_k))
+        if sampling.top_p < 1.0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(sampling.top_p, 1))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(sampling.temperature))
+        seed = lc.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
+        slot.custom = chain
+        if self._backend_sampling and self._greedy_chain is not None:
+            slot.custom_on_backend = bool(lc.llama_set_sampler(self._ctx, slot.seq_id, chain))
 
     # --- scheduler -----------------------------------------------------------
     def _run(self) -> None:
@@ -191,6 +242,8 @@ class Scheduler:
             slot.job = job
             slot.last_used = time.perf_counter()
             lc.llama_sampler_reset(slot.sampler)
+            if job.sampling is not None or slot.custom is not None:
+                self._use_sampling(slot, job.sampling)
             job.slot = slot.seq_id
             job.n_past = keep
             job.cached = keep
@@ -310,15 +363,19 @@ class Scheduler:
                 if not job.emit(job.decoder.decode(piece)):
                     job.ending = "cancelled" if job.cancelled else "stop"
                     break
+        if self.on_text_handled is not None:
+            self.on_text_handled()
 
     def _sample(self, slot: Slot) -> int:
         job = slot.job
         assert job is not None
-        if self._backend_sampling:
-            # Greedy sampling ran inside llama_decode's graph; only the id is read.
+        if self._backend_sampling and (slot.custom is None or slot.custom_on_backend):
+            # Sampling ran inside llama_decode's graph; only the id is read.
             token = int(self._lc.llama_get_sampled_token_ith(self._ctx, job.out_index))
             if token >= 0:
                 return token
+        if slot.custom is not None:
+            return int(self._lc.llama_sampler_sample(slot.custom, self._ctx, job.out_index))
         logits = self._lc.llama_get_logits_ith(self._ctx, job.out_index)
         return int(self._np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
 

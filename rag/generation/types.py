@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-__all__ = ["FlashAttention", "Generation", "GenerationHandle", "KvCacheType", "TextModel"]
+__all__ = ["FlashAttention", "Generation", "GenerationHandle", "KvCacheType", "Sampling", "TextModel"]
 
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
 FlashAttention = Literal["auto", "on", "off"]
@@ -27,6 +27,19 @@ class Generation:
     finish_reason: str  # "stop", "length" or "cancelled"
     cached_tokens: int = 0  # prompt tokens reused from the KV cache, not evaluated
     queue_s: float = 0.0  # waiting for a free sequence slot
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Random sampling instead of greedy: the ``top_k`` most likely tokens, of
+    those the smallest set holding ``top_p`` of the probability, scaled by
+    ``temperature``, then drawn (llama-server's order and its default top-k).
+    On a GPU the whole chain runs inside the decode graph, as greedy does."""
+
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 40
+    seed: int | None = None
 
 
 class GenerationHandle(Protocol):
@@ -68,6 +81,7 @@ class TextModel(Protocol):
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        sampling: Sampling | None = None,
     ) -> GenerationHandle: ...
 
     def generate(
@@ -78,8 +92,11 @@ class TextModel(Protocol):
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        sampling: Sampling | None = None,
     ) -> Generation:
         """Blocking form of ``submit``."""
-        return self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog).result()
+        return self.submit(
+            tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog, sampling=sampling
+        ).result()
 
     def close(self) -> None: ...

@@ -117,6 +117,7 @@ class FakeTextModel:
         self.fail: BaseException | None = None
         self.prompts: list[str] = []
         self.jobs: list[FakeJob] = []
+        self.options: list[dict[str, Any]] = []  # each submit's ignore_eog and sampling
         self.closed = False
 
     @property
@@ -146,6 +147,7 @@ class FakeTextModel:
             raise ValueError(f"{len(tokens)} prompt tokens + {max_tokens} exceed the context of {self.n_ctx}")
         prompt = self.detokenize(tokens)
         self.prompts.append(prompt)
+        self.options.append({"ignore_eog": ignore_eog, "sampling": sampling})
         job = FakeJob()
         self.jobs.append(job)
         threading.Thread(
