@@ -20,8 +20,10 @@ from rag import metrics
 from rag.blobs import BlobStore
 from rag.embedder import Embedder
 from rag.errors import InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
+from rag.filenames import clean_filename, escape_name
 from rag.generation import Generation, ModelPool, Sampling, TextModel
 from rag.generation.stream import TextStream
+from rag.grounding import Grounding, GroundingJudge
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
 from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.retrieval import Retriever, SearchHit
@@ -83,10 +85,17 @@ class CollectionInfo:
 class Answer:
     answer: str
     sources: list[SearchHit]
-    grounded: bool  # False when retrieval found nothing good enough and no generation ran
+    # False when the service abstains: retrieval found nothing good enough (no
+    # generation ran), or the generated answer is judged not to stand in the
+    # passages (``draft`` holds it, ``reason`` says why).
+    grounded: bool
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     finish_reason: str = "stop"  # "stop", "length" or "cancelled"
+    grounding: Grounding | None = None  # evidence, supported, abstention score (answers from passages)
+    reason: str | None = None  # why it abstained
+    draft: str | None = None  # the generated answer that was withheld
+    prompt_style: str | None = None  # the prompt format generation used
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,8 @@ class Answering:
     n_ctx: int
     max_tokens: int
     score_threshold: float
+    # Evidence for answers and abstention after generation (rag/grounding.py).
+    grounding: GroundingJudge = field(default_factory=GroundingJudge)
 
     @classmethod
     def from_settings(
@@ -151,6 +162,7 @@ class Answering:
             n_ctx=settings.llm_n_ctx,
             max_tokens=settings.max_tokens,
             score_threshold=settings.score_threshold,
+            grounding=GroundingJudge(settings.abstain_threshold),
         )
 
 
@@ -233,13 +245,14 @@ class RagService:
             try:
                 results.append(self._add_one(collection, upload, clean))
             except (UnsupportedFileTypeError, InvalidRequestError) as exc:
-                results.append(UploadResult(filename=upload.filename, document=None, error=exc))
+                results.append(UploadResult(filename=escape_name(upload.filename), document=None, error=exc))
         return results
 
     def _add_one(
         self, collection: CollectionRecord, upload: Upload, metadata: dict[str, MetadataValue | list[MetadataValue]]
     ) -> UploadResult:
-        filename = _clean_filename(upload.filename)
+        clean = clean_filename(upload.filename)
+        filename = clean.name
         if not self.intake.is_supported(filename):
             raise UnsupportedFileTypeError(f"{filename}: unsupported file type")
         digest, size = self.library.blobs.put(
@@ -254,6 +267,7 @@ class RagService:
             size_bytes=size,
             content_type=upload.content_type,
             metadata=dict(metadata),
+            original_filename=clean.original,
         )
         if created:
             try:
@@ -389,7 +403,10 @@ class RagService:
             yield AnswerSources(sources=sources, grounded=False)
             yield AnswerDelta(NO_ANSWER)
             timings["total_s"] = time.perf_counter() - started
-            yield AnswerDone(Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings))
+            reason = "no passage was found" if not sources else "no passage is similar enough to the question"
+            yield AnswerDone(
+                Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings, reason=reason)
+            )
             return
         inner = self._generate_stream(question, sources, max_tokens, history, started, timings, sampling, ignore_eos)
         async with aclosing(inner):  # type: ignore[type-var]
@@ -494,7 +511,7 @@ class RagService:
                 used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
                 yield AnswerSources(sources=used, grounded=True)
             job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=pieces.push,
-                               ignore_eog=ignore_eos, sampling=sampling)
+                               ignore_eog=ignore_eos, sampling=sampling, logprobs=sources is not None)
             job.future.add_done_callback(lambda _: pieces.end())
             try:
                 async for piece in pieces:
@@ -521,14 +538,27 @@ class RagService:
             usage["context_passages"] = prompt.passages_used
         metrics.observe_generation(timings, usage)
         text = generation.text or (NO_ANSWER if sources is not None else "")
+        grounding = reason = draft = None
+        if sources is not None:
+            # After the stream: a client showing deltas learns from `done`
+            # that the answer was withheld (grounded false, reason).
+            grounding = self.answering.grounding.assess(
+                question, generation.text, [(s.rank, s.text) for s in used], generation.token_logprobs
+            )
+            if grounding.abstain:
+                reason, draft, text = grounding.reason, generation.text, NO_ANSWER
         yield AnswerDone(
             Answer(
                 answer=text,
                 sources=used,
-                grounded=sources is not None,
+                grounded=sources is not None and reason is None,
                 usage=usage,
                 timings=timings,
                 finish_reason=generation.finish_reason,
+                grounding=grounding,
+                reason=reason,
+                draft=draft,
+                prompt_style=self.answering.prompt_style,
             )
         )
 
@@ -580,11 +610,3 @@ def check_metadata(metadata: dict[str, Any]) -> dict[str, MetadataValue | list[M
                 )
         out[key] = list(values) if isinstance(value, list) else value
     return out
-
-
-def _clean_filename(name: str) -> str:
-    # Keep the base name only: never a path from the client.
-    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not base:
-        raise InvalidRequestError("a file has no name")
-    return base[:255]

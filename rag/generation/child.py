@@ -68,8 +68,8 @@ def _serve(conn: Connection) -> None:
                 break  # the parent is gone
             kind = message[0]
             if kind == "submit":
-                _, job_id, tokens, max_tokens, stop, ignore_eog, sampling = message
-                _submit(model, jobs, outbox, texts, job_id, tokens, max_tokens, stop, ignore_eog, sampling)
+                _, job_id, tokens, max_tokens, stop, ignore_eog, sampling, logprobs = message
+                _submit(model, jobs, outbox, texts, job_id, tokens, max_tokens, stop, ignore_eog, sampling, logprobs)
             elif kind == "cancel":
                 job = jobs.get(message[1])
                 if job is not None:
@@ -122,10 +122,11 @@ def _submit(
     stop: list[str],
     ignore_eog: bool,
     sampling: Sampling | None,
+    logprobs: bool,
 ) -> None:
     try:
         job = model.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=functools.partial(texts.add, job_id),
-                           ignore_eog=ignore_eog, sampling=sampling)
+                           ignore_eog=ignore_eog, sampling=sampling, logprobs=logprobs)
     except Exception as exc:
         outbox.put(("error", job_id, str(exc)))
         return

@@ -32,12 +32,14 @@ class GenerationJob:
         on_text: Callable[[str], bool] | None,
         ignore_eog: bool = False,
         sampling: Sampling | None = None,
+        logprobs: bool = False,
     ) -> None:
         self.tokens = tokens
         self.max_tokens = max_tokens
         self.on_text = on_text
         self.ignore_eog = ignore_eog
         self.sampling = sampling
+        self.logprobs: list[float] | None = [] if logprobs else None
         self.token_times: list[float] = []  # when each token was sampled (benchmarks)
         self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
         self._cancelled = threading.Event()
@@ -101,6 +103,7 @@ class GenerationJob:
                 finish_reason=reason,
                 cached_tokens=self.cached,
                 queue_s=(self.started or ended) - self.submitted,
+                token_logprobs=list(self.logprobs or [])[: self.produced],
             )
         )
 

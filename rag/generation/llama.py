@@ -272,11 +272,14 @@ class LlamaModel(TextModel):
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
         sampling: Sampling | None = None,
+        logprobs: bool = False,
     ) -> GenerationJob:
         """Queue a generation (greedy unless ``sampling``); the returned job
         completes with a ``Generation`` (or ``BackendError``). ``ignore_eog``
         generates past end-of-generation tokens (benchmarks: a fixed number of
-        tokens)."""
+        tokens); ``logprobs`` records each generated token's log-probability
+        where the logits are read on the CPU (not with sampling in the decode
+        graph)."""
         if not tokens:
             raise ValueError("an empty prompt")
         if len(tokens) + max_tokens > self.n_ctx:
@@ -284,7 +287,7 @@ class LlamaModel(TextModel):
         scheduler = self._scheduler
         if scheduler is None or scheduler.closed:
             raise BackendError("the model is closed")
-        job = GenerationJob(list(tokens), max_tokens, stop, on_text, ignore_eog, sampling)
+        job = GenerationJob(list(tokens), max_tokens, stop, on_text, ignore_eog, sampling, logprobs)
         scheduler.put(job)
         return job
 

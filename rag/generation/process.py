@@ -24,14 +24,14 @@ scheduler thread never waits on the socket.
 
 Protocol (tuples; the child always sends lists of them):
 
-====================================================  ==================================================
-parent → child                                        child → parent
-====================================================  ==================================================
-``("submit", id, tokens, max, stop, eog, sampling)``  ``("texts", [(id, piece), …])``: one step's text
-``("cancel", id)``                                    ``("done", id, generation, token_times)``
-``("call", id, method, arg)``                         ``("reply", id, value)`` / ``("fail", id, msg)``
-``("close",)``                                        first: ``("ready", info)`` or ``("failed", msg)``
-====================================================  ==================================================
+==============================================================  ==================================================
+parent → child                                                  child → parent
+==============================================================  ==================================================
+``("submit", id, tokens, max, stop, eog, sampling, logprobs)``  ``("texts", [(id, piece), …])``: one step's text
+``("cancel", id)``                                              ``("done", id, generation, token_times)``
+``("call", id, method, arg)``                                   ``("reply", id, value)`` / ``("fail", id, msg)``
+``("close",)``                                                  first: ``("ready", info)`` or ``("failed", msg)``
+==============================================================  ==================================================
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ class ModelProcess(TextModel):
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
         sampling: Sampling | None = None,
+        logprobs: bool = False,
     ) -> RemoteJob:
         if not tokens:
             raise ValueError("an empty prompt")
@@ -178,7 +179,7 @@ class ModelProcess(TextModel):
             job = RemoteJob(self, next(self._ids), on_text)
             self._jobs[job.id] = job
             try:
-                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog, sampling))
+                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog, sampling, logprobs))
             except BackendError:
                 del self._jobs[job.id]
                 raise

@@ -377,7 +377,13 @@ class Scheduler:
         if slot.custom is not None:
             return int(self._lc.llama_sampler_sample(slot.custom, self._ctx, job.out_index))
         logits = self._lc.llama_get_logits_ith(self._ctx, job.out_index)
-        return int(self._np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
+        row = self._np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        token = int(row.argmax())
+        if job.logprobs is not None:
+            # log softmax of the chosen (largest) logit: -log sum exp(l - max)
+            top = float(row[token])
+            job.logprobs.append(-float(self._np.log(self._np.exp(row - top).sum())))
+        return token
 
     def _release(self, slot: Slot, reason: str) -> None:
         job = slot.job

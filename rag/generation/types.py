@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -27,6 +27,9 @@ class Generation:
     finish_reason: str  # "stop", "length" or "cancelled"
     cached_tokens: int = 0  # prompt tokens reused from the KV cache, not evaluated
     queue_s: float = 0.0  # waiting for a free sequence slot
+    # Natural-log probability of each generated token, when asked for
+    # (``logprobs=True``) and the logits are read on the CPU; else empty.
+    token_logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class TextModel(Protocol):
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
         sampling: Sampling | None = None,
+        logprobs: bool = False,
     ) -> GenerationHandle: ...
 
     def generate(
@@ -93,10 +97,12 @@ class TextModel(Protocol):
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
         sampling: Sampling | None = None,
+        logprobs: bool = False,
     ) -> Generation:
         """Blocking form of ``submit``."""
         return self.submit(
-            tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog, sampling=sampling
+            tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog, sampling=sampling,
+            logprobs=logprobs,
         ).result()
 
     def close(self) -> None: ...

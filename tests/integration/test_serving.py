@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.docmaker import make_all
-from tests.support.service import ServiceProcess, child_pids, free_port, upload, wait_for, wait_indexed
+from tests.support.service import ADMIN_KEY, ServiceProcess, child_pids, free_port, upload, wait_for, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_sixteen_simultaneous_asks_get_answers_or_clean_429s(service: ServicePro
     def ask(i: int) -> None:
         _, question, fact = questions[i % 2]
         try:
-            with httpx.Client(base_url=service.url, timeout=300) as c:
+            with service.client() as c:
                 barrier.wait()
                 results.append((fact, c.post("/v1/collections/handbook/ask", json={"question": question})))
         except BaseException as exc:
@@ -128,7 +128,7 @@ def test_sixteen_simultaneous_asks_get_answers_or_clean_429s(service: ServicePro
 
 def test_openai_client_models_chat_and_embeddings(service: ServiceProcess, handbook: Any) -> None:
     path, question, fact = handbook["md"]
-    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=ADMIN_KEY, max_retries=0)
 
     ids = [m.id for m in client.models.list()]
     assert "rag/handbook" in ids
