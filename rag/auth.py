@@ -202,7 +202,8 @@ class KeyAuthority:
         created = self._registry.add_api_key(
             name="bootstrap admin",
             key_hash=self._hash(key),
-            prefix=key[:8],
+            # A key chosen by the operator may be short: none of it is kept in clear.
+            prefix=key[:8] if configured is None else "(setting)",
             scopes=["admin:*"],
             key_id=BOOTSTRAP_KEY_ID,
             if_absent=True,
