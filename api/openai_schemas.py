@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import SourcePublic
+from api.schemas import EvidencePublic, SourcePublic
 
 __all__ = [
     "ChatChoice",
@@ -102,6 +102,14 @@ class ChatCompletion(BaseModel):
     usage: OpenAIUsage
     sources: list[SourcePublic] | None = None  # extension: what a grounded answer rests on
     timings: dict[str, float] | None = None  # extension
+    # extension, rag/<collection> models only: GroundingPublic's fields
+    grounded: bool | None = None
+    reason: str | None = None
+    supported: bool | None = None
+    evidence: list[EvidencePublic] | None = None
+    unanswerable_probability: float | None = None
+    draft: str | None = None
+    prompt_style: str | None = None  # also for the base model
 
 
 class EmbeddingsRequest(_Lenient):

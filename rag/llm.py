@@ -81,6 +81,9 @@ class Generation:
     finish_reason: str  # "stop", "length" or "cancelled"
     cached_tokens: int = 0  # prompt tokens reused from the KV cache, not evaluated
     queue_s: float = 0.0  # waiting for a free sequence slot
+    # Natural-log probability of each generated token, when asked for
+    # (``logprobs=True``) and the logits are read on the CPU; else empty.
+    token_logprobs: list[float] = field(default_factory=list)
 
 
 class GenerationHandle(Protocol):
@@ -122,6 +125,7 @@ class TextModel(Protocol):
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        logprobs: bool = False,
     ) -> GenerationHandle: ...
 
     def generate(
@@ -132,6 +136,7 @@ class TextModel(Protocol):
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        logprobs: bool = False,
     ) -> Generation: ...
 
     def close(self) -> None: ...
@@ -242,11 +247,13 @@ class GenerationJob:
         stop: Sequence[str],
         on_text: Callable[[str], bool] | None,
         ignore_eog: bool = False,
+        logprobs: bool = False,
     ) -> None:
         self.tokens = tokens
         self.max_tokens = max_tokens
         self.on_text = on_text
         self.ignore_eog = ignore_eog
+        self.logprobs: list[float] | None = [] if logprobs else None
         self.token_times: list[float] = []  # when each token was sampled (benchmarks)
         self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
         self._cancelled = threading.Event()
@@ -310,6 +317,7 @@ class GenerationJob:
                 finish_reason=reason,
                 cached_tokens=self.cached,
                 queue_s=(self.started or ended) - self.submitted,
+                token_logprobs=list(self.logprobs or [])[: self.produced],
             )
         )
 
@@ -761,17 +769,20 @@ class LlamaModel:
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        logprobs: bool = False,
     ) -> GenerationJob:
         """Queue a greedy generation; the returned job completes with a
         ``Generation`` (or ``BackendError``). ``ignore_eog`` generates past
-        end-of-generation tokens (benchmarks: a fixed number of tokens)."""
+        end-of-generation tokens (benchmarks: a fixed number of tokens);
+        ``logprobs`` records each generated token's log-probability where the
+        logits are read on the CPU (not with sampling in the decode graph)."""
         if not tokens:
             raise ValueError("an empty prompt")
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError("prompt and max_tokens exceed the context window")
         if self._closed:
             raise BackendError("the model is closed")
-        job = GenerationJob(list(tokens), max_tokens, stop, on_text, ignore_eog)
+        job = GenerationJob(list(tokens), max_tokens, stop, on_text, ignore_eog, logprobs)
         self._incoming.put(job)
         self._wake.set()
         return job
@@ -784,9 +795,12 @@ class LlamaModel:
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        logprobs: bool = False,
     ) -> Generation:
         """Blocking form of ``submit``."""
-        job = self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog)
+        job = self.submit(
+            tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog, logprobs=logprobs
+        )
         return job.result()
 
     @property
@@ -1018,7 +1032,13 @@ class LlamaModel:
             if token >= 0:
                 return token
         logits = self._lc.llama_get_logits_ith(self._ctx, job.out_index)
-        return int(self._np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).argmax())
+        row = self._np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+        token = int(row.argmax())
+        if job.logprobs is not None:
+            # log softmax of the chosen (largest) logit: -log sum exp(l - max)
+            top = float(row[token])
+            job.logprobs.append(-float(self._np.log(self._np.exp(row - top).sum())))
+        return token
 
     def _release(self, slot: _Slot, reason: str) -> None:
         job = slot.job

@@ -25,7 +25,7 @@ Protocol (tuples; the child always sends lists of them):
 =========================================  ==========================================
 parent → child                             child → parent
 =========================================  ==========================================
-``("submit", id, tokens, max, stop, eog)`` ``("text", id, piece)`` …
+``("submit", id, tokens, max, stop, eog, logprobs)`` ``("text", id, piece)`` …
 ``("cancel", id)``                         ``("done", id, generation, token_times)``
 ``("call", id, method, arg)``              ``("reply", id, value)`` / ``("fail", id, msg)``
 ``("close",)``                             first: ``("ready", info)`` or ``("failed", msg)``
@@ -168,6 +168,7 @@ class ModelProcess:
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        logprobs: bool = False,
     ) -> RemoteJob:
         if not tokens:
             raise ValueError("an empty prompt")
@@ -178,7 +179,7 @@ class ModelProcess:
             job = RemoteJob(self, next(self._ids), on_text)
             self._jobs[job.id] = job
             try:
-                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog))
+                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog, logprobs))
             except BackendError:
                 del self._jobs[job.id]
                 raise
@@ -192,8 +193,11 @@ class ModelProcess:
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        logprobs: bool = False,
     ) -> Generation:
-        return self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog).result()
+        return self.submit(
+            tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog, logprobs=logprobs
+        ).result()
 
     def close(self) -> None:
         with self._lock:
@@ -418,8 +422,8 @@ def _serve(conn: Connection) -> None:
                 break  # the parent is gone
             kind = message[0]
             if kind == "submit":
-                _, job_id, tokens, max_tokens, stop, ignore_eog = message
-                _submit(model, jobs, outbox, job_id, tokens, max_tokens, stop, ignore_eog)
+                _, job_id, tokens, max_tokens, stop, ignore_eog, logprobs = message
+                _submit(model, jobs, outbox, job_id, tokens, max_tokens, stop, ignore_eog, logprobs)
             elif kind == "cancel":
                 job = jobs.get(message[1])
                 if job is not None:
@@ -447,13 +451,16 @@ def _submit(
     max_tokens: int,
     stop: list[str],
     ignore_eog: bool,
+    logprobs: bool = False,
 ) -> None:
     def on_text(piece: str) -> bool:
         outbox.put(("text", job_id, piece))
         return True
 
     try:
-        job = model.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog)
+        job = model.submit(
+            tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog, logprobs=logprobs
+        )
     except Exception as exc:
         outbox.put(("error", job_id, str(exc)))
         return

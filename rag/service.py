@@ -21,6 +21,7 @@ from rag.blobs import BlobStore
 from rag.embedder import Embedder
 from rag.errors import InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
 from rag.filenames import clean_filename, escape_name
+from rag.grounding import Grounding, GroundingJudge
 from rag.llm import Generation, ModelPool, TextModel
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
 from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
@@ -83,10 +84,17 @@ class CollectionInfo:
 class Answer:
     answer: str
     sources: list[SearchHit]
-    grounded: bool  # False when retrieval found nothing good enough and no generation ran
+    # False when the service abstains: retrieval found nothing good enough (no
+    # generation ran), or the generated answer is judged not to stand in the
+    # passages (``draft`` holds it, ``reason`` says why).
+    grounded: bool
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     finish_reason: str = "stop"  # "stop", "length" or "cancelled"
+    grounding: Grounding | None = None  # evidence, supported, abstention score (answers from passages)
+    reason: str | None = None  # why it abstained
+    draft: str | None = None  # the generated answer that was withheld
+    prompt_style: str | None = None  # the prompt format generation used
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,8 @@ class Answering:
     n_ctx: int
     max_tokens: int
     score_threshold: float
+    # Evidence for answers and abstention after generation (rag/grounding.py).
+    grounding: GroundingJudge = field(default_factory=GroundingJudge)
 
     @classmethod
     def from_settings(
@@ -151,6 +161,7 @@ class Answering:
             n_ctx=settings.llm_n_ctx,
             max_tokens=settings.max_tokens,
             score_threshold=settings.score_threshold,
+            grounding=GroundingJudge(settings.abstain_threshold),
         )
 
 
@@ -388,7 +399,10 @@ class RagService:
             yield AnswerSources(sources=sources, grounded=False)
             yield AnswerDelta(NO_ANSWER)
             timings["total_s"] = time.perf_counter() - started
-            yield AnswerDone(Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings))
+            reason = "no passage was found" if not sources else "no passage is similar enough to the question"
+            yield AnswerDone(
+                Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings, reason=reason)
+            )
             return
         inner = self._generate_stream(question, sources, max_tokens, history, started, timings)
         async with aclosing(inner):  # type: ignore[type-var]
@@ -490,7 +504,9 @@ class RagService:
             if sources is not None:
                 used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
                 yield AnswerSources(sources=used, grounded=True)
-            job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=push)
+            job = model.submit(
+                prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=push, logprobs=sources is not None
+            )
             job.future.add_done_callback(lambda _: push(None))
             try:
                 while (piece := await pieces.get()) is not None:
@@ -517,14 +533,27 @@ class RagService:
             usage["context_passages"] = prompt.passages_used
         metrics.observe_generation(timings, usage)
         text = generation.text or (NO_ANSWER if sources is not None else "")
+        grounding = reason = draft = None
+        if sources is not None:
+            # After the stream: a client showing deltas learns from `done`
+            # that the answer was withheld (grounded false, reason).
+            grounding = self.answering.grounding.assess(
+                question, generation.text, [(s.rank, s.text) for s in used], generation.token_logprobs
+            )
+            if grounding.abstain:
+                reason, draft, text = grounding.reason, generation.text, NO_ANSWER
         yield AnswerDone(
             Answer(
                 answer=text,
                 sources=used,
-                grounded=sources is not None,
+                grounded=sources is not None and reason is None,
                 usage=usage,
                 timings=timings,
                 finish_reason=generation.finish_reason,
+                grounding=grounding,
+                reason=reason,
+                draft=draft,
+                prompt_style=self.answering.prompt_style,
             )
         )
 

@@ -29,11 +29,11 @@ from api.openai_schemas import (
     OpenAIUsage,
     chunk,
 )
-from api.schemas import SourcePublic
+from api.schemas import GroundingPublic, SourcePublic
 from api.sse import event_stream, sse
 from rag.auth import Role
 from rag.errors import NotFoundError
-from rag.service import COLLECTION_MODEL_PREFIX, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
+from rag.service import COLLECTION_MODEL_PREFIX, Answer, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -76,6 +76,7 @@ async def chat_completions(
             usage=_usage(answer.usage),
             sources=[SourcePublic.of(s) for s in answer.sources] if grounded else None,
             timings={k: round(v, 4) for k, v in answer.timings.items()},
+            **_grounding(answer, grounded),
         )
     events = service.chat_stream(body.model, messages, max_tokens=max_tokens)
 
@@ -101,12 +102,21 @@ async def chat_completions(
         if grounded:
             extra["sources"] = [s.model_dump(mode="json") for s in state["sources"] or []]
         extra["timings"] = {k: round(v, 4) for k, v in event.answer.timings.items()}
+        extra.update(_grounding(event.answer, grounded))
         if include_usage:
             extra["usage"] = _usage(event.answer.usage).model_dump()
         out.append(piece({}, finish_reason=_finish(event.answer.finish_reason), **extra))
         return out
 
     return await event_stream(events, render, tail=sse("[DONE]"), error_event=None)
+
+
+def _grounding(answer: Answer, grounded: bool) -> dict[str, Any]:
+    """The extension fields: evidence and abstention for a rag/<collection>
+    model, the prompt style for any."""
+    if not grounded:
+        return {"prompt_style": answer.prompt_style}
+    return GroundingPublic.fields_of(answer)
 
 
 def _usage(usage: dict[str, int]) -> OpenAIUsage:

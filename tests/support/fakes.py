@@ -65,7 +65,8 @@ class HashEmbedder:
 def first_passage_words(prompt: str, n: int = 6) -> str:
     """The default fake answer: the first ``n`` words of context passage [1], or,
     for a prompt without passages, the words of the question echoed."""
-    match = re.search(r"\[1\] (.*?)(?:\n\n\[2\] |\n\nQuestion: |$)", prompt, re.S)
+    context = prompt[prompt.rfind("Context:\n") :] if "Context:\n" in prompt else prompt  # after any worked examples
+    match = re.search(r"\[1\] (.*?)(?:\n\n\[2\] |\n\nQuestion: |$)", context, re.S)
     if match:
         return " ".join(match.group(1).split()[:n])
     question = re.findall(r"(?:Question: |<start_of_turn>user\n)(.*)", prompt)
@@ -140,6 +141,7 @@ class FakeTextModel:
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        logprobs: bool = False,
     ) -> FakeJob:
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError(f"{len(tokens)} prompt tokens + {max_tokens} exceed the context of {self.n_ctx}")
@@ -204,6 +206,7 @@ class FakeTextModel:
                 time_to_first_token_s=(first or ended) - started,
                 total_s=ended - started,
                 finish_reason=reason,
+                token_logprobs=[-0.1] * produced,  # a sure model (the abstention model reads these)
             )
         )
 
