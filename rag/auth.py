@@ -196,13 +196,15 @@ class KeyAuthority:
         """On the first start, one ``admin:*`` key: ``RAG_BOOTSTRAP_ADMIN_KEY`` if
         set, else a generated one, which is returned so the caller can show it
         once. Later starts (the bootstrap row exists, even revoked) do nothing."""
+        configured = configured or None  # an empty setting is no setting
         if configured is not None and len(configured) < MIN_KEY_LENGTH:
             raise ConfigurationError(f"RAG_BOOTSTRAP_ADMIN_KEY must be at least {MIN_KEY_LENGTH} characters")
         key = configured or f"rag-{secrets.token_urlsafe(32)}"
         created = self._registry.add_api_key(
             name="bootstrap admin",
             key_hash=self._hash(key),
-            prefix=key[:8],
+            # A key chosen by the operator may be short: none of it is kept in clear.
+            prefix=key[:8] if configured is None else "(setting)",
             scopes=["admin:*"],
             key_id=BOOTSTRAP_KEY_ID,
             if_absent=True,

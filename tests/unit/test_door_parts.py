@@ -86,6 +86,7 @@ def test_a_configured_bootstrap_key_and_a_revoked_one_stays_revoked(tmp_path: Pa
             authority.ensure_bootstrap("too-short")
         assert authority.ensure_bootstrap("given-admin-key-0123456789") is None  # given, so not printed
         assert authority.authenticate("given-admin-key-0123456789").is_admin
+        assert authority.list()[0].prefix == "(setting)"  # nothing of a chosen key in clear
         authority.revoke(BOOTSTRAP_KEY_ID)
         authority.ensure_bootstrap("given-admin-key-0123456789")  # a restart with the setting still there
         with pytest.raises(AuthenticationError):
