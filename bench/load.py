@@ -123,7 +123,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     streams = [int(x) for x in args.streams.split(",")]
     limits = httpx.Limits(max_connections=max(streams) + 4, max_keepalive_connections=max(streams) + 4)
     out: dict[str, Any] = {"kind": args.kind, "url": args.url, "label": args.label, "streams": {}}
-    async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=args.timeout) as client:
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=args.timeout, headers=headers) as client:
         for s in streams:
             await one_round(client, args, s, salt=f"{args.label}-warm{s}")
             rounds = [await one_round(client, args, s, salt=f"{args.label}-r{r}") for r in range(args.rounds)]
@@ -155,6 +156,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float)
     ap.add_argument("--top-p", type=float)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     report = asyncio.run(run(args))

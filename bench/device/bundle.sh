@@ -33,7 +33,7 @@ tar xzf $D/cache/llama_cpp_python-$LCP.tar.gz -C $D/cache/src
 V=$D/cache/src/llama_cpp_python-$LCP
 L=$V/vendor/llama.cpp
 rm -rf $L/models $L/docs $L/tests $L/examples $L/pocs $L/benches $L/media $L/gguf-py $L/app/ui 2>/dev/null || true
-find $L/tools/ui -mindepth 1 -maxdepth 1 ! -name CMakeLists.txt -exec rm -rf {} +
+find $L/tools/ui -mindepth 1 -maxdepth 1 ! -name CMakeLists.txt ! -name '*.in' ! -name sources.cmake -exec rm -rf {} +
 for b in $L/ggml/src/ggml-*/; do
   case $(basename $b) in ggml-cpu|ggml-cuda|ggml-blas) ;; *) rm -rf $b ;; esac
 done

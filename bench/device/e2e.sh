@@ -29,6 +29,7 @@ ROUNDS=${ROUNDS:-5}
 SLOT=${SLOT:-1024}           # KV cells per sequence, on every side
 NP=${NP:-64}                 # sequence slots, on every side
 step=${1:-harness}
+KEY=bench-admin-key-0123456789abcdef
 
 if [ "$step" = harness ]; then
   python3 bench/generation.py --model $M --batched-bench $B/llama-batched-bench --threads 16 --n-gpu-layers -1 \
@@ -52,9 +53,9 @@ if [ "$step" = http ]; then
   : > $OUT/http.log
   RAG_DATA_DIR=$W/data-http RAG_LLM_MODEL=$M RAG_LLM_PARALLEL=$NP RAG_LLM_QUEUE_SIZE=$NP RAG_LLM_N_CTX=$SLOT \
   RAG_LLM_FLASH_ATTN=on RAG_LLM_THREADS=16 RAG_LLM_PROMPT_STYLE=gemma-chat RAG_EMBEDDING_MODEL=$W/minilm \
-  RAG_EMBEDDING_DEVICE=cuda ${RAG_EXTRA_ENV:-} python3 -m api.cli serve --host 127.0.0.1 --port 8000 > $W/serve.log 2>&1 &
+  RAG_EMBEDDING_DEVICE=cuda RAG_BOOTSTRAP_ADMIN_KEY=$KEY ${RAG_EXTRA_ENV:-} python3 -m api.cli serve --host 127.0.0.1 --port 8000 > $W/serve.log 2>&1 &
   pid=$!
-  wait_ready http://127.0.0.1:8000/readyz 180 && load 8000 service-chat model
+  wait_ready http://127.0.0.1:8000/readyz 180 && load 8000 service-chat model --api-key $KEY
   kill $pid; wait $pid
   for variant in default bs; do
     flags=""; [ $variant = bs ] && flags="-bs"
