@@ -253,7 +253,7 @@ def caller_round(model: TextModel, s: int, args: argparse.Namespace, salt: str) 
     results = [job.result() for job in jobs]
     wall = max([*done_at, *(t[-1] for t in arrivals if t)]) - started
     assert all(r.completion_tokens == args.batch_gen for r in results), "every stream generates batch_gen tokens"
-    assert all(r.cached_tokens <= 1 for r in results), "every prompt must be new"
+    assert all(r.cached_tokens <= 8 for r in results), "every prompt must be new (beyond BOS and a salt word)"
     ttft = [t[0] - started for t in arrivals if t]
     gaps = _gaps(arrivals)
     return {
