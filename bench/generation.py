@@ -276,7 +276,7 @@ def caller_batched(path: Path, args: argparse.Namespace, streams: list[int], how
             caller_round(model, s, args, salt=f"warm{s}")
         for r in range(args.rounds):
             for s in streams:
-                out[s].append(caller_round(model, s, args, salt=f"r{r}"))
+                out[s].append(caller_round(model, s, args, salt=f"r{r}s{s}"))
     finally:
         model.close()
     return out
