@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.docmaker import make_all, make_document
-from tests.support.service import ROOT, ServiceProcess, free_port, upload, wait_for, wait_indexed
+from tests.support.service import AUTH_HEADERS, ROOT, ServiceProcess, free_port, upload, wait_for, wait_indexed
 from tests.support.tiny_model import DIMENSION, build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -86,7 +86,7 @@ class Hammer(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as client:
+        with httpx.Client(base_url=self.url, timeout=60, headers=AUTH_HEADERS) as client:
             i = 0
             while not self._stop_event.is_set():
                 q = self.questions[i % len(self.questions)]
