@@ -359,16 +359,22 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data),
         "files": len(_files(args.data)),
     }
-    if not args.no_stages:
-        log("stages alone")
-        report["stages"] = _run_child("stages", args)
+    scales = [int(s) for s in args.scales.split(",")]
+    steps: list[tuple[str, list[str]]] = [] if args.no_stages else [("stages", [])]
+    steps.append(("e2e", ["--scale", str(scales[0])] + (["--score"] if args.score else [])))
+    if not args.no_llamaindex:  # before the larger scales: the comparison matters most
+        steps.append(("llamaindex", []))
+    steps += [("e2e", ["--scale", str(scale)]) for scale in scales[1:]]
     report["e2e"] = []
-    for scale in (int(s) for s in args.scales.split(",")):
-        extra = ["--scale", str(scale)] + (["--score"] if args.score and scale == 1 else [])
-        report["e2e"].append(_run_child("e2e", args, *extra))
-    if not args.no_llamaindex:
-        log("LlamaIndex IngestionPipeline")
-        report["llamaindex"] = _run_child("llamaindex", args)
+    for kind, extra in steps:
+        log(f"{kind} {' '.join(extra)}")
+        result = _run_child(kind, args, *extra)
+        if kind == "e2e":
+            report["e2e"].append(result)
+        else:
+            report[kind] = result
+        if args.json:  # what has finished so far, in case a later step is cut off
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
 
     one = report["e2e"][0]
     summary: dict[str, Any] = {"e2e_1x_s": one["seconds"], "chunks_per_s": one["chunks_per_s"]}
