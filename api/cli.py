@@ -236,6 +236,11 @@ def ask(
         typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(data["answer"])
+    if not data.get("grounded", True) and data.get("reason"):
+        typer.echo(f"(not answered: {data['reason']})")
+    for ev in data.get("evidence") or []:
+        mark = "supported by" if data.get("supported") else "closest passage text"
+        typer.echo(f'{mark} [{ev["rank"]}] chars {ev["start"]}-{ev["end"]}: "{ev["quote"]}"')
     typer.echo("")
     for s in data["sources"]:
         page = f", page {s['page']}" if s["page"] else ""
@@ -251,6 +256,9 @@ def eval_(
     generate: Annotated[
         int, typer.Option(help="Answerable questions to generate answers for (exact match, F1); 0: none.")
     ] = 5,
+    generate_unanswerable: Annotated[
+        int, typer.Option(help="Unanswerable questions to generate answers for (abstention); 0: none.")
+    ] = 0,
     limit: Annotated[int, typer.Option(help="Use the first N questions only (0: all).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -273,11 +281,15 @@ def eval_(
         raise typer.Exit(2) from exc
     if limit:
         items = items[:limit]
-    body: dict[str, Any] = {"items": items, "generate_sample": generate}
+    body: dict[str, Any] = {
+        "items": items,
+        "generate_sample": generate,
+        "generate_unanswerable": generate_unanswerable,
+    }
     if mode:
         body["mode"] = mode
     with _client(url) as client:
-        client.timeout = httpx_timeout_for(len(items), generate)
+        client.timeout = httpx_timeout_for(len(items), generate + generate_unanswerable)
         r = client.post(f"/v1/collections/{collection}/evaluations", json=body)
     if r.status_code != 200:
         _fail(r)

@@ -248,6 +248,15 @@ class Settings(BaseSettings):
         description="Below this best cosine score the answer says the documents "
         "don't contain it, and no generation runs.",
     )
+    abstain_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="After generation, the answer is withheld (grounded false, with a "
+        "reason) when its estimated probability of being unanswerable from the passages "
+        "is at least this. Lower abstains more often, also on answerable questions; 1 "
+        "only on a refusal. Default: the operating point measured in docs/benchmarks.md.",
+    )
 
     # --- generation -----------------------------------------------------------
     llm_model: str = Field(

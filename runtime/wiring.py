@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from celery import Celery
@@ -35,9 +36,9 @@ from ingest.sandbox import ProcessParser, build_parser
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
+from rag.generation import ModelPool, TextModel, load_models
 from rag.lexical import LexicalEncoder
-from rag.llm import ModelPool, TextModel, load_models
-from rag.prompt import ResolvedPromptStyle
+from rag.prompt import ResolvedPromptStyle, detect_prompt_style
 from rag.registry import DocumentStatus, Registry
 from rag.reindex import ReindexService
 from rag.retrieval import Retriever
@@ -56,8 +57,12 @@ def resolve_prompt_style(settings: Settings) -> ResolvedPromptStyle:
     if settings.llm_prompt_style != "auto":
         return settings.llm_prompt_style
     # The bundled Gemma 3 270M is a base model: plain completion prompts answer
-    # far better than its (absent) chat template; see docs/benchmarks.md.
-    return "completion" if settings.llm_model == BUNDLED_LLM else "gemma-chat"
+    # far better than a chat template; see docs/benchmarks.md. Other GGUFs:
+    # from the chat template they carry.
+    if settings.llm_model == BUNDLED_LLM:
+        return "completion"
+    path = Path(settings.llm_model).expanduser()
+    return detect_prompt_style(path) if path.is_file() else "gemma-chat"
 
 
 @dataclass(frozen=True)

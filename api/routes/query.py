@@ -48,6 +48,7 @@ async def ask(name: str, body: AskRequest, service: ServiceDep) -> AskResponse |
             mode=body.mode,
             where=where,
             rerank=body.rerank,
+            ignore_eos=body.ignore_eos,
         )
         return await event_stream(events, _ask_event)
     answer = await service.ask(
@@ -69,7 +70,8 @@ def _ask_event(event: AnswerEvent) -> list[bytes]:
     if isinstance(event, AnswerDelta):
         return [sse({"text": event.text}, "delta")]
     assert isinstance(event, AnswerDone)
-    done = AskResponse.of(event.answer).model_dump(mode="json", exclude={"sources", "grounded"})
+    # grounded is final here: the answer may be withheld after generation.
+    done = AskResponse.of(event.answer).model_dump(mode="json", exclude={"sources"})
     return [sse(done, "done")]
 
 
@@ -86,6 +88,7 @@ async def evaluations(name: str, body: EvaluationRequest, service: ServiceDep) -
         mode=body.mode,
         ks=body.k,
         generate_sample=body.generate_sample,
+        generate_unanswerable=body.generate_unanswerable,
         latency_sample=body.latency_sample,
         seed=body.seed,
         rerank=body.rerank,
