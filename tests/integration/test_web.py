@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +142,13 @@ def test_the_page_end_to_end_in_chromium(service: ServiceProcess, browser: Any, 
     expect(page.locator("#passage-text mark")).not_to_have_count(0)
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+
+    # Nothing in the documents: the reply says so, with the service's reason.
+    page.get_by_label("Question").fill("Zxqv plorth quindle vabbernack?")
+    page.get_by_label("Question").press("Enter")
+    refusal = page.locator(".turn .reply").last
+    expect(refusal.locator(".reason")).to_be_visible(timeout=120_000)
+    expect(refusal).to_have_class(re.compile("abstained"))
 
     # Search: raw hits with scores, in the chosen mode.
     page.get_by_role("link", name="Search", exact=True).click()
