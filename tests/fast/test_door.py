@@ -325,3 +325,20 @@ def test_stored_names_are_clean_and_the_original_is_kept_escaped(client: TestCli
     plain = upload(client, "names", {"plain.txt": b"plain"}).json()["documents"][0]
     assert client.get(f"/v1/collections/names/documents/{plain['id']}").json()["original_filename"] is None
     assert AUTH_HEADERS  # the tier's default key made all of the above
+
+
+def test_a_first_start_without_a_bootstrap_key_logs_a_generated_one_once(
+    app_client: Callable[..., TestClient], fast_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = fast_settings.model_copy(update={"bootstrap_admin_key": None})
+    with caplog.at_level(logging.WARNING):
+        client = app_client(settings=settings)
+    shown = [r.getMessage() for r in caplog.records if "generated the admin API key" in r.getMessage()]
+    assert len(shown) == 1
+    key = next(word for word in shown[0].split() if word.startswith("rag-"))
+    assert client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert client.get("/v1/keys").status_code == 401  # the tier's usual key was never made here
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        app_client(settings=settings)  # the same data directory, started again
+    assert not [r for r in caplog.records if "generated the admin API key" in r.getMessage()]
