@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--passage", action="store_true", help="open the first source's passage too")
     args = parser.parse_args()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": args.width, "height": args.height}, device_scale_factor=1)
         if args.key:
             page.add_init_script(f"sessionStorage.setItem('rag.apiKey', {json.dumps(args.key)})")
