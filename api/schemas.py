@@ -256,6 +256,7 @@ class AskRequest(_Strict):
         default=False,
         description="Answer as Server-Sent Events: `sources`, then `delta` events, then `done`.",
     )
+    ignore_eos: bool = Field(default=False, description="Generate `max_tokens` tokens (benchmarks).")
 
 
 class AskResponse(GroundingPublic):

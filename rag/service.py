@@ -21,8 +21,9 @@ from rag.blobs import BlobStore
 from rag.embedder import Embedder
 from rag.errors import InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
 from rag.filenames import clean_filename, escape_name
+from rag.generation import Generation, ModelPool, Sampling, TextModel
+from rag.generation.stream import TextStream
 from rag.grounding import Grounding, GroundingJudge
-from rag.llm import Generation, ModelPool, TextModel
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
 from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.retrieval import Retriever, SearchHit
@@ -383,10 +384,13 @@ class RagService:
         mode: SearchMode | None = None,
         where: SearchFilter | None = None,
         rerank: bool | None = None,
+        sampling: Sampling | None = None,
+        ignore_eos: bool = False,
     ) -> AsyncIterator[AnswerEvent]:
         """The answer as it is generated: ``AnswerSources``, then ``AnswerDelta``
         pieces, then ``AnswerDone``. Closing the iterator early (client gone)
-        stops the generation."""
+        stops the generation. Greedy unless ``sampling``; ``ignore_eos``
+        generates ``max_tokens`` tokens (benchmarks)."""
         if not question.strip():
             raise InvalidRequestError("the question is empty")
         max_tokens = self._check_max_tokens(max_tokens)
@@ -404,7 +408,7 @@ class RagService:
                 Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings, reason=reason)
             )
             return
-        inner = self._generate_stream(question, sources, max_tokens, history, started, timings)
+        inner = self._generate_stream(question, sources, max_tokens, history, started, timings, sampling, ignore_eos)
         async with aclosing(inner):  # type: ignore[type-var]
             async for event in inner:
                 yield event
@@ -416,6 +420,8 @@ class RagService:
         *,
         max_tokens: int | None = None,
         top_k: int | None = None,
+        sampling: Sampling | None = None,
+        ignore_eos: bool = False,
     ) -> AsyncIterator[AnswerEvent]:
         """An OpenAI-style conversation: ``messages`` are (role, text) pairs,
         the last one the user's question. ``model`` is the base model (no
@@ -433,7 +439,8 @@ class RagService:
         question = history.pop()[1]
         if model.startswith(COLLECTION_MODEL_PREFIX):
             collection = model[len(COLLECTION_MODEL_PREFIX) :]
-            inner = self.ask_stream(collection, question, top_k=top_k, max_tokens=max_tokens, history=history)
+            inner = self.ask_stream(collection, question, top_k=top_k, max_tokens=max_tokens, history=history,
+                                    sampling=sampling, ignore_eos=ignore_eos)
             async with aclosing(inner):  # type: ignore[type-var]
                 async for event in inner:
                     yield event
@@ -442,15 +449,20 @@ class RagService:
             raise NotFoundError(f"model {model!r} does not exist (see GET /v1/models)")
         max_tokens = self._check_max_tokens(max_tokens)
         started = time.perf_counter()
-        inner = self._generate_stream(question, None, max_tokens, history, started, {})
+        inner = self._generate_stream(question, None, max_tokens, history, started, {}, sampling, ignore_eos)
         async with aclosing(inner):  # type: ignore[type-var]
             async for event in inner:
                 yield event
 
     async def chat(
-        self, model: str, messages: Sequence[tuple[str, str]], *, max_tokens: int | None = None
+        self,
+        model: str,
+        messages: Sequence[tuple[str, str]],
+        *,
+        max_tokens: int | None = None,
+        sampling: Sampling | None = None,
     ) -> Answer:
-        return await _final_answer(self.chat_stream(model, messages, max_tokens=max_tokens))
+        return await _final_answer(self.chat_stream(model, messages, max_tokens=max_tokens, sampling=sampling))
 
     def model_ids(self) -> list[str]:
         """OpenAI-style model ids: the base model, ``rag/<collection>`` for each
@@ -483,19 +495,13 @@ class RagService:
         history: Sequence[Turn],
         started: float,
         timings: dict[str, float],
+        sampling: Sampling | None = None,
+        ignore_eos: bool = False,
     ) -> AsyncIterator[AnswerEvent]:
         if self.pool is None:
             raise RagError("this process was started without a model (RAG_LLM_LOAD=false)")
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-
-        def push(item: str | None) -> bool:
-            try:
-                loop.call_soon_threadsafe(pieces.put_nowait, item)
-            except RuntimeError:  # the event loop is gone: nobody listens
-                return False
-            return True
-
+        # Pieces that arrive while this task is busy are joined: one loop wake-up each time.
+        pieces = TextStream(asyncio.get_running_loop())
         retrieved = time.perf_counter()
         async with self.pool.acquire() as model:
             acquired = time.perf_counter()
@@ -504,12 +510,11 @@ class RagService:
             if sources is not None:
                 used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
                 yield AnswerSources(sources=used, grounded=True)
-            job = model.submit(
-                prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=push, logprobs=sources is not None
-            )
-            job.future.add_done_callback(lambda _: push(None))
+            job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=pieces.push,
+                               ignore_eog=ignore_eos, sampling=sampling, logprobs=sources is not None)
+            job.future.add_done_callback(lambda _: pieces.end())
             try:
-                while (piece := await pieces.get()) is not None:
+                async for piece in pieces:
                     yield AnswerDelta(piece)
                 generation: Generation = await job.wait()
             finally:

@@ -36,8 +36,8 @@ from ingest.sandbox import ProcessParser, build_parser
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
+from rag.generation import ModelPool, TextModel, load_models
 from rag.lexical import LexicalEncoder
-from rag.llm import ModelPool, TextModel, load_models
 from rag.prompt import ResolvedPromptStyle, detect_prompt_style
 from rag.registry import DocumentStatus, Registry
 from rag.reindex import ReindexService

@@ -33,6 +33,7 @@ from api.schemas import GroundingPublic, SourcePublic
 from api.sse import event_stream, sse
 from rag.auth import Role
 from rag.errors import NotFoundError
+from rag.generation import Sampling
 from rag.service import COLLECTION_MODEL_PREFIX, Answer, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -61,11 +62,14 @@ async def chat_completions(
         principal.check(Role.READ, body.model[len(COLLECTION_MODEL_PREFIX) :])
     messages = [(m.role, m.text()) for m in body.messages]
     max_tokens = body.max_completion_tokens or body.max_tokens
+    sampling = (
+        Sampling(temperature=body.temperature, top_p=body.top_p or 1.0, seed=body.seed) if body.temperature else None
+    )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     grounded = body.model.startswith(COLLECTION_MODEL_PREFIX)
     if not body.stream:
-        answer = await service.chat(body.model, messages, max_tokens=max_tokens)
+        answer = await service.chat(body.model, messages, max_tokens=max_tokens, sampling=sampling)
         message = AssistantMessage(content=answer.answer)
         choice = ChatChoice(message=message, finish_reason=_finish(answer.finish_reason))
         return ChatCompletion(
@@ -78,7 +82,8 @@ async def chat_completions(
             timings={k: round(v, 4) for k, v in answer.timings.items()},
             **_grounding(answer, grounded),
         )
-    events = service.chat_stream(body.model, messages, max_tokens=max_tokens)
+    events = service.chat_stream(body.model, messages, max_tokens=max_tokens, sampling=sampling,
+                                 ignore_eos=body.ignore_eos)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     state: dict[str, list[SourcePublic] | None] = {"sources": None}

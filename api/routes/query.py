@@ -48,6 +48,7 @@ async def ask(name: str, body: AskRequest, service: ServiceDep) -> AskResponse |
             mode=body.mode,
             where=where,
             rerank=body.rerank,
+            ignore_eos=body.ignore_eos,
         )
         return await event_stream(events, _ask_event)
     answer = await service.ask(

@@ -95,7 +95,7 @@ def main() -> None:
                 pass
             time.sleep(0.5)
         report["ready_s"] = round(time.monotonic() - started, 1)
-        model_procs = child_pids(proc.pid, "rag.llm_process")
+        model_procs = child_pids(proc.pid, "rag.generation.child")
         print(f"check: ready in {report['ready_s']} s; model processes {model_procs}", flush=True)
         with httpx.Client(base_url=url, timeout=300, headers=AUTH) as c:
             report["readyz"] = c.get("/readyz").json()

@@ -241,7 +241,7 @@ def test_a_crashed_model_process_fails_its_answer_and_the_service_recovers(tmp_p
     proc = ServiceProcess("serve", env, tmp_path / "serve.log", port=free_port())
     try:
         proc.wait_ready()
-        [child] = child_pids(proc.proc.pid, "rag.llm_process")
+        [child] = child_pids(proc.proc.pid, "rag.generation.child")
         with proc.client() as c:
             base = c.get("/v1/models").json()["data"][0]["id"]
             body = {"model": base, "messages": [{"role": "user", "content": "Tell a long story."}], "stream": True,
@@ -261,7 +261,7 @@ def test_a_crashed_model_process_fails_its_answer_and_the_service_recovers(tmp_p
                 return c.get("/readyz").status_code == 200
 
             wait_for(recovered, timeout=120, interval=0.2, what="the model process to be started again")
-            [again] = child_pids(proc.proc.pid, "rag.llm_process")
+            [again] = child_pids(proc.proc.pid, "rag.generation.child")
             assert again != child
             reply = c.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 4})
             assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] > 0

@@ -1,7 +1,7 @@
 """Deterministic stand-ins for the heavy outside systems, for the fast tier:
 a text model that answers from its prompt without llama.cpp, and an embedder
 that hashes words instead of running a network. Both follow the interfaces the
-service uses (``rag.llm.TextModel``, ``rag.embedder.Embedder``)."""
+service uses (``rag.generation.TextModel``, ``rag.embedder.Embedder``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import BackendError
-from rag.llm import Generation
+from rag.generation import Generation
 
 __all__ = ["FakeJob", "FakeTextModel", "HashEmbedder", "first_passage_words"]
 
@@ -118,6 +118,7 @@ class FakeTextModel:
         self.fail: BaseException | None = None
         self.prompts: list[str] = []
         self.jobs: list[FakeJob] = []
+        self.options: list[dict[str, Any]] = []  # each submit's ignore_eog and sampling
         self.closed = False
 
     @property
@@ -141,12 +142,14 @@ class FakeTextModel:
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        sampling: Any = None,
         logprobs: bool = False,
     ) -> FakeJob:
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError(f"{len(tokens)} prompt tokens + {max_tokens} exceed the context of {self.n_ctx}")
         prompt = self.detokenize(tokens)
         self.prompts.append(prompt)
+        self.options.append({"ignore_eog": ignore_eog, "sampling": sampling})
         job = FakeJob()
         self.jobs.append(job)
         threading.Thread(

@@ -86,6 +86,7 @@ def test_a_configured_bootstrap_key_and_a_revoked_one_stays_revoked(tmp_path: Pa
             authority.ensure_bootstrap("too-short")
         assert authority.ensure_bootstrap("given-admin-key-0123456789") is None  # given, so not printed
         assert authority.authenticate("given-admin-key-0123456789").is_admin
+        assert authority.list()[0].prefix == "(setting)"  # nothing of a chosen key in clear
         authority.revoke(BOOTSTRAP_KEY_ID)
         authority.ensure_bootstrap("given-admin-key-0123456789")  # a restart with the setting still there
         with pytest.raises(AuthenticationError):
@@ -101,10 +102,10 @@ def test_scopes_nest_and_unknown_collections_look_missing() -> None:
     assert p.can(Role.ADMIN, "c") and p.can(Role.READ, "c") and not p.is_admin
     with pytest.raises(PermissionDeniedError):
         p.check(Role.ADMIN, "a")
-    # No scope on a collection: told exactly what a missing collection is told.
-    with pytest.raises(NotFoundError) as hidden:
+    # No scope on a collection: 403, in words that say nothing of whether it exists.
+    with pytest.raises(PermissionDeniedError) as hidden:
         p.check(Role.READ, "secret")
-    assert hidden.value.message == "collection 'secret' not found"
+    assert hidden.value.message == "this key has no scope on collection 'secret'"
     with pytest.raises(PermissionDeniedError):
         p.check_admin()
     everything = Principal(key_id="k", scopes=parse_scopes(["admin:*"]))

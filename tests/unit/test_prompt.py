@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.llm import LlamaModel
+from rag.generation.llama import LlamaModel
 from rag.prompt import PromptBuilder
 
 

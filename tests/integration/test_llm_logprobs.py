@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.llm import LlamaModel
-from rag.llm_process import ModelProcess
+from rag.generation.llama import LlamaModel
+from rag.generation.process import ModelProcess
 
 pytestmark = pytest.mark.slow
 
