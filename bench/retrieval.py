@@ -122,8 +122,6 @@ def time_search(
     request, the client's round trip and the service's own timing of its parts
     (query embedding + BM25 query terms, and the Qdrant query), which it returns
     with every /search response."""
-    import httpx
-
     from tests.support.service import ServiceProcess, free_port
 
     env = {
@@ -143,7 +141,7 @@ def time_search(
     round_trip, parts, embed, store, inside = [], [], [], [], []
     try:
         proc.wait_ready()
-        with httpx.Client(base_url=proc.url, timeout=60) as client:
+        with proc.client(timeout=60) as client:
             for q in questions[:20]:  # warm-up
                 client.post("/v1/collections/squad/search", json={"query": q, "top_k": 5}).raise_for_status()
             for q in questions:

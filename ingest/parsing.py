@@ -522,6 +522,8 @@ def preload() -> None:
     for extension in sorted(_PARTITIONERS):
         _partitioner(extension)
     importlib.import_module("pdfminer.high_level")
+    importlib.import_module("pypdfium2")  # second PDF reader, and page rendering for OCR
+    importlib.import_module("PIL.Image")
     # The pipeline's first run initialises its layers: 0.2 s in every child otherwise.
     importlib.import_module("unstructured.nlp.tokenize")._get_nlp()("Warm up the pipeline. It runs once.")
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.auth import AuthMiddleware
 from api.errors import install_error_handlers
 from api.observability import ObservabilityMiddleware, router
 from rag import metrics
@@ -100,6 +101,7 @@ def _app() -> FastAPI:
     async def busy() -> None:
         raise BusyError("full", retry_after=3)
 
+    app.add_middleware(AuthMiddleware, enabled=False, docs_open=False)  # /metrics needs a caller
     app.add_middleware(ObservabilityMiddleware)
     return app
 

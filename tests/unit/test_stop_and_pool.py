@@ -6,11 +6,13 @@ from typing import Any, cast
 import pytest
 
 from rag.errors import BusyError
-from rag.llm import LlamaModel, ModelPool, _StopMatcher
+from rag.generation import ModelPool
+from rag.generation.llama import LlamaModel
+from rag.generation.stops import StopMatcher
 
 
 def run_matcher(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
-    m = _StopMatcher(stops)
+    m = StopMatcher(stops)
     out = []
     for p in pieces:
         text, hit = m.feed(p)

@@ -1,4 +1,4 @@
-"""A model instance in a child process (rag/llm_process.py) with the real
+"""A model instance in a child process (rag/generation/process.py) with the real
 bundled model: the same answers as in-process, streaming, cancellation,
 concurrent requests, no torch in the child, and recovery from a crash."""
 
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from rag.errors import BackendError, ConfigurationError
-from rag.llm import LlamaModel, ModelPool, load_models
-from rag.llm_process import ModelProcess
+from rag.generation import ModelPool, load_models
+from rag.generation.llama import LlamaModel
+from rag.generation.process import ModelProcess
 from rag.settings import Settings
 
 pytestmark = pytest.mark.slow

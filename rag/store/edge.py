@@ -1,0 +1,584 @@
+"""Store engine: Qdrant Edge, the Qdrant engine inside this process (embedded mode).
+
+Layout under the store's folder::
+
+    store.json              which physical collection each alias serves (replaced atomically)
+    .lock                   held while a process has the store open (one process at a time)
+    collections/<name>/     one Edge shard per physical collection (WAL + segments)
+
+Edge has no aliases, so this module keeps them in ``store.json``: a switch writes
+the whole record to a temporary file, fsyncs it and ``os.replace``-s it over the
+old one, under a lock, and updates the in-memory map in the same step; a query
+resolves the alias once, so it sees either the old or the new version.
+
+Edge runs no background work: new points land in a plain segment (searched
+exactly) until ``optimize`` builds the HNSW index. ``optimize`` holds the GIL
+for the whole build (seconds per 10,000 points), so it never runs in this
+process: a copy of the shard is optimized by a child process (at a lower CPU
+priority) while searches go on against the original, writes to that
+collection wait, and the optimized copy then replaces the original in one
+short step. A background thread starts such a build once enough points were
+written since the last one (``index_after``) and the collection has been quiet
+for a moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rag.errors import BackendError, ConfigurationError
+from rag.store.model import (
+    DENSE,
+    LEXICAL,
+    AnyOf,
+    Condition,
+    DateRange,
+    Hit,
+    Match,
+    NumberRange,
+    PayloadSchema,
+    PointRecord,
+    QuerySpec,
+)
+
+__all__ = ["EdgeBackend", "is_edge_store"]
+
+log = logging.getLogger(__name__)
+
+_RECORD = "store.json"
+_FORMAT = 1
+_COLLECTIONS = "collections"
+_OPTIMIZING = ".optimizing-"
+_REPLACED = ".replaced-"
+_DELETED = ".deleted-"
+# The child process that builds a shard's indexes: Qdrant Edge only, no project code.
+_OPTIMIZE_CHILD = (
+    "import os, sys\n"
+    "try:\n    os.nice(5)\nexcept OSError:\n    pass\n"
+    "from qdrant_edge import EdgeShard\n"
+    "shard = EdgeShard.load(sys.argv[1])\n"
+    "shard.optimize()\n"
+    "shard.flush()\n"
+    "shard.close()\n"
+)
+
+
+def is_edge_store(path: Path) -> bool:
+    return (path / _RECORD).is_file()
+
+
+def _edge() -> Any:
+    try:
+        import qdrant_edge
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise ConfigurationError(
+            "the embedded store needs the qdrant-edge-py package (pip install qdrant-edge-py)"
+        ) from exc
+    return qdrant_edge
+
+
+@dataclass
+class _Layout:
+    dense: dict[str, int]
+    indexed: set[str] = field(default_factory=set)
+
+
+class _Shard:
+    """One open Edge shard. ``lock`` is held for each call into it; ``gate`` by
+    writers, and by an index build for its whole length (writes wait, reads go on)."""
+
+    def __init__(self, path: Path, shard: Any, pending: int = 0) -> None:
+        self.path = path
+        self.shard = shard
+        self.lock = threading.RLock()
+        self.gate = threading.Lock()
+        self.pending = pending  # points written since the last index build
+        self.last_write = 0.0
+        self.closed = False
+
+
+class EdgeBackend:
+    kind = "edge"
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        index_after: int = 20_000,
+        quiet_s: float = 2.0,
+        background: bool = True,
+    ) -> None:
+        self._qe = _edge()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if path is None:  # in memory, for tests: a folder removed on close
+            self._tmp = tempfile.TemporaryDirectory(prefix="rag-edge-")
+            path = Path(self._tmp.name)
+        self.path = path
+        self._index_after = index_after
+        self._quiet_s = quiet_s
+        self._lock = threading.RLock()  # the alias record and the map of shards
+        self._shards: dict[str, _Shard] = {}
+        try:
+            (path / _COLLECTIONS).mkdir(parents=True, exist_ok=True)
+            self._lockfile = open(path / ".lock", "a+")  # noqa: SIM115 - held until close
+        except OSError as exc:
+            raise BackendError(f"cannot open the vector store at {path}: {exc}") from exc
+        try:
+            fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lockfile.close()
+            raise BackendError(
+                f"cannot open the vector store at {path}: another process has it open. The "
+                "embedded store can be opened by one process only; use a Qdrant server "
+                "(RAG_QDRANT_URL) to share it."
+            ) from exc
+        self._aliases = self._read_record()
+        self._recover()
+        for child in sorted((path / _COLLECTIONS).iterdir()):
+            if child.is_dir() and not child.name.startswith("."):
+                self._shards[child.name] = self._load(child)
+        self._closed = False
+        self._closing = threading.Event()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._optimizer, name="store-indexer", daemon=True)
+            self._thread.start()
+
+    # --- the record -------------------------------------------------------------
+    def _read_record(self) -> dict[str, str]:
+        record = self.path / _RECORD
+        if not record.exists():
+            self._write_record({})
+            return {}
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot read {record}: {exc}") from exc
+        if data.get("format") != _FORMAT:
+            raise ConfigurationError(f"{record} has format {data.get('format')}; this release reads {_FORMAT}")
+        return {str(k): str(v) for k, v in data.get("aliases", {}).items()}
+
+    def _write_record(self, aliases: dict[str, str]) -> None:
+        record = self.path / _RECORD
+        tmp = record.with_name(f".{_RECORD}.tmp")
+        body = json.dumps({"format": _FORMAT, "aliases": aliases}, indent=1, sort_keys=True)
+        try:
+            with open(tmp, "w") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, record)
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise BackendError(f"cannot write {record}: {exc}") from exc
+
+    def _recover(self) -> None:
+        """Finish or undo an index build that a crash interrupted."""
+        folder = self.path / _COLLECTIONS
+        for child in folder.iterdir():
+            if child.name.startswith(_REPLACED):
+                original = folder / child.name[len(_REPLACED) :]
+                if original.exists():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.rename(original)
+            elif child.name.startswith((_OPTIMIZING, _DELETED)):
+                shutil.rmtree(child, ignore_errors=True)
+
+    def _load(self, path: Path) -> _Shard:
+        try:
+            shard = self._qe.EdgeShard.load(str(path))
+            info = shard.info()
+        except Exception as exc:
+            raise BackendError(f"cannot load the vector store collection {path}: {exc}") from exc
+        # Dense vectors not yet in an HNSW graph (sparse ones are always indexed).
+        pending = max(0, 2 * int(info.points_count) - int(info.indexed_vectors_count))
+        return _Shard(path, shard, pending)
+
+    # --- lifecycle ----------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._closing.set()
+            with self._wake:
+                self._wake.notify_all()
+            self._thread.join(timeout=60)
+        with self._lock:
+            for s in self._shards.values():
+                with s.gate, s.lock:
+                    self._close_shard(s)
+            self._shards.clear()
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_UN)
+                self._lockfile.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def _close_shard(self, s: _Shard) -> None:
+        if not s.closed:
+            s.closed = True
+            with contextlib.suppress(Exception):
+                s.shard.flush()
+            with contextlib.suppress(Exception):
+                s.shard.close()
+
+    def ping(self) -> None:
+        if not (self.path / _RECORD).exists():
+            raise BackendError(f"the vector store at {self.path} is gone")
+
+    # --- collections ----------------------------------------------------------------
+    def list_collections(self) -> list[str]:
+        with self._lock:
+            return sorted(self._shards)
+
+    def exists(self, name: str) -> bool:
+        with self._lock:
+            return self._aliases.get(name, name) in self._shards
+
+    def _get(self, name: str) -> _Shard | None:
+        with self._lock:
+            return self._shards.get(self._aliases.get(name, name))
+
+    def _need(self, name: str) -> _Shard:
+        s = self._get(name)
+        if s is None:
+            raise BackendError(f"Qdrant error: collection {name} doesn't exist")
+        return s
+
+    def layout(self, name: str) -> _Layout:
+        s = self._need(name)
+        try:
+            config = json.loads((s.path / "edge_config.json").read_text())
+            dense = {k: int(v["size"]) for k, v in (config.get("vectors") or {}).items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BackendError(f"cannot read the configuration of {s.path}: {exc}") from exc
+        with s.lock:
+            indexed = set(self._run(s, lambda: s.shard.info().payload_schema).keys())
+        return _Layout(dense=dense, indexed=indexed)
+
+    def create(self, name: str, vector_size: int) -> None:
+        qe = self._qe
+        config = qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=vector_size, distance=qe.Distance.Cosine)},
+            sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            hnsw_config=self.hnsw_config(),
+            optimizers=self.optimizers_config(),
+        )
+        self.create_with(name, config)
+
+    @property
+    def engine(self) -> Any:
+        """The ``qdrant_edge`` module."""
+        return self._qe
+
+    def hnsw_config(self) -> Any:
+        # Qdrant's defaults, spelled out: 16 links per node, 100 candidates while
+        # building, exact search below 10 MB of matching vectors (small filters).
+        return self._qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000)
+
+    def optimizers_config(self) -> Any:
+        # A build indexes every segment over 1 MB (about 700 vectors of 384
+        # floats); when builds run is decided here (index_after), not by size.
+        return self._qe.EdgeOptimizersConfig(indexing_threshold=1_000)
+
+    def create_with(self, name: str, config: Any) -> None:
+        """A shard with an explicit ``EdgeConfig`` (the migration copies old layouts)."""
+        with self._lock:
+            if name in self._shards:
+                raise BackendError(f"Qdrant error: collection {name} already exists")
+            path = self.path / _COLLECTIONS / name
+            shutil.rmtree(path, ignore_errors=True)  # a leftover no shard was loaded from
+            try:
+                shard = self._qe.EdgeShard.create(str(path), config)
+            except Exception as exc:
+                raise BackendError(f"cannot create the vector store collection {name}: {exc}") from exc
+            self._shards[name] = _Shard(path, shard)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            s = self._shards.get(name)
+        if s is None:
+            return
+        with s.gate:  # waits for an index build of this collection to end
+            with self._lock:
+                self._shards.pop(name, None)
+            with s.lock:
+                self._close_shard(s)
+        trash = s.path.with_name(f"{_DELETED}{name}")
+        try:
+            s.path.rename(trash)
+        except OSError as exc:
+            raise BackendError(f"cannot delete {s.path}: {exc}") from exc
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # --- points ----------------------------------------------------------------------
+    def _run(self, s: _Shard, fn: Any) -> Any:
+        if s.closed:
+            raise BackendError("Qdrant error: the collection was dropped")
+        try:
+            return fn()
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"Qdrant Edge error: {exc}") from exc
+
+    def _write(self, name: str, operation: Any, added: int = 0) -> None:
+        s = self._need(name)
+        with s.gate, s.lock:
+            self._run(s, lambda: s.shard.update(operation))
+            s.pending += added
+            s.last_write = time.monotonic()
+        if added and s.pending >= self._index_after and self._thread is not None:
+            with self._wake:
+                self._wake.notify_all()
+
+    def create_index(self, name: str, field: str, schema: PayloadSchema) -> None:
+        qe = self._qe
+        kind = {
+            "keyword": qe.PayloadSchemaType.Keyword,
+            "integer": qe.PayloadSchemaType.Integer,
+            "float": qe.PayloadSchemaType.Float,
+            "bool": qe.PayloadSchemaType.Bool,
+            "datetime": qe.PayloadSchemaType.Datetime,
+        }[schema]
+        self._write(name, qe.UpdateOperation.create_field_index(field, kind))
+
+    def upsert(self, name: str, points: Sequence[PointRecord]) -> None:
+        qe = self._qe
+        structs = []
+        for p in points:
+            vectors: dict[str, Any] = dict(p.vectors)
+            for key, (indices, values) in p.sparse.items():
+                vectors[key] = qe.SparseVector(indices, values)
+            structs.append(qe.Point(p.id, vectors, p.payload))
+        self._write(name, qe.UpdateOperation.upsert_points(structs), added=len(structs))
+
+    def delete_where(self, name: str, where: Sequence[Condition]) -> None:
+        self._write(name, self._qe.UpdateOperation.delete_points_by_filter(self._filter(where)))
+
+    def count(self, name: str, where: Sequence[Condition] = ()) -> int:
+        s = self._need(name)
+        request = self._qe.CountRequest(exact=True, filter=self._filter(where) if where else None)
+        with s.lock:
+            return int(self._run(s, lambda: s.shard.count(request)))
+
+    def query(self, name: str, spec: QuerySpec) -> list[Hit]:
+        qe = self._qe
+        s = self._need(name)
+        params = qe.SearchParams(hnsw_ef=spec.hnsw_ef, exact=spec.exact)
+        sparse = qe.SparseVector(spec.lexical.indices, spec.lexical.values) if spec.lexical is not None else None
+        with_vector = [DENSE] if spec.with_dense else False
+        flt = self._filter(spec.where) if spec.where else None
+        if spec.dense is not None and sparse is not None:
+            request = qe.QueryRequest(
+                limit=spec.limit,
+                prefetches=[
+                    qe.Prefetch(limit=spec.pool, query=qe.Query.Nearest(spec.dense, using=DENSE), params=params),
+                    qe.Prefetch(limit=spec.pool, query=qe.Query.Nearest(sparse, using=LEXICAL)),
+                ],
+                query=qe.Fusion.Rrf(k=2),
+                filter=flt,
+                with_payload=True,
+                with_vector=with_vector,
+            )
+        elif spec.dense is not None:
+            request = qe.QueryRequest(
+                limit=spec.limit,
+                query=qe.Query.Nearest(spec.dense, using=DENSE),
+                filter=flt,
+                params=params,
+                with_payload=True,
+                with_vector=with_vector,
+            )
+        else:
+            request = qe.QueryRequest(
+                limit=spec.limit,
+                query=qe.Query.Nearest(sparse, using=LEXICAL),
+                filter=flt,
+                with_payload=True,
+                with_vector=False,
+            )
+        with s.lock:
+            points = self._run(s, lambda: s.shard.query(request))
+        hits = []
+        for point in points:
+            vector = point.vector
+            dense = vector.get(DENSE) if isinstance(vector, dict) else None
+            hits.append(Hit(id=str(point.id), score=float(point.score), payload=point.payload or {}, dense=dense))
+        return hits
+
+    def scroll(self, name: str, batch: int = 256) -> Iterator[list[PointRecord]]:
+        s = self._need(name)
+        offset: Any = None
+        while True:
+            request = self._qe.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=True)
+            with s.lock:
+                records, offset = self._run(s, lambda r=request: s.shard.scroll(r))
+            out = []
+            for r in records:
+                vectors: dict[str, list[float]] = {}
+                sparse: dict[str, tuple[list[int], list[float]]] = {}
+                for key, value in (r.vector or {}).items():
+                    if hasattr(value, "indices"):
+                        sparse[key] = (list(value.indices), list(value.values))
+                    else:
+                        vectors[key] = list(value)
+                out.append(PointRecord(id=str(r.id), vectors=vectors, sparse=sparse, payload=r.payload or {}))
+            if out:
+                yield out
+            if offset is None:
+                return
+
+    # --- aliases -----------------------------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._aliases)
+
+    def set_alias(self, alias: str, target: str | None) -> None:
+        with self._lock:
+            if alias in self._shards:
+                raise BackendError(f"Qdrant error: {alias} is a collection, not an alias")
+            if target is not None and target not in self._shards:
+                raise BackendError(f"Qdrant error: collection {target} doesn't exist")
+            aliases = dict(self._aliases)
+            if target is None:
+                aliases.pop(alias, None)
+            else:
+                aliases[alias] = target
+            self._write_record(aliases)  # durable first, then visible
+            self._aliases = aliases
+
+    # --- index builds ---------------------------------------------------------------
+    def stats(self, name: str) -> dict[str, int]:
+        """Points, vectors held in an index (dense HNSW and sparse), segments."""
+        s = self._need(name)
+        with s.lock:
+            info = self._run(s, s.shard.info)
+        return {
+            "points": int(info.points_count),
+            "indexed_vectors": int(info.indexed_vectors_count),
+            "segments": int(info.segments_count),
+            "pending": s.pending,
+        }
+
+    def optimize(self, name: str) -> bool:
+        """Build the HNSW index of a collection in a child process and swap it in.
+        False when the collection is gone or the build failed (logged)."""
+        with self._lock:
+            s = self._shards.get(self._aliases.get(name, name))
+        if s is None:
+            return False
+        with s.gate:
+            if s.closed:
+                return False
+            with s.lock:
+                self._run(s, s.shard.flush)
+                points = self._run(s, lambda: s.shard.info().points_count)
+            copy = s.path.with_name(f"{_OPTIMIZING}{s.path.name}")
+            started = time.monotonic()
+            log.info("building the search index of %s (%d points) in a child process", s.path.name, points)
+            try:
+                shutil.rmtree(copy, ignore_errors=True)
+                shutil.copytree(s.path, copy)
+                subprocess.run(
+                    [sys.executable, "-c", _OPTIMIZE_CHILD, str(copy)],
+                    check=True,
+                    capture_output=True,
+                    timeout=24 * 3600,
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                detail = getattr(exc, "stderr", b"") or b""
+                log.error("index build of %s failed: %s %s", s.path.name, exc, detail.decode(errors="replace")[-2000:])
+                shutil.rmtree(copy, ignore_errors=True)
+                return False
+            replaced = s.path.with_name(f"{_REPLACED}{s.path.name}")
+            with s.lock:
+                self._close_shard(s)
+                try:
+                    s.path.rename(replaced)
+                    copy.rename(s.path)
+                    s.shard = self._qe.EdgeShard.load(str(s.path))
+                except Exception as exc:
+                    # Put the original back; the build is lost, nothing else.
+                    if not s.path.exists() and replaced.exists():
+                        replaced.rename(s.path)
+                    s.shard = self._qe.EdgeShard.load(str(s.path))
+                    s.closed = False
+                    raise BackendError(f"cannot swap in the index of {s.path.name}: {exc}") from exc
+                s.closed = False
+                s.pending = 0
+            shutil.rmtree(replaced, ignore_errors=True)
+            log.info("search index of %s built in %.1f s", s.path.name, time.monotonic() - started)
+            return True
+
+    def optimize_due(self, *, force: bool = False) -> list[str]:
+        """Build the indexes of collections with enough new points (all with
+        pending points when ``force``); returns the names built."""
+        built = []
+        now = time.monotonic()
+        with self._lock:
+            candidates = list(self._shards.items())
+        for name, s in candidates:
+            due = s.pending > 0 if force else (s.pending >= self._index_after and now - s.last_write >= self._quiet_s)
+            if due and self.optimize(name):
+                built.append(name)
+        return built
+
+    def _optimizer(self) -> None:
+        while not self._closing.is_set():
+            with self._wake:
+                self._wake.wait(timeout=max(self._quiet_s, 0.5))
+            if self._closing.is_set():
+                return
+            try:
+                self.optimize_due()
+            except Exception:  # the loop must survive; searches work without the index
+                log.exception("background index build failed")
+
+    # --- filters ----------------------------------------------------------------------
+    def _filter(self, conditions: Sequence[Condition]) -> Any:
+        return self._qe.Filter(must=[self._condition(c) for c in conditions])
+
+    def _condition(self, c: Condition) -> Any:
+        qe = self._qe
+        if isinstance(c, Match):
+            if len(c.values) == 1:
+                return qe.FieldCondition(c.key, match=qe.MatchValue(c.values[0]))
+            return qe.FieldCondition(c.key, match=qe.MatchAny(list(c.values)))
+        if isinstance(c, NumberRange):
+            return qe.FieldCondition(c.key, range=qe.RangeFloat(gte=c.gte, lte=c.lte))
+        if isinstance(c, DateRange):
+            return qe.FieldCondition(c.key, range=qe.RangeDateTime(gte=_iso(c.gte), lte=_iso(c.lte)))
+        if isinstance(c, AnyOf):
+            return qe.Filter(should=[self._condition(o) for o in c.options])
+        raise TypeError(f"unknown condition {c!r}")
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
