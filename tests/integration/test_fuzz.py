@@ -24,6 +24,12 @@ schemathesis = pytest.importorskip("schemathesis")
 hypothesis = pytest.importorskip("hypothesis")
 
 
+@schemathesis.serializer("application/jsonl")
+def _jsonl(ctx: Any, value: Any) -> bytes:
+    """Golden questions are uploaded as JSON lines (the schema says: a string)."""
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else repr(value).encode()
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("fuzz")
