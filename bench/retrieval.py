@@ -90,10 +90,9 @@ def ingest(runtime: Any, documents: Sequence[Path]) -> dict[str, Any]:
     return {"documents": len(documents), "chunks": chunks, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def score_modes(runtime: Any, items: Sequence[Any], candidates: int) -> dict[str, dict[str, float]]:
+def score_modes(runtime: Any, items: Sequence[Any]) -> dict[str, dict[str, float]]:
     """Every answerable question in every mode, through the service's retriever
-    (questions embedded in batches; ``candidates`` is the runtime's
-    RAG_HYBRID_CANDIDATES)."""
+    (questions embedded in batches; hybrid candidates from --candidates)."""
     from rag.evaluation import first_correct_rank
 
     collection = runtime.registry.get_collection("squad")
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             runtime = build_runtime(settings_for(data_dir, size, args), "api")
             try:
                 row["ingest"] = ingest(runtime, documents)
-                row["recall"] = score_modes(runtime, items, args.candidates)
+                row["recall"] = score_modes(runtime, items)
             finally:
                 runtime.close()
         if args.timing_only or str(size) in args.timing_sizes.split(","):

@@ -14,9 +14,9 @@ Scopes are ``<role>:<collection>``, ``*`` for every collection. Roles nest:
 - admin: create and delete the collection, its folder source, schedules, re-index runs,
   rollback and golden questions. ``admin:*`` also manages keys.
 
-A key that has no scope on a collection is told it does not exist, with the
-same words as for a collection that really does not exist, so a key never
-learns the names of the collections it may not see.
+A key that has no scope on a collection gets the same 403 whether that
+collection exists or not, so a key never learns the names of the collections
+it may not see; listings show it only its own.
 """
 
 from __future__ import annotations
@@ -110,12 +110,11 @@ class Principal:
         return any(s.role is Role.ADMIN and s.collection == "*" for s in self.scopes)
 
     def check(self, role: Role, collection: str) -> None:
-        """Raise unless this caller holds ``role`` on ``collection``: 404 (in the
-        words of a missing collection) when it holds nothing there, 403 when it
-        holds a lesser role."""
+        """Raise 403 unless this caller holds ``role`` on ``collection``. With no
+        scope there at all, the words say nothing of whether it exists."""
         held = self.role_on(collection)
         if held is None:
-            raise NotFoundError(f"collection {collection!r} not found")
+            raise PermissionDeniedError(f"this key has no scope on collection {collection!r}")
         if held < role:
             raise PermissionDeniedError(
                 f"this key's role on collection {collection!r} is {held.name.lower()}; this needs {role.name.lower()}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import logging
 import os
 import queue
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.generation.types import Generation, Sampling
+from rag.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -169,7 +169,8 @@ def main() -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the
     # child ends (it sends close, or its end of the socket closes).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s model-process %(levelname)s %(message)s")
+    # The parent's log format (text or JSON lines) comes as the second argument.
+    configure_logging("json" if sys.argv[2:3] == ["json"] else "text")
     _serve(Connection(int(sys.argv[1])))
 
 

@@ -54,6 +54,7 @@ from typing import Any
 
 from rag.errors import BackendError, ConfigurationError
 from rag.generation.types import Generation, Sampling, TextModel
+from rag.logs import current_log_format
 
 __all__ = ["ModelProcess", "RemoteJob"]
 
@@ -251,7 +252,7 @@ class ModelProcess(TextModel):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "rag.generation.child", str(child_sock.fileno())],
+                [sys.executable, "-m", "rag.generation.child", str(child_sock.fileno()), current_log_format()],
                 pass_fds=(child_sock.fileno(),),
                 stdin=subprocess.DEVNULL,
                 close_fds=True,

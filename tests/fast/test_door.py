@@ -1,5 +1,5 @@
-"""The door, route by route, in process: no key is 401, a lesser role is 403, and
-a key for collection A never learns anything of collection B (listings, counts,
+"""The door, route by route, in process: no key is 401, a missing or lesser
+role is 403, and a key for collection A never learns anything of collection B (listings, counts,
 models, search, ask, chat, documents, runs, error messages). Then key
 management, /docs, authentication off, CORS and the cross-site guard, limits
 on the request and stored file names."""
@@ -159,8 +159,11 @@ def test_a_key_for_a_cannot_tell_b_from_a_collection_that_does_not_exist(world: 
     for method, template, body, _ in ROUTES:
         on_b = _call(world.admin, method, world.path(template, "b"), body, key)
         on_missing = _call(world.admin, method, world.path(template, "zz-missing"), body, key)
-        assert on_b.status_code == on_missing.status_code == 404, (method, template)
-        assert on_b.json()["error"]["message"] == on_missing.json()["error"]["message"].replace("zz-missing", "b")
+        assert on_b.status_code == on_missing.status_code == 403, (method, template)
+        assert on_b.json()["error"] == {
+            "code": "forbidden",
+            "message": on_missing.json()["error"]["message"].replace("zz-missing", "b"),
+        }
         # B's ids under A's name: not found, nothing of B in the answer.
         if "{doc}" in template or "{run}" in template or "{schedule}" in template:
             crossed = _call(world.admin, method, template.format(**{**world.ids["b"], "c": "a"}), body, key)
@@ -183,16 +186,17 @@ def test_listings_models_search_ask_and_chat_show_only_the_keys_collections(worl
     chat = {"messages": [{"role": "user", "content": "What is the plan?"}]}
     on_b = c.post("/v1/chat/completions", json={**chat, "model": "rag/b"}, headers=key)
     on_missing = c.post("/v1/chat/completions", json={**chat, "model": "rag/zz"}, headers=key)
-    assert on_b.status_code == on_missing.status_code == 404
+    assert on_b.status_code == on_missing.status_code == 403
     assert on_b.json()["error"]["message"] == on_missing.json()["error"]["message"].replace("zz", "b")
     streamed = c.post("/v1/chat/completions", json={**chat, "model": "rag/b", "stream": True}, headers=key)
-    assert streamed.status_code == 404 and "zebra" not in streamed.text
+    assert streamed.status_code == 403 and "zebra" not in streamed.text
     assert c.post("/v1/chat/completions", json={**chat, "model": "rag/a"}, headers=key).status_code == 200
     assert c.get("/metrics", headers=key).status_code == 403  # totals span every collection
-    # What a key without a scope on b is told is what the admin is told of a collection that does not exist.
-    hidden = c.get("/v1/collections/b", headers=key).json()["error"]
-    really_missing = c.get("/v1/collections/b-gone").json()["error"]
-    assert hidden == {**really_missing, "message": really_missing["message"].replace("b-gone", "b")}
+    # A key without a scope on b is told the same of b as of a collection that does not exist.
+    hidden = c.get("/v1/collections/b", headers=key)
+    never_was = c.get("/v1/collections/b-gone", headers=key)
+    assert hidden.status_code == never_was.status_code == 403
+    assert hidden.json()["error"]["message"] == never_was.json()["error"]["message"].replace("b-gone", "b")
 
 
 def test_routes_of_no_collection_need_a_key_and_keys_need_admin_of_all(world: World) -> None:
@@ -325,3 +329,20 @@ def test_stored_names_are_clean_and_the_original_is_kept_escaped(client: TestCli
     plain = upload(client, "names", {"plain.txt": b"plain"}).json()["documents"][0]
     assert client.get(f"/v1/collections/names/documents/{plain['id']}").json()["original_filename"] is None
     assert AUTH_HEADERS  # the tier's default key made all of the above
+
+
+def test_a_first_start_without_a_bootstrap_key_logs_a_generated_one_once(
+    app_client: Callable[..., TestClient], fast_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = fast_settings.model_copy(update={"bootstrap_admin_key": None})
+    with caplog.at_level(logging.WARNING):
+        client = app_client(settings=settings)
+    shown = [r.getMessage() for r in caplog.records if "generated the admin API key" in r.getMessage()]
+    assert len(shown) == 1
+    key = next(word for word in shown[0].split() if word.startswith("rag-"))
+    assert client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert client.get("/v1/keys").status_code == 401  # the tier's usual key was never made here
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        app_client(settings=settings)  # the same data directory, started again
+    assert not [r for r in caplog.records if "generated the admin API key" in r.getMessage()]

@@ -8,6 +8,7 @@ cache never imports torch.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,29 @@ def test_model_with_extra_modules_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match="Dense"):
         Embedder(str(tmp_path), backend="onnx", onnx_cache=tmp_path / "cache")
+
+
+def test_the_api_process_runs_without_torch(cache: Path, tmp_path: Path) -> None:
+    """With the onnx backend (export cached) the service's process answers a
+    search without importing torch: parsing runs in the parse sandbox's own
+    processes, and nothing else in it needs torch (no re-ranker configured)."""
+    Embedder(BUNDLED_EMBEDDING_MODEL, backend="onnx", onnx_cache=cache)
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    shutil.copytree(cache, tmp_path / "data" / "models" / "onnx")
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from fastapi.testclient import TestClient\n"
+        "from api.app import create_app\n"
+        "from rag.settings import Settings\n"
+        f"s = Settings(_env_file=None, data_dir=Path({str(tmp_path / 'data')!r}), llm_load=False,"
+        " embedded_worker=False, embedding_backend='onnx', auth_enabled=False)\n"
+        "with TestClient(create_app(s, role='serve')) as client:\n"
+        "    assert client.post('/v1/collections', json={'name': 'c'}).status_code == 201\n"
+        "    assert client.post('/v1/collections/c/search', json={'query': 'hello'}).status_code == 200\n"
+        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["False", "False"]

@@ -72,10 +72,12 @@ def test_on_text_false_and_cancel_stop_the_generation(remote: ModelProcess) -> N
     seen: list[str] = []
     g = remote.generate(tokens, max_tokens=400, ignore_eog=True, on_text=lambda p: len(seen) < 2 and not seen.append(p))
     assert g.finish_reason == "cancelled" and g.completion_tokens < 400
-    job = remote.submit(tokens, max_tokens=400, ignore_eog=True)
-    time.sleep(0.3)
+    started = threading.Event()
+    job = remote.submit(tokens, max_tokens=400, ignore_eog=True, on_text=lambda _: started.set() or True)
+    assert started.wait(120), "no text came"  # cancelled mid-answer, not before nor after
     job.cancel()
-    assert job.result(timeout=60).finish_reason == "cancelled"
+    result = job.result(timeout=60)
+    assert result.finish_reason == "cancelled" and result.completion_tokens < 400
 
 
 def test_bad_requests_are_refused_before_they_reach_the_child(remote: ModelProcess) -> None:

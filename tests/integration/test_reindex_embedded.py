@@ -18,7 +18,16 @@ import httpx
 import pytest
 
 from tests.docmaker import make_all, make_document
-from tests.support.service import AUTH_HEADERS, ROOT, ServiceProcess, free_port, upload, wait_for, wait_indexed
+from tests.support.service import (
+    AUTH_HEADERS,
+    ROOT,
+    ServiceProcess,
+    cli_env,
+    free_port,
+    upload,
+    wait_for,
+    wait_indexed,
+)
 from tests.support.tiny_model import DIMENSION, build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -336,7 +345,7 @@ def test_folder_sync_mirrors_the_folder(sync_service: tuple[ServiceProcess, Path
 
 def _cli(*args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "api.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -19,6 +19,7 @@ __all__ = [
     "AUTH_HEADERS",
     "ServiceProcess",
     "child_pids",
+    "cli_env",
     "free_port",
     "upload",
     "wait_for",
@@ -31,6 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # every client of it sends it: the one place tests meet authentication.
 ADMIN_KEY = "rag-test-admin-key-0123456789abcdef"
 AUTH_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a ``rag`` client command run by a test: the admin key."""
+    return {**os.environ, "RAG_API_KEY": ADMIN_KEY}
 
 
 def free_port() -> int:

@@ -102,10 +102,10 @@ def test_scopes_nest_and_unknown_collections_look_missing() -> None:
     assert p.can(Role.ADMIN, "c") and p.can(Role.READ, "c") and not p.is_admin
     with pytest.raises(PermissionDeniedError):
         p.check(Role.ADMIN, "a")
-    # No scope on a collection: told exactly what a missing collection is told.
-    with pytest.raises(NotFoundError) as hidden:
+    # No scope on a collection: 403, in words that say nothing of whether it exists.
+    with pytest.raises(PermissionDeniedError) as hidden:
         p.check(Role.READ, "secret")
-    assert hidden.value.message == "collection 'secret' not found"
+    assert hidden.value.message == "this key has no scope on collection 'secret'"
     with pytest.raises(PermissionDeniedError):
         p.check_admin()
     everything = Principal(key_id="k", scopes=parse_scopes(["admin:*"]))

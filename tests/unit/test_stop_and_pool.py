@@ -43,7 +43,11 @@ def test_pool_refuses_beyond_its_queue() -> None:
             return "done"
 
         tasks = [asyncio.create_task(job()) for _ in range(3)]  # 2 running, 1 waiting
-        await asyncio.sleep(0.01)
+        for _ in range(1000):  # until the third waits for a slot
+            if pool.waiting == 1:
+                break
+            await asyncio.sleep(0)
+        assert pool.waiting == 1
         with pytest.raises(BusyError) as info:
             async with pool.acquire():
                 pass
