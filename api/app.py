@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import install_error_handlers
 from api.observability import ObservabilityMiddleware, state_collector
 from api.observability import router as metrics_router
-from api.routes import collections, documents, health, openai, query, reindex
+from api.routes import collections, documents, health, keys, openai, query, reindex
+from api.security import install_guards, open_door
 from api.web import install_web
 from rag.settings import Settings
 from runtime import Parts, Role, Runtime, build_runtime
@@ -31,6 +32,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime if runtime is not None else await run_in_threadpool(build_runtime, settings, role, parts)
         app.state.runtime = rt
+        await run_in_threadpool(open_door, app, settings, rt.registry)
         app.state.metrics_collector = state_collector(rt)
         inline = parts is not None and parts.inline_tasks
         if role == "serve" and not settings.is_split_mode and settings.embedded_worker and not inline:
@@ -46,11 +48,15 @@ def create_app(
         summary="Upload documents, ask grounded questions, get answers with their sources.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url="/docs" if settings.docs != "off" else None,
+        redoc_url="/redoc" if settings.docs != "off" else None,
+        openapi_url="/openapi.json" if settings.docs != "off" else None,
     )
     install_error_handlers(app)
-    for module in (health, collections, documents, query, reindex, openai):
+    for module in (health, collections, documents, query, reindex, openai, keys):
         app.include_router(module.router)
     app.include_router(metrics_router)
     install_web(app)
+    install_guards(app, settings)
     app.add_middleware(ObservabilityMiddleware)
     return app

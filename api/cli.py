@@ -61,7 +61,7 @@ def serve(
     _configure_logging(settings)
     uvicorn.run(
         create_app(settings, role="api" if settings.is_split_mode else "serve"),
-        host=host or settings.host,
+        host=host or settings.bind_host,
         port=port or settings.port,
         **_UVICORN_LOGGING,
     )
@@ -87,15 +87,19 @@ def api(
         raise typer.Exit(2)
     _configure_logging(settings)
     uvicorn.run(
-        create_app(settings, role="api"), host=host or settings.host, port=port or settings.port, **_UVICORN_LOGGING
+        create_app(settings, role="api"),
+        host=host or settings.bind_host,
+        port=port or settings.port,
+        **_UVICORN_LOGGING,
     )
 
 
 @app.command()
 def worker(
     concurrency: Annotated[
-        int, typer.Option(help="Tasks at once (documents, re-index runs); 2 lets uploads go on during a run.")
-    ] = 2,
+        int | None,
+        typer.Option(help="Tasks at once (documents, re-index runs). Default: RAG_WORKER_CONCURRENCY."),
+    ] = None,
 ) -> None:
     """Run an ingestion worker (split mode): documents and re-index runs."""
     from runtime import build_runtime
@@ -111,7 +115,7 @@ def worker(
 
         start_worker_metrics_server(settings.worker_metrics_port)
     try:
-        runtime.run_worker(concurrency)
+        runtime.run_worker(concurrency or settings.worker_concurrency)
     finally:
         runtime.close()
 
@@ -133,12 +137,17 @@ def beat() -> None:
 
 
 def _client(url: str | None) -> Any:
+    """A client of the running service; it sends the key in RAG_API_KEY."""
+    import os
+
     import httpx
 
     if url is None:
         settings = _settings()
         url = f"http://{settings.host}:{settings.port}"
-    return httpx.Client(base_url=url, timeout=httpx.Timeout(300.0, connect=5.0))
+    key = os.environ.get("RAG_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=url, timeout=httpx.Timeout(300.0, connect=5.0), headers=headers)
 
 
 def _fail(response: Any) -> None:
@@ -227,6 +236,11 @@ def ask(
         typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(data["answer"])
+    if not data.get("grounded", True) and data.get("reason"):
+        typer.echo(f"(not answered: {data['reason']})")
+    for ev in data.get("evidence") or []:
+        mark = "supported by" if data.get("supported") else "closest passage text"
+        typer.echo(f'{mark} [{ev["rank"]}] chars {ev["start"]}-{ev["end"]}: "{ev["quote"]}"')
     typer.echo("")
     for s in data["sources"]:
         page = f", page {s['page']}" if s["page"] else ""
@@ -242,6 +256,9 @@ def eval_(
     generate: Annotated[
         int, typer.Option(help="Answerable questions to generate answers for (exact match, F1); 0: none.")
     ] = 5,
+    generate_unanswerable: Annotated[
+        int, typer.Option(help="Unanswerable questions to generate answers for (abstention); 0: none.")
+    ] = 0,
     limit: Annotated[int, typer.Option(help="Use the first N questions only (0: all).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -264,11 +281,15 @@ def eval_(
         raise typer.Exit(2) from exc
     if limit:
         items = items[:limit]
-    body: dict[str, Any] = {"items": items, "generate_sample": generate}
+    body: dict[str, Any] = {
+        "items": items,
+        "generate_sample": generate,
+        "generate_unanswerable": generate_unanswerable,
+    }
     if mode:
         body["mode"] = mode
     with _client(url) as client:
-        client.timeout = httpx_timeout_for(len(items), generate)
+        client.timeout = httpx_timeout_for(len(items), generate + generate_unanswerable)
         r = client.post(f"/v1/collections/{collection}/evaluations", json=body)
     if r.status_code != 200:
         _fail(r)
@@ -347,6 +368,66 @@ def _print_runs(items: list[dict[str, Any]]) -> None:
             f"{when:<20} {run['kind']:<8} {run['trigger']:<8} {run['status']:<9} {c['added']:>5} {c['updated']:>5} "
             f"{c['deleted']:>5} {c['unchanged']:>5} {c['failed']:>5} {secs:>7}  {versions:<8}  {note}"
         )
+
+
+keys_app = typer.Typer(
+    help="API keys, written to the registry directly (run where the service's settings and data "
+    "directory are; the service need not be running). Also: POST/GET/DELETE /v1/keys.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+def _authority() -> Any:
+    from rag.auth import KeyAuthority, load_or_create_secret
+    from rag.registry import Registry
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.auth_enabled:
+        typer.echo("note: authentication is off (RAG_AUTH_ENABLED=false); keys take effect when it is on", err=True)
+    return KeyAuthority(
+        Registry(settings.resolved_database_url), load_or_create_secret(settings.auth_secret, settings.data_dir)
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", "-n", help="What the key is for.")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", help="<read|write|admin>:<collection or *>; repeat for more.")
+    ],
+) -> None:
+    """Create a key and print it (shown this once; only its HMAC is stored)."""
+    from rag.errors import RagError
+
+    try:
+        record, key = _authority().create(name, scope)
+    except RagError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"id     {record.id}\nscopes {' '.join(record.scopes)}\nkey    {key}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: id, first characters, scopes, state."""
+    for r in _authority().list():
+        state = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
+        typer.echo(f"{r.id:<36}  {r.prefix:<8}  {state:<24}  {r.name}  [{' '.join(r.scopes)}]")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `rag keys list`).")]) -> None:
+    """Revoke a key: refused from the next request on."""
+    from rag.errors import RagError
+
+    try:
+        _authority().revoke(key_id)
+    except RagError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"revoked {key_id}")
 
 
 def main() -> None:

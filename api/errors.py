@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import (
     AlreadyExistsError,
+    AuthenticationError,
     BackendError,
     BusyError,
     ConfigurationError,
@@ -21,7 +22,9 @@ from rag.errors import (
     FileTooLargeError,
     InvalidRequestError,
     NotFoundError,
+    PermissionDeniedError,
     RagError,
+    RequestTooLargeError,
     UnsupportedFileTypeError,
 )
 
@@ -31,11 +34,14 @@ log = logging.getLogger(__name__)
 
 # Most specific first.
 _STATUS: tuple[tuple[type[RagError], int], ...] = (
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
     (NotFoundError, 404),
     (AlreadyExistsError, 409),
     (ConflictError, 409),
     (UnsupportedFileTypeError, 415),
     (FileTooLargeError, 413),
+    (RequestTooLargeError, 413),
     (InvalidRequestError, 422),
     (BusyError, 429),
     (BackendError, 503),
@@ -60,7 +66,11 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message, exc_info=exc)
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, BusyError) else None
+        headers = None
+        if isinstance(exc, BusyError):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, AuthenticationError):
+            headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

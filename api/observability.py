@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import GlobalAdmin
 from rag import metrics
 from rag.logs import new_request_id, request_scope, valid_request_id
 
@@ -102,7 +103,9 @@ def state_collector(runtime: Any) -> metrics.StateCollector:
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", summary="Prometheus metrics of this process", response_class=Response)
+@router.get(
+    "/metrics", summary="Prometheus metrics of this process", response_class=Response, dependencies=[GlobalAdmin]
+)
 async def prometheus_metrics(request: Request) -> Response:
     collector: Any = getattr(request.app.state, "metrics_collector", None)
     body = await run_in_threadpool(metrics.render, collector)

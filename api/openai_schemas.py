@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import SourcePublic
+from api.schemas import EvidencePublic, SourcePublic
 
 __all__ = [
     "ChatChoice",
@@ -70,9 +70,11 @@ class ChatCompletionRequest(_Lenient):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
-    # Decoding is greedy; these are accepted so that clients' defaults don't fail.
-    temperature: float | None = None
-    top_p: float | None = None
+    # Greedy when temperature is absent or 0; otherwise top-k 40, top-p, temperature.
+    temperature: float | None = Field(default=None, ge=0, le=5)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=0, lt=2**32 - 1)
+    ignore_eos: bool = Field(default=False, description="Generate max_tokens tokens (as llama-server's; benchmarks).")
     n: int = Field(default=1, ge=1, le=1)
 
 
@@ -102,6 +104,14 @@ class ChatCompletion(BaseModel):
     usage: OpenAIUsage
     sources: list[SourcePublic] | None = None  # extension: what a grounded answer rests on
     timings: dict[str, float] | None = None  # extension
+    # extension, rag/<collection> models only: GroundingPublic's fields
+    grounded: bool | None = None
+    reason: str | None = None
+    supported: bool | None = None
+    evidence: list[EvidencePublic] | None = None
+    unanswerable_probability: float | None = None
+    draft: str | None = None
+    prompt_style: str | None = None  # also for the base model
 
 
 class EmbeddingsRequest(_Lenient):

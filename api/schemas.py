@@ -22,11 +22,13 @@ __all__ = [
     "DocumentPublic",
     "EvaluationItem",
     "EvaluationRequest",
+    "EvidencePublic",
     "FilterSpec",
     "FolderBinding",
     "FolderPublic",
     "GoldenPublic",
     "GoldenUploaded",
+    "GroundingPublic",
     "ReindexRequest",
     "RunPublic",
     "ScheduleCreate",
@@ -88,6 +90,11 @@ class DocumentPublic(BaseModel):
     updated_at: datetime
     indexed_at: datetime | None
     metadata: dict[str, Any] = {}
+    original_filename: str | None = Field(
+        default=None,
+        description="The name as uploaded, escaped, when control or format characters or its length "
+        "made the stored name differ.",
+    )
 
     @classmethod
     def of(cls, d: DocumentRecord) -> DocumentPublic:
@@ -104,6 +111,7 @@ class DocumentPublic(BaseModel):
             updated_at=d.updated_at,
             indexed_at=d.indexed_at,
             metadata=d.metadata,
+            original_filename=d.original_filename,
         )
 
 
@@ -189,6 +197,49 @@ class SourcePublic(BaseModel):
         )
 
 
+class EvidencePublic(BaseModel):
+    """A quoted span of a source: ``quote == sources[rank - 1].text[start:end]``."""
+
+    rank: int = Field(description="Rank of the source passage the quote comes from.")
+    start: int = Field(description="Character offset of the quote in that passage's text.")
+    end: int
+    quote: str
+
+
+class GroundingPublic(BaseModel):
+    """What an answer from the passages rests on (extension fields, also in the
+    OpenAI-compatible responses)."""
+
+    grounded: bool = Field(description="False when the service abstains (see reason).")
+    reason: str | None = Field(default=None, description="Why it abstained.")
+    supported: bool = Field(
+        default=False, description="The answer's content words stand in one quoted sentence of a cited passage."
+    )
+    evidence: list[EvidencePublic] = []
+    unanswerable_probability: float | None = Field(
+        default=None, description="The abstention model's estimate; it abstains at RAG_ABSTAIN_THRESHOLD or more."
+    )
+    draft: str | None = Field(default=None, description="The generated answer that was withheld.")
+    prompt_style: str | None = Field(default=None, description="gemma-chat or completion.")
+
+    @classmethod
+    def fields_of(cls, a: Answer) -> dict[str, Any]:
+        g = a.grounding
+        return cls(
+            grounded=a.grounded,
+            reason=a.reason,
+            supported=bool(g and g.supported and a.grounded),
+            evidence=[EvidencePublic(rank=e.rank, start=e.start, end=e.end, quote=e.text) for e in g.evidence]
+            if g
+            else [],
+            unanswerable_probability=round(g.unanswerable_probability, 4)
+            if g and g.unanswerable_probability is not None
+            else None,
+            draft=a.draft,
+            prompt_style=a.prompt_style,
+        ).model_dump(mode="json")
+
+
 class SearchResponse(BaseModel):
     results: list[SourcePublic]
     timings: dict[str, float] = {}
@@ -205,11 +256,11 @@ class AskRequest(_Strict):
         default=False,
         description="Answer as Server-Sent Events: `sources`, then `delta` events, then `done`.",
     )
+    ignore_eos: bool = Field(default=False, description="Generate `max_tokens` tokens (benchmarks).")
 
 
-class AskResponse(BaseModel):
+class AskResponse(GroundingPublic):
     answer: str
-    grounded: bool
     sources: list[SourcePublic]
     usage: dict[str, int]
     timings: dict[str, float]
@@ -219,11 +270,11 @@ class AskResponse(BaseModel):
     def of(cls, a: Answer) -> AskResponse:
         return cls(
             answer=a.answer,
-            grounded=a.grounded,
             sources=[SourcePublic.of(s) for s in a.sources],
             usage=a.usage,
             timings={k: round(v, 4) for k, v in a.timings.items()},
             finish_reason=a.finish_reason,
+            **GroundingPublic.fields_of(a),
         )
 
 
@@ -240,6 +291,12 @@ class EvaluationRequest(_Strict):
     k: list[int] = Field(default=[1, 5, 10], min_length=1, max_length=10)
     generate_sample: int = Field(
         default=5, ge=0, le=1000, description="Answerable questions to generate answers for (EM/F1); 0: none."
+    )
+    generate_unanswerable: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Unanswerable questions to generate answers for (abstention after generation); 0: none.",
     )
     latency_sample: int = Field(default=100, ge=0, le=10000, description="Questions timed one search at a time.")
     seed: int = 0

@@ -4,10 +4,10 @@ Measures, on one machine, in one run:
 
 - ``llama-bench`` (built from the llama.cpp vendored in the installed
   llama-cpp-python): prompt tokens/s (pp) and decode tokens/s (tg);
-- the service's generation path (``rag.llm.LlamaModel``): time to first token
+- the service's generation path (``rag.generation.llama.LlamaModel``): time to first token
   for prompts of the same lengths (as prompt tokens/s) and decode tokens/s,
   same GGUF, same threads, same offload; ratios against llama-bench;
-- llama-cpp-python's high-level ``Llama.generate`` (what rag/llm.py used
+- llama-cpp-python's high-level ``Llama.generate`` (what the service used
   before), for reference;
 - batched decoding: aggregate decode tokens/s of 1, 4, 16 concurrent streams on
   one model instance, against ``llama-batched-bench``;
@@ -21,12 +21,14 @@ Usage (CPU)::
 GPU: add ``--n-gpu-layers -1 --flash-attn on``. Rounds alternate llama-bench and
 the service so that load from elsewhere on the machine hits both alike.
 ``--isolation process`` measures the model as the service runs it by default:
-in its own process (rag/llm_process.py), tokens coming back over a socket.
+in its own process (rag/generation/process.py), tokens coming back over a socket.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import os
 import platform
@@ -39,8 +41,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.llm import LlamaModel, TextModel, resolve_model_path
-from rag.llm_process import ModelProcess
+from rag.generation import TextModel, resolve_model_path
+from rag.generation.llama import LlamaModel
+from rag.generation.process import ModelProcess
 from rag.settings import Settings
 
 FILLER = (
@@ -92,29 +95,39 @@ def run_batched_bench(exe: str, model: Path, args: argparse.Namespace, streams: 
     return result
 
 
+def _arrived(arrivals: list[float], _piece: str) -> bool:
+    arrivals.append(time.perf_counter())
+    return True
+
+
 def service_single(model: TextModel, args: argparse.Namespace, pps: list[int]) -> dict[str, float]:
-    """Prompt speed as N / time-to-first-token; decode speed from a short prompt
-    (llama-bench's tg runs on an empty context)."""
+    """Prompt speed as N / time to first token, taken at the caller (from
+    ``submit`` to the one-token generation in hand); decode speed from a short
+    prompt (llama-bench's tg runs on an empty context), from the times its text
+    reached the caller's callback."""
     result: dict[str, float] = {}
     for n in pps:
         times = []
         for r in range(args.reps):
-            g = model.generate(prompt_of(model, n, salt=f"{r} "), max_tokens=1, ignore_eog=True)
+            tokens = prompt_of(model, n, salt=f"{r} ")
+            started = time.perf_counter()
+            g = model.generate(tokens, max_tokens=1, ignore_eog=True)
+            times.append(time.perf_counter() - started)
             assert g.cached_tokens <= 1, "each prompt must be new"
-            times.append(g.time_to_first_token_s)
         result[f"pp{n}"] = n / statistics.median(times)
+        result[f"ttft{n}_ms"] = 1000 * statistics.median(times)
     speeds = []
     for r in range(args.reps):
-        job = model.submit(prompt_of(model, 2, salt=f"{r} "), max_tokens=args.gen_tokens + 1, ignore_eog=True)
-        job.result()
-        t = job.token_times
-        speeds.append((len(t) - 1) / (t[-1] - t[0]))
+        arrivals: list[float] = []
+        model.generate(prompt_of(model, 2, salt=f"{r} "), max_tokens=args.gen_tokens + 1, ignore_eog=True,
+                       on_text=functools.partial(_arrived, arrivals))
+        speeds.append((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]))
     result[f"tg{args.gen_tokens}"] = statistics.median(speeds)
     return result
 
 
 def high_level_single(path: Path, args: argparse.Namespace, pps: list[int]) -> dict[str, float]:
-    """llama-cpp-python's Llama.generate, as rag/llm.py used it before."""
+    """llama-cpp-python's Llama.generate, as the service used it before."""
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=4096, n_threads=args.threads, n_batch=512,
@@ -150,7 +163,7 @@ def steady_rate(jobs: list[Any]) -> float:
     start = max(j.token_times[0] for j in jobs)
     end = min(j.token_times[-1] for j in jobs)
     count = sum(sum(1 for t in j.token_times if start < t <= end) for j in jobs)
-    return count / (end - start)
+    return float(count / (end - start))
 
 
 def service_batched(path: Path, args: argparse.Namespace, streams: list[int]) -> dict[int, float]:
@@ -170,6 +183,107 @@ def service_batched(path: Path, args: argparse.Namespace, streams: list[int]) ->
         finally:
             model.close()
     return result
+
+
+def default_n_batch(args: argparse.Namespace) -> int:
+    """The service's default step size (rag/generation/llama.py): 2,048 tokens
+    with a GPU, 512 on a CPU; ``--n-batch`` overrides it on both sides."""
+    return int(args.n_batch or (2048 if args.n_gpu_layers != 0 else 512))
+
+
+def slot_ctx(args: argparse.Namespace) -> int:
+    """Context cells per sequence, the same on both sides."""
+    return int(args.slot_ctx or args.batch_prompt + args.batch_gen + 64)
+
+
+def run_batched_bench_total(exe: str, model: Path, args: argparse.Namespace, streams: list[int]) -> dict[int, Any]:
+    """llama-batched-bench with one context of ``max(streams)`` sequences of
+    ``slot_ctx`` cells each, as the service's model: per stream count its total
+    time T (prompts and decoding) and the settings it reports."""
+    n_batch = default_n_batch(args)
+    cmd = [exe, "-m", str(model), "-t", str(args.threads), "-tb", str(args.threads),
+           "-c", str(max(streams) * slot_ctx(args)), "-b", str(n_batch), "-ub", str(min(args.n_ubatch, n_batch)),
+           "-npp", str(args.batch_prompt), "-ntg", str(args.batch_gen), "-npl", ",".join(map(str, streams)),
+           "-ngl", str(99 if args.n_gpu_layers < 0 else args.n_gpu_layers), "-fa", args.flash_attn,
+           "--output-format", "jsonl"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result: dict[int, Any] = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            result[int(row["pl"])] = {k: row[k] for k in ("t", "t_pp", "t_tg", "speed", "n_kv_max", "n_batch",
+                                                          "n_ubatch")}
+    return result
+
+
+def _gaps(arrivals: list[list[float]]) -> list[float]:
+    return [b - a for times in arrivals for a, b in itertools.pairwise(times)]
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def caller_round(model: TextModel, s: int, args: argparse.Namespace, salt: str) -> dict[str, float]:
+    """S requests of ``batch_prompt`` new tokens each, submitted together, each
+    generating ``batch_gen`` tokens: wall time from the first submit to the last
+    text delivered to this thread's callbacks (and every result in hand), time
+    to first text and gaps between texts, all taken here, at the caller."""
+    prompts = [prompt_of(model, args.batch_prompt, salt=f"{salt} {i} ") for i in range(s)]
+    arrivals: list[list[float]] = [[] for _ in range(s)]
+    done_at: list[float] = []
+
+    def on_text_of(i: int) -> Any:
+        times = arrivals[i]
+
+        def on_text(piece: str) -> bool:
+            times.append(time.perf_counter())
+            return True
+
+        return on_text
+
+    started = time.perf_counter()
+    jobs = [model.submit(p, max_tokens=args.batch_gen, ignore_eog=True, on_text=on_text_of(i))
+            for i, p in enumerate(prompts)]
+    for job in jobs:
+        job.future.add_done_callback(lambda _f: done_at.append(time.perf_counter()))
+    results = [job.result() for job in jobs]
+    wall = max([*done_at, *(t[-1] for t in arrivals if t)]) - started
+    assert all(r.completion_tokens == args.batch_gen for r in results), "every stream generates batch_gen tokens"
+    assert all(r.cached_tokens <= 8 for r in results), "every prompt must be new (beyond BOS and a salt word)"
+    ttft = [t[0] - started for t in arrivals if t]
+    gaps = _gaps(arrivals)
+    return {
+        "wall_s": wall, "tokens_per_s": s * (args.batch_prompt + args.batch_gen) / wall,
+        "ttft_p50_s": _pct(ttft, 0.5), "ttft_max_s": max(ttft),
+        "gap_p50_s": _pct(gaps, 0.5), "gap_p95_s": _pct(gaps, 0.95), "gap_max_s": max(gaps, default=float("nan")),
+    }
+
+
+def caller_batched(path: Path, args: argparse.Namespace, streams: list[int], how: str) -> dict[int, list[Any]]:
+    """``caller_round`` for each stream count, ``args.rounds`` times, on one model
+    loaded once with ``max(streams)`` slots (as llama-batched-bench's one
+    context), the service's defaults otherwise (prompt reuse on, n_batch)."""
+    opts = argparse.Namespace(**{**vars(args), "isolation": how})
+    model = make_model(path, opts, n_ctx=slot_ctx(args), parallel=max(streams), n_batch=default_n_batch(args),
+                       n_ubatch=args.n_ubatch)
+    out: dict[int, list[Any]] = {s: [] for s in streams}
+    try:
+        for s in streams:  # warm-up: every batch shape once
+            caller_round(model, s, args, salt=f"warm{s}")
+        for r in range(args.rounds):
+            for s in streams:
+                out[s].append(caller_round(model, s, args, salt=f"r{r}s{s}"))
+    finally:
+        model.close()
+    return out
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def prefix_reuse(path: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -215,6 +329,37 @@ def prefix_reuse(path: Path, args: argparse.Namespace) -> dict[str, float]:
         model.close()
 
 
+def caller_section(path: Path, args: argparse.Namespace, streams: list[int], show: Any) -> dict[str, Any]:
+    """Wall time from submitting S requests to the last token at the caller,
+    against llama-batched-bench's total time T for the same work (median of
+    ``rounds`` on each side, with the spread)."""
+    section: dict[str, Any] = {"n_batch": default_n_batch(args), "n_ubatch": min(args.n_ubatch, default_n_batch(args)),
+                               "slot_ctx": slot_ctx(args), "slots": max(streams), "prompt_tokens": args.batch_prompt,
+                               "gen_tokens": args.batch_gen}
+    if args.batched_bench:
+        runs = [run_batched_bench_total(args.batched_bench, path, args, streams) for _ in range(args.rounds)]
+        section["batched_bench"] = {s: {**runs[0][s], "t": spread([r[s]["t"] for r in runs])} for s in streams}
+        show("batched-bench T (s)", {s: section["batched_bench"][s]["t"]["median"] for s in streams})
+    for how in filter(None, args.caller_modes.split(",")):
+        rounds = caller_batched(path, args, streams, how)
+        summary: dict[int, Any] = {}
+        for s in streams:
+            rows = rounds[s]
+            summary[s] = {key: spread([row[key] for row in rows]) for key in rows[0]}
+            if args.batched_bench:
+                t_med = section["batched_bench"][s]["t"]["median"]
+                summary[s]["ratio_to_T"] = spread([t_med / row["wall_s"] for row in rows])
+        section[how] = {"rounds": rounds, "summary": summary}
+        show(f"caller {how} wall (s)", {s: summary[s]["wall_s"]["median"] for s in streams})
+        show(f"caller {how} ttft p50 (ms)", {s: 1000 * summary[s]["ttft_p50_s"]["median"] for s in streams})
+        show(f"caller {how} gap p50 (ms)", {s: 1000 * summary[s]["gap_p50_s"]["median"] for s in streams})
+        if args.batched_bench:
+            show(f"caller {how} T/wall", {s: summary[s]["ratio_to_T"]["median"] for s in streams})
+            show("  spread min", {s: summary[s]["ratio_to_T"]["min"] for s in streams})
+            show("  spread max", {s: summary[s]["ratio_to_T"]["max"] for s in streams})
+    return section
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", type=Path, default=Path("data"), help="where the bundled model is assembled")
@@ -231,7 +376,12 @@ def main() -> None:
     ap.add_argument("--streams", default="1,4,16")
     ap.add_argument("--batch-prompt", type=int, default=512)
     ap.add_argument("--batch-gen", type=int, default=128)
-    ap.add_argument("--skip", default="", help="comma list of: single,high_level,batched,prefix")
+    ap.add_argument("--skip", default="", help="comma list of: single,high_level,batched,caller,prefix")
+    ap.add_argument("--caller-modes", default="process,inline",
+                    help="caller section: the model in a model process and/or in this process")
+    ap.add_argument("--n-batch", type=int, default=0, help="caller section: tokens per step (0: the service's default)")
+    ap.add_argument("--n-ubatch", type=int, default=512)
+    ap.add_argument("--slot-ctx", type=int, default=0, help="caller section: KV cells per sequence (0: prompt+gen+64)")
     ap.add_argument("--isolation", choices=["inline", "process"], default="inline",
                     help="the model in this process, or in a model process as the service runs it")
     ap.add_argument("--compare-inline", action="store_true",
@@ -278,7 +428,7 @@ def main() -> None:
                     model.close()
                 show(f"round {r} {name}", row[name])
                 if "llama_bench" in row:
-                    row[f"{name}_ratio"] = {k: row[name][k] / row["llama_bench"][k] for k in row[name]}
+                    row[f"{name}_ratio"] = {k: row[name][k] / row["llama_bench"][k] for k in row["llama_bench"]}
                     show(f"round {r} {name} ratio", row[f"{name}_ratio"])
             if args.compare_inline:
                 row["single_process_vs_inline"] = {
@@ -337,6 +487,8 @@ def main() -> None:
                 for k in report["rounds"][0][f"{name}_ratio"]
             }
             show(f"{name} ratio, median", report[f"{name}_ratio_median"])
+    if "caller" not in skip:
+        report["caller"] = caller_section(path, args, streams, show)
     if "prefix" not in skip:
         report["prefix"] = prefix_reuse(path, args)
         show("prefix reuse (ms, tokens)", {k: v * 1000 if k.endswith("_s") else v for k, v in report["prefix"].items()})

@@ -90,10 +90,9 @@ def ingest(runtime: Any, documents: Sequence[Path]) -> dict[str, Any]:
     return {"documents": len(documents), "chunks": chunks, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def score_modes(runtime: Any, items: Sequence[Any], candidates: int) -> dict[str, dict[str, float]]:
+def score_modes(runtime: Any, items: Sequence[Any]) -> dict[str, dict[str, float]]:
     """Every answerable question in every mode, through the service's retriever
-    (questions embedded in batches; ``candidates`` is the runtime's
-    RAG_HYBRID_CANDIDATES)."""
+    (questions embedded in batches; hybrid candidates from --candidates)."""
     from rag.evaluation import first_correct_rank
 
     collection = runtime.registry.get_collection("squad")
@@ -122,8 +121,6 @@ def time_search(
     request, the client's round trip and the service's own timing of its parts
     (query embedding + BM25 query terms, and the Qdrant query), which it returns
     with every /search response."""
-    import httpx
-
     from tests.support.service import ServiceProcess, free_port
 
     env = {
@@ -143,7 +140,7 @@ def time_search(
     round_trip, parts, embed, store, inside = [], [], [], [], []
     try:
         proc.wait_ready()
-        with httpx.Client(base_url=proc.url, timeout=60) as client:
+        with proc.client(timeout=60) as client:
             for q in questions[:20]:  # warm-up
                 client.post("/v1/collections/squad/search", json={"query": q, "top_k": 5}).raise_for_status()
             for q in questions:
@@ -241,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             runtime = build_runtime(settings_for(data_dir, size, args), "api")
             try:
                 row["ingest"] = ingest(runtime, documents)
-                row["recall"] = score_modes(runtime, items, args.candidates)
+                row["recall"] = score_modes(runtime, items)
             finally:
                 runtime.close()
         if args.timing_only or str(size) in args.timing_sizes.split(","):

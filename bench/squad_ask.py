@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -34,7 +35,9 @@ def main() -> None:
     sample = random.Random(args.seed).sample(answerable, args.sample)
     in_sources = contains_gold = 0
     latencies = []
-    with httpx.Client(base_url=args.url, timeout=600) as client:
+    key = os.environ.get("RAG_API_KEY")  # the service's key, when it requires one
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with httpx.Client(base_url=args.url, timeout=600, headers=headers) as client:
         for q in sample:
             started = time.perf_counter()
             r = client.post(

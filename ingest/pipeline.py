@@ -13,8 +13,10 @@ writes one document into one given physical version: the re-index runner's path.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
+from ingest.batching import EmbedBatcher
 from ingest.chunking import Chunk, chunk_blocks
 from ingest.parsing import Block
 from ingest.sandbox import InlineParser, Parser
@@ -30,7 +32,9 @@ __all__ = ["IndexOutcome", "Indexer"]
 
 log = logging.getLogger(__name__)
 
-_UPSERT_BATCH = 256
+# Chunks per embedding request: a document's upsert of one request's points
+# overlaps the embedding of its next request (and of other documents').
+_EMBED_REQUEST = 64
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Indexer:
         embed_section_titles: bool = True,
         embedders: EmbedderSet | None = None,
         parser: Parser | None = None,
+        embed_batch_texts: int = 128,
     ) -> None:
         self._registry = registry
         # ingest.sandbox.ProcessParser in the service (build_parser); inline by default.
@@ -67,6 +72,9 @@ class Indexer:
         self._blobs = blobs
         self._chunk_max_tokens = chunk_max_tokens
         self._chunk_overlap_tokens = chunk_overlap_tokens
+        self._embed_batch_texts = embed_batch_texts
+        self._batchers: dict[int, EmbedBatcher] = {}
+        self._batchers_lock = threading.Lock()
 
     @property
     def chunking(self) -> str:
@@ -81,8 +89,8 @@ class Indexer:
         try:
             count = self._index(document)
         except ParseCancelledError:
-            # Deleted (or its collection) while it was being parsed: the parse was killed.
-            self._registry.finish_job(job.id, status="cancelled")
+            # Deleted (or its collection) while it was being parsed: the parse
+            # was killed before anything was written.
             return IndexOutcome(document.id, "skipped")
         except BackendError:
             # The store or DB is down: retryable, so leave the document queued.
@@ -118,8 +126,12 @@ class Indexer:
         return blocks
 
     def close(self) -> None:
-        """Stop any parse still running."""
+        """Stop any parse still running, then the embedding queues."""
         self._parser.close()
+        with self._batchers_lock:
+            batchers, self._batchers = list(self._batchers.values()), {}
+        for batcher in batchers:
+            batcher.close()
 
     def chunk(self, document: DocumentRecord, embedder: Embedder | None = None) -> list[Chunk]:
         return self._chunk(self.parse(document), embedder or self._embedder)
@@ -165,35 +177,53 @@ class Indexer:
     def _write(self, document: DocumentRecord, blocks: list[Block], store: VectorStore, embedder: Embedder) -> int:
         chunks = self._chunk(blocks, embedder)
         store.ensure_collection(document.collection_id, embedder.dimension)
-        for start in range(0, len(chunks), _UPSERT_BATCH):
-            batch = chunks[start : start + _UPSERT_BATCH]
-            texts = [self.indexed_text(c) for c in batch]
-            with metrics.stage("embed"):
-                vectors = embedder.embed(texts)
-            with metrics.stage("upsert"):
-                store.upsert(
-                    document.collection_id,
-                    [
-                        ChunkPoint(
-                            document_id=document.id,
-                            chunk_index=c.index,
-                            text=c.text,
-                            vector=v,
-                            filename=document.filename,
-                            page=c.page,
-                            section=c.section,
-                            lexical=self._lexical.encode_document(t),
-                            uploaded_at=document.created_at,
-                            metadata=document.metadata,
-                        )
-                        for c, t, v in zip(batch, texts, vectors, strict=True)
-                    ],
-                )
-            log.info("upserted chunks %d-%d of %d of %s", start, start + len(batch) - 1, len(chunks), document.id)
+        texts = [self.indexed_text(c) for c in chunks]
+        batcher = self.batcher(embedder)
+        requests = [
+            (start, batcher.submit(texts[start : start + _EMBED_REQUEST]))
+            for start in range(0, len(chunks), _EMBED_REQUEST)
+        ]
+        try:
+            for start, request in requests:
+                with metrics.stage("embed"):  # waiting for this request's vectors
+                    vectors = request.result()
+                batch = chunks[start : start + len(vectors)]
+                with metrics.stage("upsert"):
+                    store.upsert(
+                        document.collection_id,
+                        [
+                            ChunkPoint(
+                                document_id=document.id,
+                                chunk_index=c.index,
+                                text=c.text,
+                                vector=v,
+                                filename=document.filename,
+                                page=c.page,
+                                section=c.section,
+                                lexical=self._lexical.encode_document(t),
+                                uploaded_at=document.created_at,
+                                metadata=document.metadata,
+                            )
+                            for c, t, v in zip(batch, texts[start : start + len(batch)], vectors, strict=True)
+                        ],
+                    )
+                log.info("upserted chunks %d-%d of %d of %s", start, start + len(batch) - 1, len(chunks), document.id)
+        finally:
+            for _, request in requests:
+                request.cancel()  # after a failure: not embedded for nothing
         # A re-index that produced fewer chunks leaves no stale tail behind.
         store.delete_chunks_from(document.collection_id, document.id, len(chunks))
         return len(chunks)
 
+
+    def batcher(self, embedder: Embedder) -> EmbedBatcher:
+        """The shared embedding queue of ``embedder`` (one per model and process)."""
+        with self._batchers_lock:
+            batcher = self._batchers.get(id(embedder))
+            if batcher is None:
+                batcher = EmbedBatcher(embedder, max_texts=self._embed_batch_texts)
+                self._batchers[id(embedder)] = batcher
+            return batcher
 
     def indexed_text(self, chunk: Chunk) -> str:
         """What is embedded and indexed lexically for a chunk (the stored and

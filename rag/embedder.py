@@ -12,12 +12,12 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rag.errors import ConfigurationError
 from rag.settings import BUNDLED_EMBEDDING_MODEL
 
-__all__ = ["Embedder", "EmbedderSet", "Reranker", "resolve_embedding_model"]
+__all__ = ["Embedder", "EmbedderSet", "EmbeddingBackend", "Reranker", "resolve_embedding_model"]
 
 
 def resolve_embedding_model(name: str) -> Path:
@@ -39,17 +39,52 @@ def resolve_embedding_model(name: str) -> Path:
     return path
 
 
+EmbeddingBackend = Literal["torch", "onnx", "onnx-int8"]
+
+
 class Embedder:
     """Batched, L2-normalised embeddings (cosine similarity = dot product).
 
-    A lock serialises calls: the fast tokenizer underneath raises "Already
-    borrowed" when two threads use it at once (API queries beside the worker).
+    ``backend``: ``torch`` (sentence-transformers), ``onnx`` (the same model
+    exported to ONNX on this machine and run by ONNX Runtime, cached under
+    ``onnx_cache``) or ``onnx-int8`` (that export with int8 weights); see
+    ``rag.embedding_onnx``. A lock serialises calls: the fast tokenizer
+    underneath raises "Already borrowed" when two threads use it at once (API
+    queries beside the worker).
     """
 
     def __init__(
-        self, model: str, *, device: str | None = None, batch_size: int = 32, threads: int | None = None
+        self,
+        model: str,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        threads: int | None = None,
+        backend: EmbeddingBackend = "torch",
+        onnx_cache: Path | None = None,
     ) -> None:
         path = resolve_embedding_model(model)
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+        # The bundled model's folder is just 'model': name it by the model.
+        self.name = model.split(":", 1)[1] if model == BUNDLED_EMBEDDING_MODEL else path.name
+        self.model_id = model  # as configured: what an index version records
+        self.backend = backend
+        self._onnx: Any = None
+        if backend != "torch":
+            from rag.embedding_onnx import OnnxBackend
+
+            self._onnx = OnnxBackend(
+                path,
+                cache_dir=onnx_cache or Path("data") / "models" / "onnx",
+                precision="int8" if backend == "onnx-int8" else "fp32",
+                threads=threads,
+                device=device,
+            )
+            self.dimension: int = int(self._onnx.dimension)
+            self.max_seq_length: int = int(self._onnx.max_seq_length)
+            self.device: str = str(self._onnx.device)
+            return
         _set_threads(threads)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -61,22 +96,20 @@ class Embedder:
             )
         except Exception as exc:  # torch/transformers raise many kinds
             raise ConfigurationError(f"cannot load embedding model {path}: {exc}") from exc
-        self._batch_size = batch_size
-        self._lock = threading.Lock()
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         dim: int | None = get_dim()
         if not dim:
             raise ConfigurationError(f"embedding model {path} does not report its dimension")
         self.dimension = int(dim)
         self.max_seq_length = int(self._model.max_seq_length or 256)
-        # The bundled model's folder is just 'model': name it by the model.
-        self.name = model.split(":", 1)[1] if model == BUNDLED_EMBEDDING_MODEL else path.name
-        self.model_id = model  # as configured: what an index version records
         self.device = str(self._model.device)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
+        if self._onnx is not None:
+            result: list[list[float]] = self._onnx.embed(texts, self._batch_size)
+            return result
         with self._lock:
             vectors = self._model.encode(
                 list(texts),
@@ -92,8 +125,11 @@ class Embedder:
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees for ``text``, special tokens excluded."""
+        if self._onnx is not None:
+            return int(self._onnx.count_tokens(text))
         with self._lock:
-            return len(self._model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+            ids: list[int] = self._model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            return len(ids)
 
     @property
     def chunk_token_limit(self) -> int:
@@ -143,15 +179,27 @@ def _set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
 class EmbedderSet:
     """The configured embedder plus, loaded on first use, the models that built
     other index versions: a collection is queried with the model of the version
     its alias points at, even after the configured model changed."""
 
-    def __init__(self, default: Embedder, *, device: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        default: Embedder,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        backend: EmbeddingBackend = "torch",
+        onnx_cache: Path | None = None,
+    ) -> None:
         self.default = default
         self._device = device
         self._batch_size = batch_size
+        self._backend = backend
+        self._onnx_cache = onnx_cache
         self._loaded: dict[str, Embedder] = {default.model_id: default}
         self._lock = threading.Lock()
 
@@ -161,7 +209,13 @@ class EmbedderSet:
         with self._lock:
             embedder = self._loaded.get(model)
             if embedder is None:
-                embedder = Embedder(model, device=self._device, batch_size=self._batch_size)
+                embedder = Embedder(
+                    model,
+                    device=self._device,
+                    batch_size=self._batch_size,
+                    backend=self._backend,
+                    onnx_cache=self._onnx_cache,
+                )
                 self._loaded[model] = embedder
             return embedder
 

@@ -9,9 +9,12 @@ each class to a status code in one place (``api/errors.py``).
     ├── NotFoundError             unknown collection / document / job
     ├── AlreadyExistsError        duplicate collection name
     ├── ConflictError             the resource is busy (a re-index already running)
+    ├── AuthenticationError       no API key, or not a valid one
+    ├── PermissionDeniedError     a valid key without the role this needs
     ├── InvalidRequestError       well-formed but unacceptable input
     │   ├── UnsupportedFileTypeError
-    │   └── FileTooLargeError
+    │   ├── FileTooLargeError
+    │   └── RequestTooLargeError  too many files, or a body over the request limit
     ├── DocumentParseError        a file that could not be parsed (ingest)
     │   └── ParseLimitError       … because it hit a parsing limit (time, memory, size…)
     ├── ParseCancelledError       a parse stopped because its document was deleted
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExistsError",
+    "AuthenticationError",
     "BackendError",
     "BusyError",
     "ConfigurationError",
@@ -33,7 +37,9 @@ __all__ = [
     "NotFoundError",
     "ParseCancelledError",
     "ParseLimitError",
+    "PermissionDeniedError",
     "RagError",
+    "RequestTooLargeError",
     "UnsupportedFileTypeError",
 ]
 
@@ -64,6 +70,14 @@ class ConflictError(RagError):
     code = "conflict"
 
 
+class AuthenticationError(RagError):
+    code = "unauthorized"
+
+
+class PermissionDeniedError(RagError):
+    code = "forbidden"
+
+
 class InvalidRequestError(RagError):
     code = "invalid_request"
 
@@ -74,6 +88,10 @@ class UnsupportedFileTypeError(InvalidRequestError):
 
 class FileTooLargeError(InvalidRequestError):
     code = "file_too_large"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    code = "request_too_large"
 
 
 class DocumentParseError(RagError):

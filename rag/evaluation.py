@@ -12,8 +12,13 @@ question is unanswerable from the collection. The measures:
 * abstention: share of unanswerable questions where ``ask`` would answer "not in
   the documents" (decided by retrieval alone, the same gate ``ask`` applies
   before generating); false abstention: the same on answerable questions;
-* exact match and F1 (SQuAD) of generated answers on a sample of answerable
-  questions, since generation is slow; 0 skips generation;
+* on a sample of generated answers (generation is slow; 0 skips it), answerable
+  and, if asked for, unanswerable questions: exact match and F1 (SQuAD) of the
+  answers as returned (a withheld answer scores 0) and of the drafts before
+  abstention; abstention after generation (``grounded`` false) on the
+  unanswerable ones, false abstention on the answerable ones; how often an
+  answer is ``supported``, and how often its quoted evidence contains a gold
+  answer;
 * latency p50/p95 of a single search (as ``/search`` runs it) on a sample of
   questions, and of ``ask`` on the generation sample. The recall measures embed
   the questions in batches, which gives the same rankings much faster.
@@ -47,6 +52,7 @@ __all__ = [
     "normalize_answer",
     "percentile",
     "render_table",
+    "summarize_answers",
 ]
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
@@ -149,7 +155,12 @@ async def evaluate(
     latency_sample: int = 100,
     seed: int = 0,
     rerank: bool | None = None,
+    generate_unanswerable: int = 0,
+    details: list[dict[str, Any]] | None = None,
 ) -> EvaluationReport:
+    """``details``, when given, receives one record per generated answer
+    (features of the abstention model included: bench/abstention.py fits on
+    them)."""
     if not items:
         raise InvalidRequestError("the QA set is empty")
     if not ks or min(ks) < 1 or max(ks) > 100:
@@ -185,28 +196,13 @@ async def evaluate(
     mrr = sum(1 / r for r in ranks if r is not None) / answerable if answerable else None
 
     generation = None
-    if generate_sample > 0:
-        pool = [i for i in items if i.answerable]
-        sample = rng.sample(pool, min(generate_sample, len(pool)))
-        em = f1 = 0.0
-        gen_abstained = 0
-        gen_latencies: list[float] = []
-        for item in sample:
-            started = time.perf_counter()
-            answer = await service.ask(collection, item.question, mode=mode, rerank=rerank)
-            gen_latencies.append(time.perf_counter() - started)
-            if not answer.grounded or answer.answer == NO_ANSWER:
-                gen_abstained += 1
-            em += exact_match(answer.answer, item.answers)
-            f1 += f1_score(answer.answer, item.answers)
-        n = len(sample)
-        generation = {
-            "sample": n,
-            "exact_match": em / n if n else None,
-            "f1": f1 / n if n else None,
-            "abstained": _share(gen_abstained, n),
-            "latency_ms": _ms(gen_latencies),
-        }
+    if generate_sample > 0 or generate_unanswerable > 0:
+        answerable_pool = [i for i in items if i.answerable]
+        unanswerable_pool = [i for i in items if not i.answerable]
+        sample = rng.sample(answerable_pool, min(generate_sample, len(answerable_pool)))
+        sample += rng.sample(unanswerable_pool, min(generate_unanswerable, len(unanswerable_pool)))
+        rng.shuffle(sample)  # interleaved: a run stopped early has both kinds
+        generation = await _generate(service, collection, sample, mode, rerank, details)
     return EvaluationReport(
         collection=collection,
         mode=mode,
@@ -221,6 +217,70 @@ async def evaluate(
         retrieval_latency_ms=_ms(latencies),
         generation=generation,
     )
+
+
+async def _generate(
+    service: RagService,
+    collection: str,
+    sample: Sequence[QAItem],
+    mode: SearchMode,
+    rerank: bool | None,
+    details: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    records: list[dict[str, Any]] = []
+    for item in sample:
+        started = time.perf_counter()
+        answer = await service.ask(collection, item.question, mode=mode, rerank=rerank)
+        elapsed = time.perf_counter() - started
+        grounding = answer.grounding
+        quote = grounding.evidence[0].text if grounding and grounding.evidence else ""
+        draft = answer.draft if answer.draft is not None else answer.answer
+        record: dict[str, Any] = {
+            "question": item.question,
+            "answers": item.answers,
+            "document": item.document,
+            "answer": answer.answer,
+            "draft": draft,
+            "grounded": answer.grounded and answer.answer != NO_ANSWER,
+            "reason": answer.reason,
+            "supported": bool(grounding and grounding.supported and answer.grounded),
+            "quote": quote,
+            "probability": grounding.unanswerable_probability if grounding else None,
+            "features": grounding.features if grounding else None,
+            "latency_s": round(elapsed, 3),
+        }
+        records.append(record)
+        if details is not None:
+            details.append(record)
+    return summarize_answers(records)
+
+
+def summarize_answers(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The generation part of a report from per-answer records (as
+    ``evaluate(details=...)`` collects them; ``grounded`` false = withheld)."""
+    answerable = [r for r in records if r["answers"]]
+    n, u = len(answerable), len(records) - len(answerable)
+
+    def mean(values: Sequence[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    def quoted(r: dict[str, Any]) -> bool:
+        return bool(r["quote"]) and contains_answer(r["quote"], r["answers"])
+
+    answers = [r["answer"] if r["grounded"] else NO_ANSWER for r in answerable]
+    return {
+        "sample": n,
+        "unanswerable_sample": u,
+        "exact_match": mean([exact_match(a, r["answers"]) for a, r in zip(answers, answerable, strict=True)]),
+        "f1": mean([f1_score(a, r["answers"]) for a, r in zip(answers, answerable, strict=True)]),
+        "draft_exact_match": mean([exact_match(r["draft"], r["answers"]) for r in answerable]),
+        "draft_f1": mean([f1_score(r["draft"], r["answers"]) for r in answerable]),
+        "abstained": _share(sum(not r["grounded"] for r in answerable), n),  # false abstention after generation
+        "abstention": _share(sum(not r["grounded"] for r in records if not r["answers"]), u),
+        "supported": _share(sum(bool(r["supported"] and r["grounded"]) for r in answerable), n),
+        "evidence_contains_answer": _share(sum(quoted(r) for r in answerable), n),
+        "latency_ms": _ms([r["latency_s"] for r in records]),
+    }
 
 
 def render_table(report: dict[str, Any]) -> str:
@@ -251,8 +311,8 @@ def render_table(report: dict[str, Any]) -> str:
     rows += [(f"answer-recall{k}", fmt(v)) for k, v in report["answer_recall"].items()]
     rows += [
         ("MRR", fmt(report["mrr"])),
-        ("abstention (unanswerable)", fmt(report["abstention"])),
-        ("false abstention (answerable)", fmt(report["false_abstention"])),
+        ("retrieval gate: abstention", fmt(report["abstention"])),
+        ("retrieval gate: false abstention", fmt(report["false_abstention"])),
         (
             "retrieval latency p50 / p95",
             ms(report["retrieval_latency_ms"]),
@@ -261,10 +321,17 @@ def render_table(report: dict[str, Any]) -> str:
     gen = report.get("generation")
     if gen:
         rows += [
-            ("generated answers (sample)", fmt(gen["sample"])),
+            (
+                "generated answers (sample)",
+                f"{gen['sample']} answerable, {gen.get('unanswerable_sample', 0)} unanswerable",
+            ),
+            ("  abstention (unanswerable)", fmt(gen.get("abstention"))),
+            ("  false abstention (answerable)", fmt(gen["abstained"])),
             ("  exact match", fmt(gen["exact_match"])),
             ("  F1", fmt(gen["f1"])),
-            ("  abstained", fmt(gen["abstained"])),
+            ("  EM / F1 before abstention", f"{fmt(gen.get('draft_exact_match'))} / {fmt(gen.get('draft_f1'))}"),
+            ("  supported by a quote", fmt(gen.get("supported"))),
+            ("  evidence contains answer", fmt(gen.get("evidence_contains_answer"))),
             ("  ask latency p50 / p95", ms(gen["latency_ms"])),
         ]
     width = max(len(name) for name, _ in rows)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import uuid
@@ -26,6 +27,7 @@ __all__ = [
     "LogFormat",
     "RequestIdFilter",
     "configure_logging",
+    "current_log_format",
     "current_request_id",
     "new_request_id",
     "request_scope",
@@ -106,12 +108,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def current_log_format() -> LogFormat:
+    """The format this process logs in, for the child processes it starts."""
+    json_lines = any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+    return "json" if json_lines else "text"
+
+
 def configure_logging(fmt: LogFormat = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
     """Replace the root logger's handlers with one that writes ``fmt`` lines to
     ``stream`` (stderr). uvicorn's and Celery's loggers propagate to it."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    if fmt == "json":
+        # Progress bars (model loading) are not events: keep them out of the lines.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -26,11 +26,17 @@ with the base model, no collection) the context block is left out.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-__all__ = ["BuiltPrompt", "PromptBuilder", "ResolvedPromptStyle", "Turn"]
+from rag.gguf_info import read_gguf_string
+
+__all__ = ["BuiltPrompt", "PromptBuilder", "ResolvedPromptStyle", "Turn", "detect_prompt_style", "is_gemma_template"]
+
+log = logging.getLogger(__name__)
 
 ResolvedPromptStyle = Literal["gemma-chat", "completion"]
 
@@ -43,6 +49,44 @@ INSTRUCTIONS = (
     "Answer the question using only the numbered context passages below. "
     "Cite the passages you used as [n]. If the passages do not contain the answer, "
     "say that the documents don't contain it."
+)
+
+
+def is_gemma_template(template: str) -> bool:
+    """Whether a (Jinja) chat template renders Gemma's turns: the ones this
+    module assembles as ``gemma-chat``."""
+    return START_OF_TURN in template and END_OF_TURN in template and "model" in template
+
+
+def detect_prompt_style(model_path: Path, *, base_model: bool = False) -> ResolvedPromptStyle:
+    """The style for ``auto``: ``completion`` for a known base model (the
+    bundled one); else from the chat template the GGUF carries
+    (``tokenizer.chat_template``): Gemma's turns -> ``gemma-chat``; another
+    format (ChatML, Llama…) -> ``completion``, since this module renders no
+    other chat format; no template -> ``gemma-chat`` (Gemma GGUFs converted
+    without one are the design target)."""
+    if base_model:
+        return "completion"
+    template = read_gguf_string(model_path, "tokenizer.chat_template")
+    if template is None:
+        return "gemma-chat"
+    if is_gemma_template(template):
+        return "gemma-chat"
+    log.warning("%s carries a chat template that is not Gemma's: using plain completion prompts", model_path.name)
+    return "completion"
+
+
+# Worked examples that open a completion prompt (``examples=True``): a base
+# model copies their form, a short span taken from the context. Invented text,
+# nothing from any evaluation set. They come first, so that every prompt
+# starts with the same tokens and llama.cpp reuses their KV cache.
+EXAMPLES = (
+    "Context:\n[1] The Harbor Bridge opened in 1932 after eight years of construction. "
+    "Its steel arch spans 503 metres and carries eight lanes of traffic.\n\n"
+    "Question: How long did the construction of the Harbor Bridge take?\nShort answer: eight years\n\n"
+    "Context:\n[1] Marie Duval founded the Lyon Botanical Society in 1871. The society's first garden "
+    "was planted on land donated by the city council.\n\n"
+    "Question: Who donated the land for the society's first garden?\nShort answer: the city council\n\n"
 )
 
 
@@ -70,8 +114,10 @@ class PromptBuilder:
         *,
         history: Sequence[Turn] = (),
         retrieval: bool = True,
+        examples: bool = True,
     ) -> None:
         self.style = style
+        self._examples = examples and style == "completion" and retrieval
         self._tokenize = tokenize
         self._detokenize = detokenize
         self._history = list(history)
@@ -105,7 +151,8 @@ class PromptBuilder:
         # No instruction line: the base model copies it instead of answering.
         if not self._retrieval:
             return f"{history}Question: {question.strip()}\nShort answer:"
-        return f"{history}Context:\n{context}\n\nQuestion: {question.strip()}\nShort answer:"
+        demo = EXAMPLES if self._examples else ""
+        return f"{demo}{history}Context:\n{context}\n\nQuestion: {question.strip()}\nShort answer:"
 
     @property
     def stop(self) -> tuple[str, ...]:

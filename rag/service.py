@@ -20,7 +20,10 @@ from rag import metrics
 from rag.blobs import BlobStore
 from rag.embedder import Embedder
 from rag.errors import InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
-from rag.llm import Generation, ModelPool, TextModel
+from rag.filenames import clean_filename, escape_name
+from rag.generation import Generation, ModelPool, Sampling, TextModel
+from rag.generation.stream import TextStream
+from rag.grounding import Grounding, GroundingJudge
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
 from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
 from rag.retrieval import Retriever, SearchHit
@@ -82,10 +85,17 @@ class CollectionInfo:
 class Answer:
     answer: str
     sources: list[SearchHit]
-    grounded: bool  # False when retrieval found nothing good enough and no generation ran
+    # False when the service abstains: retrieval found nothing good enough (no
+    # generation ran), or the generated answer is judged not to stand in the
+    # passages (``draft`` holds it, ``reason`` says why).
+    grounded: bool
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     finish_reason: str = "stop"  # "stop", "length" or "cancelled"
+    grounding: Grounding | None = None  # evidence, supported, abstention score (answers from passages)
+    reason: str | None = None  # why it abstained
+    draft: str | None = None  # the generated answer that was withheld
+    prompt_style: str | None = None  # the prompt format generation used
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,8 @@ class Answering:
     n_ctx: int
     max_tokens: int
     score_threshold: float
+    # Evidence for answers and abstention after generation (rag/grounding.py).
+    grounding: GroundingJudge = field(default_factory=GroundingJudge)
 
     @classmethod
     def from_settings(
@@ -150,6 +162,7 @@ class Answering:
             n_ctx=settings.llm_n_ctx,
             max_tokens=settings.max_tokens,
             score_threshold=settings.score_threshold,
+            grounding=GroundingJudge(settings.abstain_threshold),
         )
 
 
@@ -232,13 +245,14 @@ class RagService:
             try:
                 results.append(self._add_one(collection, upload, clean))
             except (UnsupportedFileTypeError, InvalidRequestError) as exc:
-                results.append(UploadResult(filename=upload.filename, document=None, error=exc))
+                results.append(UploadResult(filename=escape_name(upload.filename), document=None, error=exc))
         return results
 
     def _add_one(
         self, collection: CollectionRecord, upload: Upload, metadata: dict[str, MetadataValue | list[MetadataValue]]
     ) -> UploadResult:
-        filename = _clean_filename(upload.filename)
+        clean = clean_filename(upload.filename)
+        filename = clean.name
         if not self.intake.is_supported(filename):
             raise UnsupportedFileTypeError(f"{filename}: unsupported file type")
         digest, size = self.library.blobs.put(
@@ -253,6 +267,7 @@ class RagService:
             size_bytes=size,
             content_type=upload.content_type,
             metadata=dict(metadata),
+            original_filename=clean.original,
         )
         if created:
             try:
@@ -369,10 +384,13 @@ class RagService:
         mode: SearchMode | None = None,
         where: SearchFilter | None = None,
         rerank: bool | None = None,
+        sampling: Sampling | None = None,
+        ignore_eos: bool = False,
     ) -> AsyncIterator[AnswerEvent]:
         """The answer as it is generated: ``AnswerSources``, then ``AnswerDelta``
         pieces, then ``AnswerDone``. Closing the iterator early (client gone)
-        stops the generation."""
+        stops the generation. Greedy unless ``sampling``; ``ignore_eos``
+        generates ``max_tokens`` tokens (benchmarks)."""
         if not question.strip():
             raise InvalidRequestError("the question is empty")
         max_tokens = self._check_max_tokens(max_tokens)
@@ -385,9 +403,12 @@ class RagService:
             yield AnswerSources(sources=sources, grounded=False)
             yield AnswerDelta(NO_ANSWER)
             timings["total_s"] = time.perf_counter() - started
-            yield AnswerDone(Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings))
+            reason = "no passage was found" if not sources else "no passage is similar enough to the question"
+            yield AnswerDone(
+                Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings, reason=reason)
+            )
             return
-        inner = self._generate_stream(question, sources, max_tokens, history, started, timings)
+        inner = self._generate_stream(question, sources, max_tokens, history, started, timings, sampling, ignore_eos)
         async with aclosing(inner):  # type: ignore[type-var]
             async for event in inner:
                 yield event
@@ -399,6 +420,8 @@ class RagService:
         *,
         max_tokens: int | None = None,
         top_k: int | None = None,
+        sampling: Sampling | None = None,
+        ignore_eos: bool = False,
     ) -> AsyncIterator[AnswerEvent]:
         """An OpenAI-style conversation: ``messages`` are (role, text) pairs,
         the last one the user's question. ``model`` is the base model (no
@@ -416,7 +439,8 @@ class RagService:
         question = history.pop()[1]
         if model.startswith(COLLECTION_MODEL_PREFIX):
             collection = model[len(COLLECTION_MODEL_PREFIX) :]
-            inner = self.ask_stream(collection, question, top_k=top_k, max_tokens=max_tokens, history=history)
+            inner = self.ask_stream(collection, question, top_k=top_k, max_tokens=max_tokens, history=history,
+                                    sampling=sampling, ignore_eos=ignore_eos)
             async with aclosing(inner):  # type: ignore[type-var]
                 async for event in inner:
                     yield event
@@ -425,15 +449,20 @@ class RagService:
             raise NotFoundError(f"model {model!r} does not exist (see GET /v1/models)")
         max_tokens = self._check_max_tokens(max_tokens)
         started = time.perf_counter()
-        inner = self._generate_stream(question, None, max_tokens, history, started, {})
+        inner = self._generate_stream(question, None, max_tokens, history, started, {}, sampling, ignore_eos)
         async with aclosing(inner):  # type: ignore[type-var]
             async for event in inner:
                 yield event
 
     async def chat(
-        self, model: str, messages: Sequence[tuple[str, str]], *, max_tokens: int | None = None
+        self,
+        model: str,
+        messages: Sequence[tuple[str, str]],
+        *,
+        max_tokens: int | None = None,
+        sampling: Sampling | None = None,
     ) -> Answer:
-        return await _final_answer(self.chat_stream(model, messages, max_tokens=max_tokens))
+        return await _final_answer(self.chat_stream(model, messages, max_tokens=max_tokens, sampling=sampling))
 
     def model_ids(self) -> list[str]:
         """OpenAI-style model ids: the base model, ``rag/<collection>`` for each
@@ -466,19 +495,13 @@ class RagService:
         history: Sequence[Turn],
         started: float,
         timings: dict[str, float],
+        sampling: Sampling | None = None,
+        ignore_eos: bool = False,
     ) -> AsyncIterator[AnswerEvent]:
         if self.pool is None:
             raise RagError("this process was started without a model (RAG_LLM_LOAD=false)")
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-
-        def push(item: str | None) -> bool:
-            try:
-                loop.call_soon_threadsafe(pieces.put_nowait, item)
-            except RuntimeError:  # the event loop is gone: nobody listens
-                return False
-            return True
-
+        # Pieces that arrive while this task is busy are joined: one loop wake-up each time.
+        pieces = TextStream(asyncio.get_running_loop())
         retrieved = time.perf_counter()
         async with self.pool.acquire() as model:
             acquired = time.perf_counter()
@@ -487,10 +510,11 @@ class RagService:
             if sources is not None:
                 used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
                 yield AnswerSources(sources=used, grounded=True)
-            job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=push)
-            job.future.add_done_callback(lambda _: push(None))
+            job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=pieces.push,
+                               ignore_eog=ignore_eos, sampling=sampling, logprobs=sources is not None)
+            job.future.add_done_callback(lambda _: pieces.end())
             try:
-                while (piece := await pieces.get()) is not None:
+                async for piece in pieces:
                     yield AnswerDelta(piece)
                 generation: Generation = await job.wait()
             finally:
@@ -514,14 +538,27 @@ class RagService:
             usage["context_passages"] = prompt.passages_used
         metrics.observe_generation(timings, usage)
         text = generation.text or (NO_ANSWER if sources is not None else "")
+        grounding = reason = draft = None
+        if sources is not None:
+            # After the stream: a client showing deltas learns from `done`
+            # that the answer was withheld (grounded false, reason).
+            grounding = self.answering.grounding.assess(
+                question, generation.text, [(s.rank, s.text) for s in used], generation.token_logprobs
+            )
+            if grounding.abstain:
+                reason, draft, text = grounding.reason, generation.text, NO_ANSWER
         yield AnswerDone(
             Answer(
                 answer=text,
                 sources=used,
-                grounded=sources is not None,
+                grounded=sources is not None and reason is None,
                 usage=usage,
                 timings=timings,
                 finish_reason=generation.finish_reason,
+                grounding=grounding,
+                reason=reason,
+                draft=draft,
+                prompt_style=self.answering.prompt_style,
             )
         )
 
@@ -573,11 +610,3 @@ def check_metadata(metadata: dict[str, Any]) -> dict[str, MetadataValue | list[M
                 )
         out[key] = list(values) if isinstance(value, list) else value
     return out
-
-
-def _clean_filename(name: str) -> str:
-    # Keep the base name only: never a path from the client.
-    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not base:
-        raise InvalidRequestError("a file has no name")
-    return base[:255]

@@ -81,6 +81,53 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `rag serve` / `rag api` listen on.")
     port: int = Field(default=8000, description="Port `rag serve` / `rag api` listen on.")
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="Largest file accepted (413 above).")
+    max_request_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        gt=0,
+        description="Largest request body, all files of an upload together (413 as soon as the body "
+        "passes it, whether Content-Length declares it or a chunked body streams it).",
+    )
+    max_files_per_request: int = Field(default=100, gt=0, description="Most files in one upload (413 above).")
+
+    worker_concurrency: int = Field(
+        default=3,
+        ge=1,
+        le=64,
+        description="Tasks one worker runs at once (documents, re-index runs); `rag serve`'s "
+        "embedded worker and `rag worker` alike. Documents in flight share embedding batches, "
+        "and one is parsed while another's chunks are embedded.",
+    )
+
+    # --- access -----------------------------------------------------------------
+    auth_enabled: bool = Field(
+        default=True,
+        description="API keys (Authorization: Bearer <key>) on every route but /healthz, /readyz and the "
+        "web page's static files. Off only by this setting; the service then listens on 127.0.0.1 "
+        "unless RAG_AUTH_OFF_ALLOW_REMOTE is set, and warns at start.",
+    )
+    auth_off_allow_remote: bool = Field(
+        default=False,
+        description="With authentication off, listen on RAG_HOST even when it is not a loopback address.",
+    )
+    bootstrap_admin_key: str | None = Field(
+        default=None,
+        description="On the first start (no bootstrap key recorded yet), this becomes an admin:* key. "
+        "Unset: one is generated and printed once in the log.",
+    )
+    auth_secret: str | None = Field(
+        default=None,
+        description="Secret of the keys' HMAC (at least 32 characters). Default: generated once into "
+        "data_dir/auth_secret; set it when API processes on several hosts share one registry.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (https://host:port) allowed to call the API from a browser on another "
+        "origin. Empty: none; cross-site form posts are refused either way.",
+    )
+    docs: Literal["key", "open", "off"] = Field(
+        default="key",
+        description="/docs, /redoc and /openapi.json: key = any valid API key; open = anyone; off = not served.",
+    )
     embedded_worker: bool = Field(
         default=True,
         description="In embedded mode, run the Celery worker and scheduler in the "
@@ -97,6 +144,13 @@ class Settings(BaseSettings):
         default=None, description="cpu, cuda, mps… Default: chosen automatically."
     )
     embedding_batch_size: int = Field(default=32, gt=0, description="Texts embedded in one batch.")
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch",
+        description="torch: sentence-transformers on PyTorch. onnx: the same model exported "
+        "to ONNX on this machine (once, cached under data_dir/models/onnx) and run by ONNX "
+        "Runtime, same vectors, faster on CPUs. onnx-int8: that export with int8 weights "
+        "(faster still, slightly different vectors). See docs/benchmarks.md.",
+    )
     embedding_threads: int | None = Field(
         default=None,
         ge=1,
@@ -193,6 +247,15 @@ class Settings(BaseSettings):
         default=0.2,
         description="Below this best cosine score the answer says the documents "
         "don't contain it, and no generation runs.",
+    )
+    abstain_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="After generation, the answer is withheld (grounded false, with a "
+        "reason) when its estimated probability of being unanswerable from the passages "
+        "is at least this. Lower abstains more often, also on answerable questions; 1 "
+        "only on a refusal. Default: the operating point measured in docs/benchmarks.md.",
     )
 
     # --- generation -----------------------------------------------------------
@@ -327,11 +390,21 @@ class Settings(BaseSettings):
             raise ConfigurationError("chunk_overlap_tokens must be below chunk_max_tokens")
         if self.max_tokens >= self.llm_n_ctx:
             raise ConfigurationError("max_tokens must be below llm_n_ctx")
+        if self.max_request_bytes < self.max_upload_bytes:
+            raise ConfigurationError("max_request_bytes must be at least max_upload_bytes")
         if self.llm_kv_cache_type != "f16" and self.llm_flash_attn == "off":
             raise ConfigurationError("a quantised KV cache (llm_kv_cache_type) needs flash attention")
         return self
 
     # --- derived values ------------------------------------------------------
+    @property
+    def bind_host(self) -> str:
+        """Where the HTTP server listens: RAG_HOST, except that with authentication
+        off it stays on loopback unless RAG_AUTH_OFF_ALLOW_REMOTE says otherwise."""
+        if not self.auth_enabled and not self.auth_off_allow_remote and not _is_loopback(self.host):
+            return "127.0.0.1"
+        return self.host
+
     @property
     def is_split_mode(self) -> bool:
         return self.broker_url is not None and not self.broker_url.startswith("sqla+")
@@ -368,3 +441,14 @@ class Settings(BaseSettings):
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from celery import Celery
@@ -35,9 +36,9 @@ from ingest.sandbox import ProcessParser, build_parser
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
+from rag.generation import ModelPool, TextModel, load_models
 from rag.lexical import LexicalEncoder
-from rag.llm import ModelPool, TextModel, load_models
-from rag.prompt import ResolvedPromptStyle
+from rag.prompt import ResolvedPromptStyle, detect_prompt_style
 from rag.registry import DocumentStatus, Registry
 from rag.reindex import ReindexService
 from rag.retrieval import Retriever
@@ -56,8 +57,12 @@ def resolve_prompt_style(settings: Settings) -> ResolvedPromptStyle:
     if settings.llm_prompt_style != "auto":
         return settings.llm_prompt_style
     # The bundled Gemma 3 270M is a base model: plain completion prompts answer
-    # far better than its (absent) chat template; see docs/benchmarks.md.
-    return "completion" if settings.llm_model == BUNDLED_LLM else "gemma-chat"
+    # far better than a chat template; see docs/benchmarks.md. Other GGUFs:
+    # from the chat template they carry.
+    if settings.llm_model == BUNDLED_LLM:
+        return "completion"
+    path = Path(settings.llm_model).expanduser()
+    return detect_prompt_style(path) if path.is_file() else "gemma-chat"
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class Runtime:
         if self.worker is not None:
             return
         self.recover_interrupted()
-        self.worker = EmbeddedWorker(self.celery)
+        self.worker = EmbeddedWorker(self.celery, concurrency=self.settings.worker_concurrency)
         self.worker.start()
         self.beat = EmbeddedBeat(
             self.celery, registry_scheduler(self.reindex.tick, self.settings.scheduler_interval_s)
@@ -186,8 +191,16 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
         threads=settings.embedding_threads,
+        backend=settings.embedding_backend,
+        onnx_cache=settings.model_dir / "onnx",
     )
-    embedders = EmbedderSet(embedder, device=settings.embedding_device, batch_size=settings.embedding_batch_size)
+    embedders = EmbedderSet(
+        embedder,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        backend=settings.embedding_backend,
+        onnx_cache=settings.model_dir / "onnx",
+    )
     blobs = BlobStore(settings.blob_dir)
     lexical = LexicalEncoder(
         k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
@@ -214,6 +227,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         lexical=lexical,
         embed_section_titles=settings.embed_section_titles,
         embedders=embedders,
+        embed_batch_texts=4 * settings.embedding_batch_size,
     )
     celery = create_celery_app(settings)
     queue: TaskQueue = IngestQueue(celery) if not parts.inline_tasks else InlineQueue(lambda: indexer, lambda: runner)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Screenshot of the web page's chat view, with Debian's headless chromium.
 
-    .venv/bin/python scripts/web_screenshot.py URL COLLECTION "QUESTION" OUT.png [--width 1200]
+    .venv/bin/python scripts/web_screenshot.py URL COLLECTION "QUESTION" OUT.png [--key KEY] [--width 1200]
 
 Against a running service whose COLLECTION is indexed: asks QUESTION in the
 chat view, waits for the whole answer, and saves the page. The README's image
@@ -11,6 +11,7 @@ chat view, waits for the whole answer, and saves the page. The README's image
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 
 from playwright.sync_api import sync_playwright
@@ -30,17 +31,24 @@ def main() -> None:
     parser.add_argument("collection")
     parser.add_argument("question")
     parser.add_argument("out")
+    parser.add_argument("--key", help="API key (read scope on the collection); the page keeps it in session storage")
     parser.add_argument("--width", type=int, default=1200)
     parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--passage", action="store_true", help="open the first source's passage too")
     args = parser.parse_args()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": args.width, "height": args.height}, device_scale_factor=1)
+        if args.key:
+            page.add_init_script(f"sessionStorage.setItem('rag.apiKey', {json.dumps(args.key)})")
         page.goto(f"{args.url.rstrip('/')}/#/c/{args.collection}/chat")
         page.fill("#question", args.question)
         page.keyboard.press("Enter")
         page.locator(".reply .status").filter(has_text="tokens").wait_for(timeout=300_000)
         page.locator("#question").blur()
+        if args.passage:
+            page.locator(".reply .source-link").first.click()
+            page.locator("#passage-dialog mark").first.wait_for()
         page.screenshot(path=args.out)
         browser.close()
 

@@ -64,7 +64,7 @@ def require_service(name: str, port: int) -> None:
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled GGUF, assembled once for the session."""
-    from rag.llm import resolve_model_path
+    from rag.generation import resolve_model_path
 
     data_dir = tmp_path_factory.mktemp("model")
     return resolve_model_path(Settings(data_dir=data_dir))

@@ -7,10 +7,11 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ServiceDep
+from api.auth import ReadScope, WriteScope
+from api.deps import RuntimeDep, ServiceDep
 from api.errors import error_body, status_for
 from api.schemas import DocumentPublic, UploadItem, UploadResponse
-from rag.errors import InvalidRequestError
+from rag.errors import InvalidRequestError, RequestTooLargeError
 from rag.service import Upload
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
@@ -21,16 +22,21 @@ router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"]
     status_code=202,
     response_model=UploadResponse,
     responses={413: {}, 415: {}, 422: {}},
+    dependencies=[WriteScope],
     summary="Upload one or more files; each is queued for indexing",
 )
 async def upload_documents(
     name: str,
     service: ServiceDep,
+    runtime: RuntimeDep,
     files: list[UploadFile] = File(...),
     metadata: str | None = Form(
         default=None, description="A JSON object attached to every file of this upload; filterable at search."
     ),
 ) -> JSONResponse:
+    limit = runtime.settings.max_files_per_request
+    if len(files) > limit:
+        raise RequestTooLargeError(f"{len(files)} files in one upload; at most {limit} (RAG_MAX_FILES_PER_REQUEST)")
     uploads = [Upload(f.filename or "", f.content_type, f.file) for f in files]
     results = await run_in_threadpool(service.add_documents, name, uploads, _metadata(metadata))
     # When every file was refused, the request as a whole failed with that reason.
@@ -54,17 +60,17 @@ def _metadata(raw: str | None) -> dict[str, Any] | None:
     return value
 
 
-@router.get("", response_model=list[DocumentPublic])
+@router.get("", response_model=list[DocumentPublic], dependencies=[ReadScope])
 async def list_documents(name: str, service: ServiceDep) -> list[DocumentPublic]:
     return [DocumentPublic.of(d) for d in await run_in_threadpool(service.list_documents, name)]
 
 
-@router.get("/{document_id}", response_model=DocumentPublic)
+@router.get("/{document_id}", response_model=DocumentPublic, dependencies=[ReadScope])
 async def get_document(name: str, document_id: str, service: ServiceDep) -> DocumentPublic:
     return DocumentPublic.of(await run_in_threadpool(service.get_document, name, document_id))
 
 
-@router.delete("/{document_id}", status_code=204)
+@router.delete("/{document_id}", status_code=204, dependencies=[WriteScope])
 async def delete_document(name: str, document_id: str, service: ServiceDep) -> Response:
     await run_in_threadpool(service.delete_document, name, document_id)
     return Response(status_code=204)

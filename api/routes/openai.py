@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import AnyKey, PrincipalDep
 from api.deps import RuntimeDep, ServiceDep
 from api.openai_schemas import (
     AssistantMessage,
@@ -28,10 +29,12 @@ from api.openai_schemas import (
     OpenAIUsage,
     chunk,
 )
-from api.schemas import SourcePublic
+from api.schemas import GroundingPublic, SourcePublic
 from api.sse import event_stream, sse
+from rag.auth import Role
 from rag.errors import NotFoundError
-from rag.service import COLLECTION_MODEL_PREFIX, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
+from rag.generation import Sampling
+from rag.service import COLLECTION_MODEL_PREFIX, Answer, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -42,21 +45,31 @@ def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-@router.get("/models", response_model=ModelList)
-async def list_models(service: ServiceDep) -> ModelList:
+@router.get("/models", response_model=ModelList, dependencies=[AnyKey])
+async def list_models(service: ServiceDep, principal: PrincipalDep) -> ModelList:
+    """The base model, the embedding model, and ``rag/<collection>`` for each collection this key may read."""
     ids = await run_in_threadpool(service.model_ids)
-    return ModelList(data=[ModelCard(id=i, created=_STARTED, owned_by="rag") for i in ids])
+    prefix = COLLECTION_MODEL_PREFIX
+    visible = [i for i in ids if not i.startswith(prefix) or principal.can_see(i[len(prefix) :])]
+    return ModelList(data=[ModelCard(id=i, created=_STARTED, owned_by="rag") for i in visible])
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses={404: {}, 429: {}})
-async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> ChatCompletion | StreamingResponse:
+@router.post("/chat/completions", response_model=ChatCompletion, responses={404: {}, 429: {}}, dependencies=[AnyKey])
+async def chat_completions(
+    body: ChatCompletionRequest, service: ServiceDep, principal: PrincipalDep
+) -> ChatCompletion | StreamingResponse:
+    if body.model.startswith(COLLECTION_MODEL_PREFIX):
+        principal.check(Role.READ, body.model[len(COLLECTION_MODEL_PREFIX) :])
     messages = [(m.role, m.text()) for m in body.messages]
     max_tokens = body.max_completion_tokens or body.max_tokens
+    sampling = (
+        Sampling(temperature=body.temperature, top_p=body.top_p or 1.0, seed=body.seed) if body.temperature else None
+    )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     grounded = body.model.startswith(COLLECTION_MODEL_PREFIX)
     if not body.stream:
-        answer = await service.chat(body.model, messages, max_tokens=max_tokens)
+        answer = await service.chat(body.model, messages, max_tokens=max_tokens, sampling=sampling)
         message = AssistantMessage(content=answer.answer)
         choice = ChatChoice(message=message, finish_reason=_finish(answer.finish_reason))
         return ChatCompletion(
@@ -67,8 +80,10 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> 
             usage=_usage(answer.usage),
             sources=[SourcePublic.of(s) for s in answer.sources] if grounded else None,
             timings={k: round(v, 4) for k, v in answer.timings.items()},
+            **_grounding(answer, grounded),
         )
-    events = service.chat_stream(body.model, messages, max_tokens=max_tokens)
+    events = service.chat_stream(body.model, messages, max_tokens=max_tokens, sampling=sampling,
+                                 ignore_eos=body.ignore_eos)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     state: dict[str, list[SourcePublic] | None] = {"sources": None}
@@ -92,12 +107,21 @@ async def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> 
         if grounded:
             extra["sources"] = [s.model_dump(mode="json") for s in state["sources"] or []]
         extra["timings"] = {k: round(v, 4) for k, v in event.answer.timings.items()}
+        extra.update(_grounding(event.answer, grounded))
         if include_usage:
             extra["usage"] = _usage(event.answer.usage).model_dump()
         out.append(piece({}, finish_reason=_finish(event.answer.finish_reason), **extra))
         return out
 
     return await event_stream(events, render, tail=sse("[DONE]"), error_event=None)
+
+
+def _grounding(answer: Answer, grounded: bool) -> dict[str, Any]:
+    """The extension fields: evidence and abstention for a rag/<collection>
+    model, the prompt style for any."""
+    if not grounded:
+        return {"prompt_style": answer.prompt_style}
+    return GroundingPublic.fields_of(answer)
 
 
 def _usage(usage: dict[str, int]) -> OpenAIUsage:
@@ -108,7 +132,7 @@ def _usage(usage: dict[str, int]) -> OpenAIUsage:
     )
 
 
-@router.post("/embeddings", response_model=EmbeddingsResponse, responses={404: {}})
+@router.post("/embeddings", response_model=EmbeddingsResponse, responses={404: {}}, dependencies=[AnyKey])
 async def embeddings(body: EmbeddingsRequest, runtime: RuntimeDep, service: ServiceDep) -> EmbeddingsResponse:
     name = service.embedder.name
     if body.model not in (name, runtime.settings.embedding_model):

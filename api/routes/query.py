@@ -4,6 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import ReadScope
 from api.deps import ServiceDep
 from api.schemas import AskRequest, AskResponse, EvaluationRequest, SearchRequest, SearchResponse, SourcePublic
 from api.sse import event_stream, sse
@@ -13,7 +14,7 @@ from rag.service import AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 router = APIRouter(prefix="/v1/collections/{name}", tags=["query"])
 
 
-@router.post("/search", response_model=SearchResponse)
+@router.post("/search", response_model=SearchResponse, dependencies=[ReadScope])
 async def search(name: str, body: SearchRequest, service: ServiceDep) -> SearchResponse:
     hits, timings = await run_in_threadpool(
         lambda: service.search_timed(
@@ -34,6 +35,7 @@ async def search(name: str, body: SearchRequest, service: ServiceDep) -> SearchR
     "/ask",
     response_model=AskResponse,
     responses={429: {}, 200: {"content": {"text/event-stream": {}}}},
+    dependencies=[ReadScope],
 )
 async def ask(name: str, body: AskRequest, service: ServiceDep) -> AskResponse | StreamingResponse:
     where = body.filter.to_filter() if body.filter else None
@@ -46,6 +48,7 @@ async def ask(name: str, body: AskRequest, service: ServiceDep) -> AskResponse |
             mode=body.mode,
             where=where,
             rerank=body.rerank,
+            ignore_eos=body.ignore_eos,
         )
         return await event_stream(events, _ask_event)
     answer = await service.ask(
@@ -67,13 +70,15 @@ def _ask_event(event: AnswerEvent) -> list[bytes]:
     if isinstance(event, AnswerDelta):
         return [sse({"text": event.text}, "delta")]
     assert isinstance(event, AnswerDone)
-    done = AskResponse.of(event.answer).model_dump(mode="json", exclude={"sources", "grounded"})
+    # grounded is final here: the answer may be withheld after generation.
+    done = AskResponse.of(event.answer).model_dump(mode="json", exclude={"sources"})
     return [sse(done, "done")]
 
 
 @router.post(
     "/evaluations",
     summary="Run a QA set against the collection: answer-recall@k, MRR, abstention, EM/F1, latency",
+    dependencies=[ReadScope],
 )
 async def evaluations(name: str, body: EvaluationRequest, service: ServiceDep) -> JSONResponse:
     report = await evaluate(
@@ -83,6 +88,7 @@ async def evaluations(name: str, body: EvaluationRequest, service: ServiceDep) -
         mode=body.mode,
         ks=body.k,
         generate_sample=body.generate_sample,
+        generate_unanswerable=body.generate_unanswerable,
         latency_sample=body.latency_sample,
         seed=body.seed,
         rerank=body.rerank,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import AdminScope, ReadScope
 from api.deps import ReindexDep
 from api.schemas import (
     FolderBinding,
@@ -24,23 +25,28 @@ from rag.errors import InvalidRequestError
 router = APIRouter(prefix="/v1/collections/{name}", tags=["re-indexing"])
 
 
-@router.get("/source", response_model=FolderPublic)
+@router.get("/source", response_model=FolderPublic, dependencies=[AdminScope])
 async def get_source(name: str, reindex: ReindexDep) -> FolderPublic:
     return FolderPublic(folder=await run_in_threadpool(reindex.get_folder, name))
 
 
-@router.put("/source", response_model=FolderPublic, summary="Bind the collection to a server-side folder")
+@router.put(
+    "/source",
+    response_model=FolderPublic,
+    summary="Bind the collection to a server-side folder",
+    dependencies=[AdminScope],
+)
 async def bind_source(name: str, body: FolderBinding, reindex: ReindexDep) -> FolderPublic:
     return FolderPublic(folder=await run_in_threadpool(reindex.bind_folder, name, body.folder))
 
 
-@router.delete("/source", status_code=204)
+@router.delete("/source", status_code=204, dependencies=[AdminScope])
 async def unbind_source(name: str, reindex: ReindexDep) -> Response:
     await run_in_threadpool(reindex.unbind_folder, name)
     return Response(status_code=204)
 
 
-@router.post("/schedules", status_code=201, response_model=SchedulePublic)
+@router.post("/schedules", status_code=201, response_model=SchedulePublic, dependencies=[AdminScope])
 async def create_schedule(name: str, body: ScheduleCreate, reindex: ReindexDep) -> SchedulePublic:
     record = await run_in_threadpool(
         lambda: reindex.create_schedule(
@@ -50,17 +56,17 @@ async def create_schedule(name: str, body: ScheduleCreate, reindex: ReindexDep) 
     return SchedulePublic.of(record)
 
 
-@router.get("/schedules", response_model=list[SchedulePublic])
+@router.get("/schedules", response_model=list[SchedulePublic], dependencies=[AdminScope])
 async def list_schedules(name: str, reindex: ReindexDep) -> list[SchedulePublic]:
     return [SchedulePublic.of(s) for s in await run_in_threadpool(reindex.list_schedules, name)]
 
 
-@router.get("/schedules/{schedule_id}", response_model=SchedulePublic)
+@router.get("/schedules/{schedule_id}", response_model=SchedulePublic, dependencies=[AdminScope])
 async def get_schedule(name: str, schedule_id: str, reindex: ReindexDep) -> SchedulePublic:
     return SchedulePublic.of(await run_in_threadpool(reindex.get_schedule, name, schedule_id))
 
 
-@router.patch("/schedules/{schedule_id}", response_model=SchedulePublic)
+@router.patch("/schedules/{schedule_id}", response_model=SchedulePublic, dependencies=[AdminScope])
 async def update_schedule(name: str, schedule_id: str, body: ScheduleUpdate, reindex: ReindexDep) -> SchedulePublic:
     record = await run_in_threadpool(
         lambda: reindex.update_schedule(
@@ -70,33 +76,33 @@ async def update_schedule(name: str, schedule_id: str, body: ScheduleUpdate, rei
     return SchedulePublic.of(record)
 
 
-@router.delete("/schedules/{schedule_id}", status_code=204)
+@router.delete("/schedules/{schedule_id}", status_code=204, dependencies=[AdminScope])
 async def delete_schedule(name: str, schedule_id: str, reindex: ReindexDep) -> Response:
     await run_in_threadpool(reindex.delete_schedule, name, schedule_id)
     return Response(status_code=204)
 
 
-@router.post("/reindex", status_code=202, response_model=RunPublic, responses={409: {}})
+@router.post("/reindex", status_code=202, response_model=RunPublic, responses={409: {}}, dependencies=[AdminScope])
 async def reindex_now(name: str, body: ReindexRequest, reindex: ReindexDep) -> RunPublic:
     return RunPublic.of(await run_in_threadpool(reindex.request_run, name, body.kind))
 
 
-@router.get("/runs", response_model=list[RunPublic])
+@router.get("/runs", response_model=list[RunPublic], dependencies=[ReadScope])
 async def list_runs(name: str, reindex: ReindexDep) -> list[RunPublic]:
     return [RunPublic.of(r) for r in await run_in_threadpool(reindex.list_runs, name)]
 
 
-@router.get("/runs/{run_id}", response_model=RunPublic)
+@router.get("/runs/{run_id}", response_model=RunPublic, dependencies=[ReadScope])
 async def get_run(name: str, run_id: str, reindex: ReindexDep) -> RunPublic:
     return RunPublic.of(await run_in_threadpool(reindex.get_run, name, run_id))
 
 
-@router.get("/versions", response_model=list[VersionPublic])
+@router.get("/versions", response_model=list[VersionPublic], dependencies=[ReadScope])
 async def list_versions(name: str, reindex: ReindexDep) -> list[VersionPublic]:
     return [VersionPublic.of(v) for v in await run_in_threadpool(reindex.list_versions, name)]
 
 
-@router.post("/rollback", response_model=RunPublic, responses={409: {}})
+@router.post("/rollback", response_model=RunPublic, responses={409: {}}, dependencies=[AdminScope])
 async def rollback(name: str, reindex: ReindexDep) -> RunPublic:
     return RunPublic.of(await run_in_threadpool(reindex.rollback, name))
 
@@ -106,6 +112,7 @@ async def rollback(name: str, reindex: ReindexDep) -> RunPublic:
     response_model=GoldenUploaded,
     summary="Replace the golden questions (JSON lines: question, answers, document)",
     openapi_extra={"requestBody": {"content": {"application/jsonl": {"schema": {"type": "string"}}}}},
+    dependencies=[AdminScope],
 )
 async def put_golden(name: str, request: Request, reindex: ReindexDep) -> GoldenUploaded:
     raw = await request.body()
@@ -116,6 +123,6 @@ async def put_golden(name: str, request: Request, reindex: ReindexDep) -> Golden
     return GoldenUploaded(questions=await run_in_threadpool(reindex.set_golden, name, text))
 
 
-@router.get("/golden", response_model=list[GoldenPublic])
+@router.get("/golden", response_model=list[GoldenPublic], dependencies=[AdminScope])
 async def get_golden(name: str, reindex: ReindexDep) -> list[GoldenPublic]:
     return [GoldenPublic.of(g) for g in await run_in_threadpool(reindex.list_golden, name)]

@@ -8,7 +8,7 @@ import sys
 
 MODEL = sys.argv[1]
 LOAD = (
-    "from pathlib import Path; from rag.llm import LlamaModel; "
+    "from pathlib import Path; from rag.generation.llama import LlamaModel; "
     f"m = LlamaModel(Path({MODEL!r}), n_ctx=256, n_gpu_layers=-1, parallel=1); "
     "print('answer', repr(m.generate(m.tokenize('The capital of France is'), max_tokens=6).text)); "
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rag.llm import LlamaModel
+from rag.generation.llama import LlamaModel
 
 MODEL = Path("/root/w/model.gguf")
 PROMPT = (

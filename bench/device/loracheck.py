@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rag.llm import LlamaModel
+from rag.generation.llama import LlamaModel
 
 model_path, folder = Path(sys.argv[1]), Path(sys.argv[2])
 

@@ -2,7 +2,7 @@
 the scheduler's two GPU measures buy. Runs S streams of 512 + 128 tokens on one
 instance for each combination of
 
-- batch_greedy: one argmax over the whole batch's logits (``_BatchGreedy``)
+- batch_greedy: one argmax over the whole batch's logits (``BatchGreedy``)
   instead of llama.cpp's greedy sampler, one argmax per sequence;
 - overlap: the previous step's text handled while the device computes;
 
@@ -20,14 +20,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import bench.generation as bg
-from rag.llm import LlamaModel
+from rag.generation.llama import LlamaModel
 
 
 def profile(path: Path, streams: int, batch_greedy: bool, overlap: bool, threads: int) -> float:
     stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
     m = LlamaModel(path, n_ctx=704, threads=threads, n_gpu_layers=-1, parallel=streams, flash_attn="on",
                    prompt_cache=False, batch_greedy=batch_greedy, overlap=overlap)
-    lc = m._lc
+    sched = m._scheduler
+    assert sched is not None
+    lc = sched._lc
 
     class Timed:
         def __getattr__(self, name: str) -> Any:
@@ -46,9 +48,9 @@ def profile(path: Path, streams: int, batch_greedy: bool, overlap: bool, threads
             return call
 
     m.generate(bg.prompt_of(m, 8), max_tokens=4)  # warm-up
-    m._lc = Timed()
+    sched._lc = Timed()
     steps = [0, 0.0]
-    step = m._step
+    step = sched._step
 
     def timed_step() -> None:
         t = time.perf_counter()
@@ -56,7 +58,7 @@ def profile(path: Path, streams: int, batch_greedy: bool, overlap: bool, threads
         steps[0] += 1
         steps[1] += time.perf_counter() - t
 
-    m._step = timed_step  # type: ignore[method-assign]
+    sched._step = timed_step  # type: ignore[method-assign]
     jobs = [m.submit(bg.prompt_of(m, 512, salt=f"{i} "), max_tokens=128, ignore_eog=True) for i in range(streams)]
     for j in jobs:
         j.result()

@@ -12,21 +12,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import bench.generation as bg
-from rag.llm import LlamaModel, _Batch
+from rag.generation.batch import Batch
+from rag.generation.llama import LlamaModel
 
 S = 16
 for backend_sampling, label in ((False, "logits out"), (True, "in-graph greedy")):
     m = LlamaModel(Path(sys.argv[1]), n_ctx=832, threads=16, n_gpu_layers=-1, parallel=S, flash_attn="on",
                    prompt_cache=False, backend_sampling=backend_sampling)
     # Stop the scheduler thread and drive the context from here.
-    m._incoming.put(None)
-    m._wake.set()
-    assert m._thread is not None
-    m._thread.join()
+    assert m._scheduler is not None
+    m._scheduler.stop()
     lc, ctx = m._lc, m._ctx
     import numpy as np  # after the model loaded: importing it first crashed llama.cpp's CUDA load there
 
-    b = _Batch(lc, 512, S)
+    b = Batch(lc, 512, S)
     for s in range(S):
         b.clear()
         b.add_run(bg.prompt_of(m, 512, salt=f"{s} "), 0, s, True)
@@ -50,5 +49,4 @@ for backend_sampling, label in ((False, "logits out"), (True, "in-graph greedy")
     step = d.sum(1).mean()
     print(f"raw {label}: llama_decode {d[:, 0].mean():.2f} ms + wait {d[:, 1].mean():.2f} ms = {step:.2f} ms/step "
           f"-> {S / step * 1000:.0f} tok/s", flush=True)
-    m._closed = True
     m._free()

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.docmaker import make_all, make_document  # noqa: E402
+from tests.support.service import ADMIN_KEY as BENCH_KEY  # noqa: E402
+from tests.support.service import AUTH_HEADERS as AUTH  # noqa: E402
 from tests.support.service import child_pids  # noqa: E402
 
 
@@ -66,6 +68,7 @@ def main() -> None:
         "RAG_LLM_QUEUE_SIZE": "16",
         "RAG_LLM_FLASH_ATTN": "on",
         "RAG_EMBEDDING_DEVICE": args.embedding_device,
+        "RAG_BOOTSTRAP_ADMIN_KEY": BENCH_KEY,
         "PYTHONUNBUFFERED": "1",
     }
     log_path = args.data_dir.with_suffix(".log")
@@ -92,9 +95,9 @@ def main() -> None:
                 pass
             time.sleep(0.5)
         report["ready_s"] = round(time.monotonic() - started, 1)
-        model_procs = child_pids(proc.pid, "rag.llm_process")
+        model_procs = child_pids(proc.pid, "rag.generation.child")
         print(f"check: ready in {report['ready_s']} s; model processes {model_procs}", flush=True)
-        with httpx.Client(base_url=url, timeout=300) as c:
+        with httpx.Client(base_url=url, timeout=300, headers=AUTH) as c:
             report["readyz"] = c.get("/readyz").json()
             docs = documents(args.data_dir.parent / f"docs-{args.isolation}")
             assert c.post("/v1/collections", json={"name": "handbook"}).status_code == 201
@@ -138,7 +141,7 @@ def main() -> None:
 
             def ask(i: int) -> None:
                 _, q, f = list(docs.values())[i % len(docs)]
-                with httpx.Client(base_url=url, timeout=300) as cc:
+                with httpx.Client(base_url=url, timeout=300, headers=AUTH) as cc:
                     barrier.wait()
                     resp = cc.post("/v1/collections/handbook/ask", json={"question": q, "max_tokens": 64})
                     results.append((f, resp.status_code, resp.json()))

@@ -9,7 +9,7 @@ only code that talks SQL:
 - ``tables``: the ORM tables (the head revision's schema);
 - ``records``: the frozen records and typed updates callers get and give;
 - one repository per concern (``collections``, ``documents``, ``versions``,
-  ``folders``, ``schedules``, ``runs``, ``golden``), each working inside a
+  ``folders``, ``schedules``, ``runs``, ``golden``, ``keys``), each working inside a
   transaction it is handed;
 - ``database``: the engine and ``unit_of_work()`` (one transaction, every
   repository); ``facade.Registry`` adds one-transaction shortcuts.
@@ -19,6 +19,7 @@ from rag.registry.database import Database, UnitOfWork
 from rag.registry.facade import Registry
 from rag.registry.records import (
     OPEN_RUN_STATUSES,
+    ApiKeyRecord,
     CollectionRecord,
     DocumentRecord,
     DocumentStatus,
@@ -35,6 +36,7 @@ from rag.registry.records import (
 
 __all__ = [
     "OPEN_RUN_STATUSES",
+    "ApiKeyRecord",
     "CollectionRecord",
     "Database",
     "DocumentRecord",

@@ -20,6 +20,7 @@ from rag.registry.collections import CollectionRepository
 from rag.registry.documents import DocumentRepository
 from rag.registry.folders import FolderRepository
 from rag.registry.golden import GoldenRepository
+from rag.registry.keys import ApiKeyRepository
 from rag.registry.migrate import upgrade
 from rag.registry.runs import RunRepository
 from rag.registry.schedules import ScheduleRepository
@@ -40,6 +41,7 @@ class UnitOfWork:
         self.schedules = ScheduleRepository(session)
         self.runs = RunRepository(session)
         self.golden = GoldenRepository(session)
+        self.api_keys = ApiKeyRepository(session)
 
 
 class Database:

@@ -31,6 +31,7 @@ def _record(row: DocumentRow) -> DocumentRecord:
         updated_at=utc(row.updated_at) or utcnow(),
         indexed_at=utc(row.indexed_at),
         metadata=dict(row.doc_metadata or {}),
+        original_filename=row.original_filename,
     )
 
 
@@ -47,6 +48,7 @@ class DocumentRepository:
         size_bytes: int,
         content_type: str | None,
         metadata: dict[str, Any] | None = None,
+        original_filename: str | None = None,
     ) -> tuple[DocumentRecord, bool]:
         """Register a document; returns (record, created). Identical content in the
         same collection (already there, or inserted by a racing upload) returns
@@ -66,6 +68,7 @@ class DocumentRepository:
             "updated_at": now,
             "indexed_at": None,
             "metadata": metadata or {},
+            "original_filename": original_filename,
         }
         created = insert_if_absent(self._s, DocumentRow, values, key=["collection_id", "content_hash"])
         record = self.find_by_hash(collection_id, content_hash)

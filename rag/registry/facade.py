@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from rag.registry.database import Database, UnitOfWork
 from rag.registry.records import (
+    ApiKeyRecord,
     CollectionRecord,
     DocumentRecord,
     DocumentStatus,
@@ -67,6 +68,7 @@ class Registry(Database):
         size_bytes: int,
         content_type: str | None,
         metadata: dict[str, Any] | None = None,
+        original_filename: str | None = None,
     ) -> tuple[DocumentRecord, bool]:
         return self._do(
             lambda u: u.documents.add(
@@ -76,6 +78,7 @@ class Registry(Database):
                 size_bytes=size_bytes,
                 content_type=content_type,
                 metadata=metadata,
+                original_filename=original_filename,
             )
         )
 
@@ -252,3 +255,29 @@ class Registry(Database):
 
     def list_golden(self, collection_id: str) -> list[GoldenRecord]:
         return self._do(lambda u: u.golden.list_for(collection_id))
+
+    # --- API keys -------------------------------------------------------------------------
+    def add_api_key(
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        scopes: list[str],
+        key_id: str | None = None,
+        if_absent: bool = False,
+    ) -> ApiKeyRecord | None:
+        return self._do(
+            lambda u: u.api_keys.add(
+                name=name, key_hash=key_hash, prefix=prefix, scopes=scopes, key_id=key_id, if_absent=if_absent
+            )
+        )
+
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        return self._do(lambda u: u.api_keys.find_by_hash(key_hash))
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        return self._do(lambda u: u.api_keys.list_all())
+
+    def revoke_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        return self._do(lambda u: u.api_keys.revoke(key_id))

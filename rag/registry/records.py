@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "OPEN_RUN_STATUSES",
+    "ApiKeyRecord",
     "CollectionRecord",
     "DocumentRecord",
     "DocumentStatus",
@@ -91,6 +92,7 @@ class DocumentRecord:
     updated_at: datetime
     indexed_at: datetime | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    original_filename: str | None = None  # escaped; only when ``filename`` had to differ from it
 
 
 @dataclass(frozen=True)
@@ -185,3 +187,13 @@ class GoldenRecord:
     question: str
     answers: list[str]
     document: str
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    name: str
+    prefix: str  # the key's first characters, to tell keys apart in a listing
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None

@@ -16,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from rag.registry.records import DocumentStatus, utcnow
 
 __all__ = [
+    "ApiKeyRow",
     "Base",
     "CollectionRow",
     "DocumentRow",
@@ -60,6 +61,8 @@ class DocumentRow(Base):
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # User metadata given at upload (a JSON object); copied into every chunk's payload.
     doc_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    # The name as the client gave it, escaped, when the stored name had to differ (rag/filenames.py).
+    original_filename: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class VersionRow(Base):
@@ -166,3 +169,16 @@ class GoldenRow(Base):
     question: Mapped[str] = mapped_column(Text)
     answers: Mapped[str] = mapped_column(Text)  # JSON list
     document: Mapped[str] = mapped_column(String(512))
+
+
+class ApiKeyRow(Base):
+    """An API key: only its HMAC is stored (see rag/auth.py)."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -15,6 +15,7 @@ from rag.lexical import LexicalEncoder
 from rag.registry import Registry, VersionStatus
 from rag.retrieval import Retriever
 from rag.store import ChunkPoint, VectorStore
+from rag.store.server import ServerBackend
 from tests.support.fakes import HashEmbedder
 
 SMALL = HashEmbedder(dimension=16, model_id="hash:16")
@@ -39,7 +40,7 @@ class CountingStore(VectorStore):
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[tuple[Registry, CountingStore, Retriever, str]]:
     registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
-    store = CountingStore()
+    store = CountingStore(backend=ServerBackend.local(None))
     embedders = EmbedderSet(SMALL)  # type: ignore[arg-type]
     embedders._loaded[LARGE.model_id] = LARGE  # type: ignore[assignment]  # as if loaded before
     lexical = LexicalEncoder()

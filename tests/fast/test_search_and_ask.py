@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
+from rag.prompt import EXAMPLES
 from rag.service import NO_ANSWER
 from rag.settings import Settings
 from runtime import Parts
@@ -97,6 +98,8 @@ def test_ask_answers_from_the_best_passage(pets: TestClient, model: FakeTextMode
     assert set(body["timings"]) >= {"retrieval_s", "generation_s", "total_s"}
     # The prompt: the bundled model's completion style, the passages in rank order.
     prompt = model.prompts[-1]
+    assert prompt.startswith(EXAMPLES)  # worked examples first (rag/prompt.py)
+    prompt = prompt[len(EXAMPLES) :]
     assert prompt.startswith("Context:\n[1] " + body["sources"][0]["text"].strip()) and prompt.endswith("Short answer:")
 
 
@@ -138,7 +141,8 @@ def test_sse_framing(pets: TestClient) -> None:
     text = "".join(json.loads(data)["text"] for name, data in events if name == "delta")
     done = json.loads(events[-1][1])
     assert text == done["answer"] == _words(sources["sources"][0]["text"])
-    assert set(done) == {"answer", "usage", "timings", "finish_reason"}
+    assert {"answer", "usage", "timings", "finish_reason", "grounded", "evidence", "supported"} <= set(done)
+    assert "sources" not in done
 
 
 def test_sse_abstention_is_one_delta(pets: TestClient) -> None:

@@ -18,7 +18,16 @@ import httpx
 import pytest
 
 from tests.docmaker import make_all, make_document
-from tests.support.service import ROOT, ServiceProcess, free_port, upload, wait_for, wait_indexed
+from tests.support.service import (
+    AUTH_HEADERS,
+    ROOT,
+    ServiceProcess,
+    cli_env,
+    free_port,
+    upload,
+    wait_for,
+    wait_indexed,
+)
 from tests.support.tiny_model import DIMENSION, build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -86,7 +95,7 @@ class Hammer(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as client:
+        with httpx.Client(base_url=self.url, timeout=60, headers=AUTH_HEADERS) as client:
             i = 0
             while not self._stop_event.is_set():
                 q = self.questions[i % len(self.questions)]
@@ -129,9 +138,12 @@ def test_full_reindex_has_no_empty_window_and_rollback_restores_answers(tmp_path
             hammer = Hammer(second.url, "live", questions)
             hammer.start()
             try:
-                time.sleep(1)
+                # Searches before, during and after the run: the hammer is going, then
+                # keeps going once the new version is served.
+                wait_for(lambda: len(hammer.results) >= 3, timeout=60, what="searches before the run")
                 run = reindex(c, "live")
-                time.sleep(1)
+                after = len(hammer.results)
+                wait_for(lambda: len(hammer.results) >= after + 3, timeout=60, what="searches after the run")
             finally:
                 hammer.stop()
             assert run["status"] == "succeeded", run
@@ -333,7 +345,7 @@ def test_folder_sync_mirrors_the_folder(sync_service: tuple[ServiceProcess, Path
 
 def _cli(*args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "api.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -370,7 +382,12 @@ def test_schedules_run_through_the_embedded_beat(sync_service: tuple[ServiceProc
         wait_for(lambda: len([r for r in scheduled_runs() if r["status"] == "succeeded"]) >= 2, timeout=60)
         r = c.patch(f"/v1/collections/cron/schedules/{fast['id']}", json={"enabled": False})
         assert r.status_code == 200 and r.json()["enabled"] is False and r.json()["next_run_at"] is None
-        time.sleep(3)
+        # A slot claimed just before the pause may still be running: wait for it to end.
+        wait_for(
+            lambda: all(r["status"] not in ("queued", "running") for r in scheduled_runs()),
+            timeout=60,
+            what="the scheduled runs to finish",
+        )
         runs = scheduled_runs()
         slots = [r["slot_at"] for r in runs]
         assert len(slots) == len(set(slots))  # every slot at most once
@@ -378,7 +395,8 @@ def test_schedules_run_through_the_embedded_beat(sync_service: tuple[ServiceProc
         assert {r["status"] for r in runs} <= {"succeeded", "skipped"}
         first = sorted(runs, key=lambda r: r["slot_at"])[0]
         assert first["counts"]["added"] == 1
-        time.sleep(3)
+        # Nothing may happen now; give beat (1 s ticks) two 2-second slots to prove it.
+        time.sleep(4)
         assert len(scheduled_runs()) == len(runs)  # disabled: no more runs
 
         assert c.delete(f"/v1/collections/cron/schedules/{fast['id']}").status_code == 204

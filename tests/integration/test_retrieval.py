@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.qdrant_server import run_qdrant_server
-from tests.support.service import ROOT, ServiceProcess, free_port, wait_indexed
+from tests.support.service import ROOT, ServiceProcess, cli_env, free_port, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -208,12 +208,14 @@ def test_rag_eval_cli_prints_a_table_and_json(stack: Stack, tmp_path: Path) -> N
     qa = tmp_path / "qa.jsonl"
     qa.write_text("\n".join(json.dumps(q) for q in QA) + "\n")
     base = [sys.executable, "-m", "api.cli", "eval", str(qa), "--collection", "kb", "--url", stack.service.url]
-    out = subprocess.run([*base, "--generate", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = cli_env()
+    out = subprocess.run([*base, "--generate", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "answer-recall@1" in out.stdout and "MRR" in out.stdout and "abstention" in out.stdout
     out = subprocess.run(
-        [*base, "--generate", "0", "--json", "--mode", "dense"], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+        [*base, "--generate", "0", "--json", "--mode", "dense"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["mode"] == "dense" and data["answer_recall"]["@10"] == 1.0
@@ -221,6 +223,6 @@ def test_rag_eval_cli_prints_a_table_and_json(stack: Stack, tmp_path: Path) -> N
     bad.write_text('{"answers": []}\n')
     out = subprocess.run(
         [sys.executable, "-m", "api.cli", "eval", str(bad), "-c", "kb", "--url", stack.service.url],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2 and "line 1" in out.stderr

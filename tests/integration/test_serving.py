@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.docmaker import make_all
-from tests.support.service import ServiceProcess, child_pids, free_port, upload, wait_for, wait_indexed
+from tests.support.service import ADMIN_KEY, ServiceProcess, child_pids, free_port, upload, wait_for, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_sixteen_simultaneous_asks_get_answers_or_clean_429s(service: ServicePro
     def ask(i: int) -> None:
         _, question, fact = questions[i % 2]
         try:
-            with httpx.Client(base_url=service.url, timeout=300) as c:
+            with service.client() as c:
                 barrier.wait()
                 results.append((fact, c.post("/v1/collections/handbook/ask", json={"question": question})))
         except BaseException as exc:
@@ -128,7 +128,7 @@ def test_sixteen_simultaneous_asks_get_answers_or_clean_429s(service: ServicePro
 
 def test_openai_client_models_chat_and_embeddings(service: ServiceProcess, handbook: Any) -> None:
     path, question, fact = handbook["md"]
-    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=ADMIN_KEY, max_retries=0)
 
     ids = [m.id for m in client.models.list()]
     assert "rag/handbook" in ids
@@ -241,7 +241,7 @@ def test_a_crashed_model_process_fails_its_answer_and_the_service_recovers(tmp_p
     proc = ServiceProcess("serve", env, tmp_path / "serve.log", port=free_port())
     try:
         proc.wait_ready()
-        [child] = child_pids(proc.proc.pid, "rag.llm_process")
+        [child] = child_pids(proc.proc.pid, "rag.generation.child")
         with proc.client() as c:
             base = c.get("/v1/models").json()["data"][0]["id"]
             body = {"model": base, "messages": [{"role": "user", "content": "Tell a long story."}], "stream": True,
@@ -261,7 +261,7 @@ def test_a_crashed_model_process_fails_its_answer_and_the_service_recovers(tmp_p
                 return c.get("/readyz").status_code == 200
 
             wait_for(recovered, timeout=120, interval=0.2, what="the model process to be started again")
-            [again] = child_pids(proc.proc.pid, "rag.llm_process")
+            [again] = child_pids(proc.proc.pid, "rag.generation.child")
             assert again != child
             reply = c.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 4})
             assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] > 0

@@ -1,7 +1,7 @@
 """Deterministic stand-ins for the heavy outside systems, for the fast tier:
 a text model that answers from its prompt without llama.cpp, and an embedder
 that hashes words instead of running a network. Both follow the interfaces the
-service uses (``rag.llm.TextModel``, ``rag.embedder.Embedder``)."""
+service uses (``rag.generation.TextModel``, ``rag.embedder.Embedder``)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rag.errors import BackendError
-from rag.llm import Generation
+from rag.generation import Generation
 
 __all__ = ["FakeJob", "FakeTextModel", "HashEmbedder", "first_passage_words"]
 
@@ -64,7 +65,8 @@ class HashEmbedder:
 def first_passage_words(prompt: str, n: int = 6) -> str:
     """The default fake answer: the first ``n`` words of context passage [1], or,
     for a prompt without passages, the words of the question echoed."""
-    match = re.search(r"\[1\] (.*?)(?:\n\n\[2\] |\n\nQuestion: |$)", prompt, re.S)
+    context = prompt[prompt.rfind("Context:\n") :] if "Context:\n" in prompt else prompt  # after any worked examples
+    match = re.search(r"\[1\] (.*?)(?:\n\n\[2\] |\n\nQuestion: |$)", context, re.S)
     if match:
         return " ".join(match.group(1).split()[:n])
     question = re.findall(r"(?:Question: |<start_of_turn>user\n)(.*)", prompt)
@@ -116,6 +118,7 @@ class FakeTextModel:
         self.fail: BaseException | None = None
         self.prompts: list[str] = []
         self.jobs: list[FakeJob] = []
+        self.options: list[dict[str, Any]] = []  # each submit's ignore_eog and sampling
         self.closed = False
 
     @property
@@ -139,11 +142,14 @@ class FakeTextModel:
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        sampling: Any = None,
+        logprobs: bool = False,
     ) -> FakeJob:
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError(f"{len(tokens)} prompt tokens + {max_tokens} exceed the context of {self.n_ctx}")
         prompt = self.detokenize(tokens)
         self.prompts.append(prompt)
+        self.options.append({"ignore_eog": ignore_eog, "sampling": sampling})
         job = FakeJob()
         self.jobs.append(job)
         threading.Thread(
@@ -151,16 +157,8 @@ class FakeTextModel:
         ).start()
         return job
 
-    def generate(
-        self,
-        tokens: list[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        on_text: Callable[[str], bool] | None = None,
-        ignore_eog: bool = False,
-    ) -> Generation:
-        return self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text).result()
+    def generate(self, tokens: list[int], **options: Any) -> Generation:
+        return self.submit(tokens, **options).result()
 
     def close(self) -> None:
         self.closed = True
@@ -211,6 +209,7 @@ class FakeTextModel:
                 time_to_first_token_s=(first or ended) - started,
                 total_s=ended - started,
                 finish_reason=reason,
+                token_logprobs=[-0.1] * produced,  # a sure model (the abstention model reads these)
             )
         )
 

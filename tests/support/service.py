@@ -14,9 +14,29 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ServiceProcess", "child_pids", "free_port", "upload", "wait_for", "wait_indexed"]
+__all__ = [
+    "ADMIN_KEY",
+    "AUTH_HEADERS",
+    "ServiceProcess",
+    "child_pids",
+    "cli_env",
+    "free_port",
+    "upload",
+    "wait_for",
+    "wait_indexed",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# Every service a test starts gets this admin key (RAG_BOOTSTRAP_ADMIN_KEY), and
+# every client of it sends it: the one place tests meet authentication.
+ADMIN_KEY = "rag-test-admin-key-0123456789abcdef"
+AUTH_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a ``rag`` client command run by a test: the admin key."""
+    return {**os.environ, "RAG_API_KEY": ADMIN_KEY}
 
 
 def free_port() -> int:
@@ -61,11 +81,17 @@ class ServiceProcess:
         self.command = command
         self.port = port
         self.log_path = log_path
-        # Only the RAG_* variables the test gives, and no .env: the process runs in
-        # the log's folder, with this checkout first on its import path.
+        # Only the RAG_* variables the test gives (and the test admin key), and no
+        # .env: the process runs in the log's folder, with this checkout first on its import path.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
         path = os.pathsep.join(p for p in (str(ROOT), inherited.get("PYTHONPATH", "")) if p)
-        full_env = {**inherited, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+        full_env = {
+            **inherited,
+            "RAG_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            **env,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": path,
+        }
         args = [sys.executable, "-m", "api.cli", command]
         if port is not None:
             args += ["--port", str(port)]
@@ -79,7 +105,7 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self, timeout: float = 300) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=AUTH_HEADERS)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]

@@ -15,11 +15,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.auth import AuthMiddleware
 from api.errors import install_error_handlers
 from api.observability import ObservabilityMiddleware, router
 from rag import metrics
 from rag.errors import BusyError
-from rag.logs import configure_logging, current_request_id, request_scope, valid_request_id
+from rag.logs import configure_logging, current_log_format, current_request_id, request_scope, valid_request_id
 
 
 def sample(name: str, labels: dict[str, str] | None = None, body: bytes | None = None) -> float:
@@ -33,7 +34,9 @@ def sample(name: str, labels: dict[str, str] | None = None, body: bytes | None =
 
 
 @pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
+def log_stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):  # JSON mode sets them; undone after
+        monkeypatch.delenv(name, raising=False)
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     stream = io.StringIO()
@@ -63,6 +66,7 @@ def test_json_lines_carry_the_request_id_and_extras(log_stream: io.StringIO) -> 
     assert first["document_id"] == "d1" and first["level"] == "info" and first["logger"] == "rag.test"
     assert "request_id" not in second
     assert "ValueError: boom" in third["exception"]
+    assert current_log_format() == "json"  # what child processes are told to write
 
 
 def test_text_format_is_the_default() -> None:
@@ -100,6 +104,7 @@ def _app() -> FastAPI:
     async def busy() -> None:
         raise BusyError("full", retry_after=3)
 
+    app.add_middleware(AuthMiddleware, enabled=False, docs_open=False)  # /metrics needs a caller
     app.add_middleware(ObservabilityMiddleware)
     return app
 

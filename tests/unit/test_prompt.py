@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.llm import LlamaModel
+from rag.generation.llama import LlamaModel
 from rag.prompt import PromptBuilder
 
 
@@ -82,3 +82,20 @@ def test_everything_fits_when_room(vocab: LlamaModel) -> None:
     builder = PromptBuilder("gemma-chat", vocab.tokenize, vocab.detokenize)
     prompt = builder.build("q?", ["a", "b", "c"], budget=4000)
     assert prompt.passages_used == 3 and not prompt.truncated
+
+
+def test_worked_examples_open_every_completion_prompt(vocab: LlamaModel) -> None:
+    from rag.prompt import EXAMPLES
+
+    builder = PromptBuilder("completion", vocab.tokenize, vocab.detokenize, examples=True)
+    one = builder.build("Who wrote it?", ["Alice wrote the report."], budget=1000)
+    two = builder.build("Who read it?", ["Bob read the report."], budget=1000)
+    assert one.text.startswith(EXAMPLES) and one.text.endswith("Question: Who wrote it?\nShort answer:")
+    # The same leading tokens: their KV cache is reused from one prompt to the next.
+    shared = len(vocab.tokenize(EXAMPLES)) - 1
+    assert one.tokens[:shared] == two.tokens[:shared]
+    # Not for chat prompts, nor without retrieval.
+    chat = PromptBuilder("gemma-chat", vocab.tokenize, vocab.detokenize, examples=True)
+    assert EXAMPLES not in chat.build("Who?", ["Alice."], budget=1000).text
+    plain = PromptBuilder("completion", vocab.tokenize, vocab.detokenize, examples=True, retrieval=False)
+    assert EXAMPLES not in plain.build("Who?", [], budget=1000).text

@@ -6,11 +6,13 @@ from typing import Any, cast
 import pytest
 
 from rag.errors import BusyError
-from rag.llm import LlamaModel, ModelPool, _StopMatcher
+from rag.generation import ModelPool
+from rag.generation.llama import LlamaModel
+from rag.generation.stops import StopMatcher
 
 
 def run_matcher(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
-    m = _StopMatcher(stops)
+    m = StopMatcher(stops)
     out = []
     for p in pieces:
         text, hit = m.feed(p)
@@ -41,7 +43,11 @@ def test_pool_refuses_beyond_its_queue() -> None:
             return "done"
 
         tasks = [asyncio.create_task(job()) for _ in range(3)]  # 2 running, 1 waiting
-        await asyncio.sleep(0.01)
+        for _ in range(1000):  # until the third waits for a slot
+            if pool.waiting == 1:
+                break
+            await asyncio.sleep(0)
+        assert pool.waiting == 1
         with pytest.raises(BusyError) as info:
             async with pool.acquire():
                 pass

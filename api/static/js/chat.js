@@ -47,10 +47,12 @@ async function ask(collection, text, mode) {
   turn.scrollIntoView({ block: "end", behavior: "smooth" });
 
   let sources = [];
+  let evidence = []; // quoted spans the answer rests on: {rank, start, end, quote}
   let raw = "";
   controller = new AbortController();
   setBusy(true);
-  const render = () => renderAnswer(answer, raw, sources, text);
+  const spans = (rank) => evidence.filter((e) => e.rank === rank).map((e) => [e.start, e.end]);
+  const render = () => renderAnswer(answer, raw, sources, text, spans);
   try {
     await askStream(
       collection,
@@ -59,14 +61,17 @@ async function ask(collection, text, mode) {
         if (event === "sources") {
           sources = data.sources || [];
           status.textContent = sources.length ? "Writing the answer…" : "";
-          renderSources(sourceList, sources, () => raw, text);
+          renderSources(sourceList, sources, () => raw, text, spans);
         } else if (event === "delta") {
           raw += data.text || "";
           render();
         } else if (event === "done") {
           raw = data.answer ?? raw;
+          evidence = Array.isArray(data.evidence) ? data.evidence : [];
           render();
+          renderSources(sourceList, sources, () => raw, text, spans);
           status.textContent = summary(data);
+          if (data.grounded === false) showAbstention(turn.querySelector(".reply"), data, status);
         } else if (event === "error") {
           status.textContent = `Error: ${(data.error && data.error.message) || "the answer stopped"}`;
           status.classList.add("error");
@@ -91,6 +96,18 @@ async function ask(collection, text, mode) {
   }
 }
 
+/** The service withheld the answer: say why, and keep the draft one click away. */
+function showAbstention(reply, done, status) {
+  reply.classList.add("abstained");
+  if (done.reason) reply.insertBefore(h("p", { class: "small reason" }, done.reason), status);
+  if (done.draft) {
+    reply.insertBefore(
+      h("details", { class: "small draft" }, h("summary", {}, "The withheld draft"), h("p", {}, done.draft)),
+      status,
+    );
+  }
+}
+
 function setBusy(busy) {
   $("#ask-button").disabled = busy;
   $("#stop-button").hidden = !busy;
@@ -110,7 +127,7 @@ function summary(done) {
 const CITATION = /\[(\d{1,3})\]/g;
 
 /** The answer text with each [n] that names a source turned into a button. */
-function renderAnswer(el, raw, sources, question) {
+function renderAnswer(el, raw, sources, question, spans) {
   const byRank = new Map(sources.map((s) => [s.rank, s]));
   const nodes = [];
   let last = 0;
@@ -118,27 +135,27 @@ function renderAnswer(el, raw, sources, question) {
     const source = byRank.get(Number(match[1]));
     if (!source) continue;
     nodes.push(raw.slice(last, match.index));
-    nodes.push(citationButton(source, () => raw, question));
+    nodes.push(citationButton(source, () => raw, question, spans));
     last = match.index + match[0].length;
   }
   nodes.push(raw.slice(last));
   el.replaceChildren(...nodes.map((n) => (typeof n === "string" ? document.createTextNode(n) : n)));
 }
 
-function citationButton(source, getAnswer, question) {
+function citationButton(source, getAnswer, question, spans) {
   return h(
     "button",
     {
       type: "button",
       class: "citation",
       "aria-label": `Source ${source.rank}: ${source.filename}${source.page ? `, page ${source.page}` : ""}`,
-      onclick: () => openPassage(source, getAnswer(), question),
+      onclick: () => openPassage(source, getAnswer(), question, spans(source.rank)),
     },
     `[${source.rank}]`,
   );
 }
 
-function renderSources(list, sources, getAnswer, question) {
+function renderSources(list, sources, getAnswer, question, spans) {
   list.replaceChildren(
     ...sources.map((s) =>
       h(
@@ -146,7 +163,12 @@ function renderSources(list, sources, getAnswer, question) {
         {},
         h(
           "button",
-          { type: "button", class: "source-link", onclick: () => openPassage(s, getAnswer(), question) },
+          {
+            type: "button",
+            class: spans(s.rank).length ? "source-link cited" : "source-link",
+            title: spans(s.rank).length ? "The answer quotes this passage" : null,
+            onclick: () => openPassage(s, getAnswer(), question, spans(s.rank)),
+          },
           h("span", { class: "rank" }, `[${s.rank}]`),
           " ",
           s.filename,

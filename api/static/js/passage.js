@@ -13,24 +13,18 @@ const words = (text) =>
   (text.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []).filter((w) => w.length > 1 && !STOP.has(w));
 
 /**
- * [start, end) character ranges of `text` to highlight: the source's own
- * evidence span when the service gives one, else the answer where it appears
- * word for word, else the sentences sharing the most words with the answer.
+ * [start, end) character ranges of `text` to highlight: the evidence spans the
+ * service quoted from this passage when it gives them, else the answer where
+ * it appears word for word, else the sentences sharing the most words with the
+ * answer (or, for a search hit, the query).
  */
-export function highlightRanges(text, answer, question, source = {}) {
-  const spans = source.evidence_spans || source.highlights;
-  if (Array.isArray(spans) && spans.length) {
-    return spans
-      .map((s) => (Array.isArray(s) ? s : [s.start, s.end]))
-      .filter(([a, b]) => Number.isInteger(a) && Number.isInteger(b) && a < b);
-  }
-  const evidence = typeof source.evidence === "string" ? source.evidence : null;
+export function highlightRanges(text, answer, question, spans = []) {
+  const given = spans.filter(([a, b]) => Number.isInteger(a) && Number.isInteger(b) && a >= 0 && a < b && b <= text.length);
+  if (given.length) return given;
   const clean = (answer || "").replace(/\[\d+\]/g, "").trim();
-  for (const needle of [evidence, clean]) {
-    if (needle && needle.length >= 3) {
-      const at = text.toLowerCase().indexOf(needle.toLowerCase());
-      if (at >= 0) return [[at, at + needle.length]];
-    }
+  if (clean.length >= 3) {
+    const at = text.toLowerCase().indexOf(clean.toLowerCase());
+    if (at >= 0) return [[at, at + clean.length]];
   }
   const target = new Set(words(`${clean} ${clean ? "" : question || ""}`));
   if (!target.size) return [];
@@ -45,7 +39,7 @@ export function highlightRanges(text, answer, question, source = {}) {
   return scored.filter((s) => s.score === best).map((s) => [s.start, s.end]);
 }
 
-export function openPassage(source, answer, question) {
+export function openPassage(source, answer, question, spans = []) {
   const dialog = $("#passage-dialog");
   $("#passage-title").textContent = `[${source.rank}] ${source.filename}`;
   const meta = [];
@@ -53,10 +47,11 @@ export function openPassage(source, answer, question) {
   if (source.section) meta.push(`section “${source.section}”`);
   meta.push(`chunk ${source.chunk_index}`);
   if (typeof source.score === "number") meta.push(`score ${source.score.toFixed(3)}`);
+  if (spans.length) meta.push("highlighted: what the answer quotes");
   $("#passage-meta").textContent = meta.join(" · ");
 
   const text = source.text || "";
-  const ranges = highlightRanges(text, answer, question, source).sort((a, b) => a[0] - b[0]);
+  const ranges = highlightRanges(text, answer, question, spans).sort((a, b) => a[0] - b[0]);
   const parts = [];
   let at = 0;
   for (const [start, end] of ranges) {

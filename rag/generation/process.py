@@ -1,4 +1,5 @@
-"""A model instance in a child process of its own (``RAG_LLM_ISOLATION=process``).
+"""A model instance in a child process of its own (``RAG_LLM_ISOLATION=process``):
+the parent side, ``ModelProcess``; the child runs child.py.
 
 The API process holds torch (the embedder, the re-ranker); the child holds
 llama.cpp and never imports torch. Two reasons:
@@ -13,23 +14,24 @@ llama.cpp and never imports torch. Two reasons:
   abort) ends the child, not the service: its requests fail with
   ``BackendError`` (HTTP 503) and the child is started again.
 
-``ModelProcess`` has the interface of ``rag.llm.LlamaModel`` (``submit``,
+``ModelProcess`` has the interface of ``LlamaModel`` (llama.py) (``submit``,
 ``generate``, ``tokenize``…), so ``ModelPool`` and the service do not know which
 one they hold. The child runs one ``LlamaModel`` (its scheduler thread batches
 all requests of this instance, as in-process); the two talk over a socket pair
-with pickled messages. The child's text pieces are gathered by a sender thread
-and go out many per message, so the scheduler thread never waits on the socket.
+with pickled messages. The text of one scheduler step, every stream's, is one
+item; a sender thread sends whatever items wait in one message, so the
+scheduler thread never waits on the socket.
 
 Protocol (tuples; the child always sends lists of them):
 
-=========================================  ==========================================
-parent → child                             child → parent
-=========================================  ==========================================
-``("submit", id, tokens, max, stop, eog)`` ``("text", id, piece)`` …
-``("cancel", id)``                         ``("done", id, generation, token_times)``
-``("call", id, method, arg)``              ``("reply", id, value)`` / ``("fail", id, msg)``
-``("close",)``                             first: ``("ready", info)`` or ``("failed", msg)``
-=========================================  ==========================================
+==============================================================  ==================================================
+parent → child                                                  child → parent
+==============================================================  ==================================================
+``("submit", id, tokens, max, stop, eog, sampling, logprobs)``  ``("texts", [(id, piece), …])``: one step's text
+``("cancel", id)``                                              ``("done", id, generation, token_times)``
+``("call", id, method, arg)``                                   ``("reply", id, value)`` / ``("fail", id, msg)``
+``("close",)``                                                  first: ``("ready", info)`` or ``("failed", msg)``
+==============================================================  ==================================================
 """
 
 from __future__ import annotations
@@ -40,21 +42,19 @@ import contextlib
 import itertools
 import logging
 import os
-import queue
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from rag.errors import BackendError, ConfigurationError
-from rag.llm import Generation
+from rag.generation.types import Generation, Sampling, TextModel
+from rag.logs import current_log_format
 
 __all__ = ["ModelProcess", "RemoteJob"]
 
@@ -67,12 +67,12 @@ LOAD_TIMEOUT_S = 900.0
 _RESTART_BACKOFF_MAX_S = 60.0
 # Tokenizing is quick; a model process that does not answer in this time hangs.
 CALL_TIMEOUT_S = 60.0
-_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class RemoteJob:
     """A generation running in the model process; the surface of
-    ``rag.llm.GenerationJob`` that callers use."""
+    ``GenerationJob`` (job.py) that callers use."""
 
     def __init__(self, owner: ModelProcess, job_id: int, on_text: Callable[[str], bool] | None) -> None:
         self._owner = owner
@@ -99,7 +99,7 @@ class RemoteJob:
         return await asyncio.wrap_future(self.future)
 
 
-class ModelProcess:
+class ModelProcess(TextModel):
     """One model instance served by a child process; thread-safe.
 
     ``options`` are ``LlamaModel``'s keyword arguments. The constructor returns
@@ -168,6 +168,8 @@ class ModelProcess:
         stop: Sequence[str] = (),
         on_text: Callable[[str], bool] | None = None,
         ignore_eog: bool = False,
+        sampling: Sampling | None = None,
+        logprobs: bool = False,
     ) -> RemoteJob:
         if not tokens:
             raise ValueError("an empty prompt")
@@ -178,22 +180,11 @@ class ModelProcess:
             job = RemoteJob(self, next(self._ids), on_text)
             self._jobs[job.id] = job
             try:
-                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog))
+                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog, sampling, logprobs))
             except BackendError:
                 del self._jobs[job.id]
                 raise
         return job
-
-    def generate(
-        self,
-        tokens: list[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        on_text: Callable[[str], bool] | None = None,
-        ignore_eog: bool = False,
-    ) -> Generation:
-        return self.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog).result()
 
     def close(self) -> None:
         with self._lock:
@@ -261,7 +252,7 @@ class ModelProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "rag.llm_process", str(child_sock.fileno())],
+                [sys.executable, "-m", "rag.generation.child", str(child_sock.fileno()), current_log_format()],
                 pass_fds=(child_sock.fileno(),),
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
@@ -333,16 +324,17 @@ class ModelProcess:
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "text":
-            job = self._jobs.get(message[1])
-            if job is not None and job.on_text is not None and not job.cancelled:
-                try:
-                    more = job.on_text(message[2])
-                except Exception:  # the caller's bug must not stop this reader
-                    log.exception("on_text failed; cancelling the generation")
-                    more = False
-                if not more:
-                    job.cancel()
+        if kind == "texts":
+            for job_id, piece in message[1]:
+                job = self._jobs.get(job_id)
+                if job is not None and job.on_text is not None and not job.cancelled:
+                    try:
+                        more = job.on_text(piece)
+                    except Exception:  # the caller's bug must not stop this reader
+                        log.exception("on_text failed; cancelling the generation")
+                        more = False
+                    if not more:
+                        job.cancel()
         elif kind == "done":
             with self._lock:
                 job = self._jobs.pop(message[1], None)
@@ -373,131 +365,3 @@ class ModelProcess:
         for future in calls.values():
             if not future.done():
                 future.set_exception(BackendError(reason))
-
-
-# --- the child -----------------------------------------------------------------
-def _serve(conn: Connection) -> None:
-    """The child's main loop: load the model, then answer messages until the
-    parent says close or goes away."""
-    _, path, options = conn.recv()
-    # Before anything that could pull in numpy or torch: llama.cpp's libraries
-    # (and their CUDA runtime) are loaded first.
-    from rag.llm import LlamaModel
-
-    try:
-        model = LlamaModel(Path(path), **options)
-    except Exception as exc:  # reported to the parent, which raises it
-        conn.send([("failed", str(exc) or repr(exc))])
-        return
-    outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-    sender = threading.Thread(target=_send_loop, args=(conn, outbox), name="model-sender", daemon=True)
-    sender.start()
-    outbox.put(
-        (
-            "ready",
-            {
-                "pid": os.getpid(),
-                "n_gpu_layers": model.n_gpu_layers,
-                "n_vocab": model.n_vocab,
-                "threads": model.threads,
-                "torch_loaded": "torch" in sys.modules,
-            },
-        )
-    )
-    jobs: dict[int, Any] = {}
-    calls: dict[str, Callable[[Any], Any]] = {
-        "tokenize": model.tokenize,
-        "detokenize": model.detokenize,
-        "token_text": model.token_text,
-    }
-    try:
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break  # the parent is gone
-            kind = message[0]
-            if kind == "submit":
-                _, job_id, tokens, max_tokens, stop, ignore_eog = message
-                _submit(model, jobs, outbox, job_id, tokens, max_tokens, stop, ignore_eog)
-            elif kind == "cancel":
-                job = jobs.get(message[1])
-                if job is not None:
-                    job.cancel()
-            elif kind == "call":
-                _, call_id, method, arg = message
-                try:
-                    outbox.put(("reply", call_id, calls[method](arg)))
-                except Exception as exc:
-                    outbox.put(("fail", call_id, f"{method}: {exc}"))
-            elif kind == "close":
-                break
-    finally:
-        model.close()
-        outbox.put(None)
-        sender.join(timeout=10)
-
-
-def _submit(
-    model: Any,
-    jobs: dict[int, Any],
-    outbox: queue.SimpleQueue[tuple[Any, ...] | None],
-    job_id: int,
-    tokens: list[int],
-    max_tokens: int,
-    stop: list[str],
-    ignore_eog: bool,
-) -> None:
-    def on_text(piece: str) -> bool:
-        outbox.put(("text", job_id, piece))
-        return True
-
-    try:
-        job = model.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog)
-    except Exception as exc:
-        outbox.put(("error", job_id, str(exc)))
-        return
-    jobs[job_id] = job
-
-    def done(future: concurrent.futures.Future[Generation]) -> None:
-        jobs.pop(job_id, None)
-        exc = future.exception()
-        if exc is not None:
-            outbox.put(("error", job_id, str(exc)))
-        else:
-            outbox.put(("done", job_id, asdict(future.result()), job.token_times))
-
-    job.future.add_done_callback(done)
-
-
-def _send_loop(conn: Connection, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
-    """Everything waiting goes out in one message: at 16 streams a step's
-    pieces cost one send, not sixteen."""
-    while True:
-        item = outbox.get()
-        batch = []
-        while item is not None:
-            batch.append(item)
-            try:
-                item = outbox.get_nowait()
-            except queue.Empty:
-                break
-        if batch:
-            try:
-                conn.send(batch)
-            except (OSError, ValueError):
-                return
-        if item is None:
-            return
-
-
-def main() -> None:
-    # Ctrl-C reaches the whole process group; the parent decides when the
-    # child ends (it sends close, or its end of the socket closes).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s model-process %(levelname)s %(message)s")
-    _serve(Connection(int(sys.argv[1])))
-
-
-if __name__ == "__main__":
-    main()

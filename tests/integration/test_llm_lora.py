@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from rag.errors import ConfigurationError
-from rag.llm import LlamaModel, load_models
+from rag.generation import load_models
+from rag.generation.llama import LlamaModel
 from rag.settings import Settings
 from tests.support.lora import write_lora
 

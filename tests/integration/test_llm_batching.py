@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.llm import LlamaModel
+from rag.generation.llama import LlamaModel
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""A model instance in a child process (rag/llm_process.py) with the real
+"""A model instance in a child process (rag/generation/process.py) with the real
 bundled model: the same answers as in-process, streaming, cancellation,
 concurrent requests, no torch in the child, and recovery from a crash."""
 
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from rag.errors import BackendError, ConfigurationError
-from rag.llm import LlamaModel, ModelPool, load_models
-from rag.llm_process import ModelProcess
+from rag.generation import ModelPool, load_models
+from rag.generation.llama import LlamaModel
+from rag.generation.process import ModelProcess
 from rag.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -71,10 +72,12 @@ def test_on_text_false_and_cancel_stop_the_generation(remote: ModelProcess) -> N
     seen: list[str] = []
     g = remote.generate(tokens, max_tokens=400, ignore_eog=True, on_text=lambda p: len(seen) < 2 and not seen.append(p))
     assert g.finish_reason == "cancelled" and g.completion_tokens < 400
-    job = remote.submit(tokens, max_tokens=400, ignore_eog=True)
-    time.sleep(0.3)
+    started = threading.Event()
+    job = remote.submit(tokens, max_tokens=400, ignore_eog=True, on_text=lambda _: started.set() or True)
+    assert started.wait(120), "no text came"  # cancelled mid-answer, not before nor after
     job.cancel()
-    assert job.result(timeout=60).finish_reason == "cancelled"
+    result = job.result(timeout=60)
+    assert result.finish_reason == "cancelled" and result.completion_tokens < 400
 
 
 def test_bad_requests_are_refused_before_they_reach_the_child(remote: ModelProcess) -> None:

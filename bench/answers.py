@@ -1,0 +1,172 @@
+"""Answers on squad-dev through the service's own ask path: EM/F1, abstention
+after generation, evidence, and one record per question for fitting the
+abstention model (bench/abstention.py).
+
+squad-dev is split by document (``FIT_DOCUMENTS`` / the rest: ``heldout``):
+the abstention model is fitted on one part and reported on the other. Each run
+samples answerable and unanswerable questions of one part (seeded), calls
+``rag.evaluation.evaluate`` (what ``rag eval`` runs) with those items, and
+writes the report and the per-question records.
+
+    nice -n 10 python -m bench.answers --part fit --answerable 150 --unanswerable 150 --out fit.jsonl
+    nice -n 10 python -m bench.answers --part heldout --answerable 500 --unanswerable 200 --out heldout.jsonl
+
+The collection is built in ``--data-dir`` on first use (the 18 documents,
+default chunking) with the service's own upload and indexing code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "squad-dev"
+# Documents whose questions the abstention model is fitted on; the others are
+# held out. Of the six documents with unanswerable questions, three each side.
+FIT_DOCUMENTS = frozenset(
+    {
+        "1973_oil_crisis.pptx",
+        "Jacksonville,_Florida.md",
+        "Private_school.html",
+        "American_Broadcasting_Company.pdf",
+        "Apollo_program.docx",
+        "Chloroplast.html",
+        "Doctor_Who.md",
+        "Genghis_Khan.txt",
+        "Kenya.pptx",
+    }
+)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def part_items(qa: Path, part: str) -> list[Any]:
+    from rag.evaluation import QAItem
+
+    items = []
+    for line in qa.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if (row["document"] in FIT_DOCUMENTS) == (part == "fit"):
+            items.append(QAItem(question=row["question"], answers=list(row["answers"]), document=row["document"]))
+    return items
+
+
+def ensure_collection(runtime: Any, documents: Path) -> None:
+    from rag.errors import NotFoundError
+    from rag.service import Upload
+
+    service = runtime.service
+    try:
+        service.get_collection("squad")
+        return
+    except NotFoundError:
+        pass
+    service.create_collection("squad")
+    for path in sorted(documents.iterdir()):
+        with path.open("rb") as fh:
+            (result,) = service.add_documents("squad", [Upload(path.name, None, fh)])
+        outcome = runtime.indexer.index_document(result.document.id)
+        log(f"  {path.name}: {outcome.status}, {outcome.chunks} chunks")
+
+
+class RecordSink(list[dict[str, Any]]):
+    """The per-question records, each also written to the file as it comes:
+    a run stopped early still leaves what it measured."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._fh = path.open("w", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        super().append(record)
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+        if len(self) % 10 == 0:
+            log(f"  {len(self)} answers")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/answers/data"))
+    parser.add_argument("--squad", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--part", choices=("fit", "heldout"), required=True)
+    parser.add_argument("--answerable", type=int, default=100)
+    parser.add_argument("--unanswerable", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--abstain-threshold", type=float, default=None)
+    parser.add_argument("--out", type=Path, required=True, help="per-question records (JSON lines)")
+    args = parser.parse_args()
+
+    from rag.evaluation import evaluate, render_table
+    from rag.settings import Settings
+    from runtime import build_runtime
+
+    fields: dict[str, Any] = {
+        "data_dir": args.data_dir,
+        "llm_n_ctx": args.n_ctx,
+        "max_tokens": args.max_tokens,
+        "llm_threads": args.threads,
+        "llm_parallel": 1,
+        "embedding_threads": 1,
+        "embedded_worker": False,
+        "abstain_threshold": args.abstain_threshold,
+    }
+    if args.top_k:
+        fields["top_k"] = args.top_k
+    settings = Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+    runtime = build_runtime(settings, "api")
+    try:
+        ensure_collection(runtime, args.squad / "documents")
+        items = part_items(args.squad / "qa.jsonl", args.part)
+        rng = random.Random(args.seed)
+        answerable = [i for i in items if i.answerable]
+        unanswerable = [i for i in items if not i.answerable]
+        chosen = rng.sample(answerable, min(args.answerable, len(answerable)))
+        chosen += rng.sample(unanswerable, min(args.unanswerable, len(unanswerable)))
+        log(f"{args.part}: {len(items)} questions, generating for {len(chosen)}")
+        details = RecordSink(args.out)
+        started = time.perf_counter()
+        report = asyncio.run(
+            evaluate(
+                runtime.service,
+                "squad",
+                chosen,
+                generate_sample=args.answerable,
+                generate_unanswerable=args.unanswerable,
+                latency_sample=0,
+                seed=args.seed,
+                details=details,
+            )
+        )
+        elapsed = time.perf_counter() - started
+        details.close()
+    finally:
+        runtime.close()
+    data = report.as_dict()
+    data["elapsed_s"] = round(elapsed, 1)
+    data["settings"] = {k: str(v) for k, v in fields.items()}
+    args.out.with_suffix(".report.json").write_text(json.dumps(data, indent=2))
+    print(render_table(data))
+    print(f"{elapsed:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

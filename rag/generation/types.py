@@ -1,0 +1,108 @@
+"""What the rest of the service sees of generation: a finished ``Generation``,
+a running one (``GenerationHandle``) and a model instance (``TextModel``),
+whether it runs in this process (``rag.generation.llama.LlamaModel``) or in a
+child process (``rag.generation.process.ModelProcess``)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+__all__ = ["FlashAttention", "Generation", "GenerationHandle", "KvCacheType", "Sampling", "TextModel"]
+
+KvCacheType = Literal["f16", "q8_0", "q4_0"]
+FlashAttention = Literal["auto", "on", "off"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: float
+    total_s: float
+    finish_reason: str  # "stop", "length" or "cancelled"
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache, not evaluated
+    queue_s: float = 0.0  # waiting for a free sequence slot
+    # Natural-log probability of each generated token, when asked for
+    # (``logprobs=True``) and the logits are read on the CPU; else empty.
+    token_logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Random sampling instead of greedy: the ``top_k`` most likely tokens, of
+    those the smallest set holding ``top_p`` of the probability, scaled by
+    ``temperature``, then drawn (llama-server's order and its default top-k).
+    On a GPU the whole chain runs inside the decode graph, as greedy does."""
+
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 40
+    seed: int | None = None
+
+
+class GenerationHandle(Protocol):
+    """A queued or running generation: ``GenerationJob`` in this process,
+    ``RemoteJob`` in a model process."""
+
+    future: concurrent.futures.Future[Generation]
+    token_times: list[float]
+
+    def cancel(self) -> None: ...
+
+    def result(self, timeout: float | None = None) -> Generation: ...
+
+    async def wait(self) -> Generation: ...
+
+
+class TextModel(Protocol):
+    """What the pool and the service use of a model instance. ``LlamaModel``
+    and ``ModelProcess`` subclass it for ``generate``."""
+
+    path: Path
+    n_ctx: int
+    parallel: int
+
+    @property
+    def name(self) -> str: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def detokenize(self, tokens: list[int]) -> str: ...
+
+    def token_text(self, token: int) -> str: ...
+
+    def submit(
+        self,
+        tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
+        sampling: Sampling | None = None,
+        logprobs: bool = False,
+    ) -> GenerationHandle: ...
+
+    def generate(
+        self,
+        tokens: list[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        on_text: Callable[[str], bool] | None = None,
+        ignore_eog: bool = False,
+        sampling: Sampling | None = None,
+        logprobs: bool = False,
+    ) -> Generation:
+        """Blocking form of ``submit``."""
+        return self.submit(
+            tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog, sampling=sampling,
+            logprobs=logprobs,
+        ).result()
+
+    def close(self) -> None: ...

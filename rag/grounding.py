@@ -1,0 +1,352 @@
+"""Is a generated answer grounded in its passages? Evidence spans and abstention.
+
+Two questions about every answer ``ask`` generates:
+
+* **Evidence**: where in the cited passages does the answer stand? The sentence
+  of a passage that holds the answer (exactly, or most of its words) is quoted
+  with the passage's rank and character offsets into its text; ``supported`` is
+  True when all the answer's content words are found in one such sentence.
+* **Abstention**: do the passages answer the question at all? SQuAD 2.0's
+  unanswerable questions are written against the same paragraphs as the
+  answerable ones, so retrieval finds relevant-looking text and the cosine gate
+  never fires. What tells them apart is whether the passage says what the
+  question asks: a word of the question missing from the sentence the answer
+  was taken from (a changed name, a date, an added "not"), an answer the model
+  is unsure of (low token log-probabilities), an answer not found in the text.
+  ``GroundingJudge`` turns these features into one probability that the
+  question is unanswerable with a logistic regression fitted on squad-dev
+  (coefficients in ``ABSTENTION_MODEL``; ``bench/abstention.py`` fits them
+  and sweeps the threshold) and abstains above ``threshold``
+  (``RAG_ABSTAIN_THRESHOLD``).
+
+Everything here is plain text work on the answer, the passages and the token
+log-probabilities of the answer: no model runs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.abstention_model import MODEL
+
+__all__ = [
+    "ABSTENTION_MODEL",
+    "FEATURES",
+    "Evidence",
+    "Grounding",
+    "GroundingJudge",
+    "content_words",
+    "find_evidence",
+    "grounding_features",
+    "is_refusal",
+    "split_sentences",
+]
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
+# A sentence ends at . ! ? before a capital or digit, and at every line break
+# (headings, list items and table rows stand on lines of their own).
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*[ \t]+(?=[\"'(\[]?[A-Z0-9])|[ \t]*\n\s*")
+_STOP_TEXT = """a an the of in on at to for from by with about as into over under after before between during
+and or but nor so yet if then than that this these those there here it its it's is are was were be been
+being am do does did done have has had having can could will would shall should may might must
+what which who whom whose when where why how whatever whichever
+i me my we our you your he him his she her they them their one ones
+not no any some all each every other another such same own only also very just too more most much many
+s t up out off again further once name named call called"""
+_STOP = frozenset(_STOP_TEXT.split())
+_REFUSAL = re.compile(
+    r"\b(don'?t|do not|does not|doesn'?t|cannot|can'?t|is not|isn'?t)\b.{0,40}"
+    r"\b(contain|answer|mention|say|state|provide|information)|\bno (information|answer|mention)\b",
+    re.IGNORECASE,
+)
+
+
+def _stem(word: str) -> str:
+    """A light stemmer: enough to match "wars"/"war", "founded"/"found"."""
+    w = word.lower().replace("’", "'")
+    if w.endswith("'s"):
+        w = w[:-2]
+    for suffix in ("ies", "es", "s", "ed", "ing", "ly"):
+        if len(w) > len(suffix) + 3 and w.endswith(suffix):
+            return w[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return w
+
+
+def content_words(text: str) -> list[str]:
+    """Stemmed words of ``text`` without stop words, in order."""
+    return [_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP]
+
+
+def is_refusal(answer: str) -> bool:
+    """Whether the model itself said the documents don't answer."""
+    return bool(_REFUSAL.search(answer))
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of ``text`` (blank-trimmed)."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        spans.append((start, match.start()))
+        start = match.end()
+    spans.append((start, len(text)))
+    out = []
+    for a, b in spans:
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if b > a:
+            out.append((a, b))
+    return out
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A quoted span of a passage: ``text == passage_text[start:end]``."""
+
+    rank: int  # the passage's rank among the answer's sources
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Grounding:
+    evidence: list[Evidence]
+    supported: bool  # the answer's content words all stand in one quoted sentence
+    abstain: bool = False
+    reason: str | None = None  # why it abstains
+    unanswerable_probability: float | None = None
+    features: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Match:
+    rank: int
+    start: int
+    end: int
+    support: float  # share of the answer's content words in the sentence (1.0: the answer verbatim)
+    exact: bool
+
+
+def _best_match(answer: str, passages: Sequence[tuple[int, str]]) -> _Match | None:
+    """The sentence that best holds ``answer``: verbatim first (earliest rank),
+    else the largest share of its content words."""
+    needle = " ".join(answer.split()).strip(" .,;:!?\"'").lower()
+    words = set(content_words(answer))
+    best: _Match | None = None
+    for rank, text in passages:
+        sentences = split_sentences(text)
+        if needle:
+            lowered = text.lower()
+            at = lowered.find(needle)
+            if at < 0 and len(needle) > 3:
+                # Whitespace may differ (line breaks inside the passage).
+                pattern = r"\s+".join(re.escape(part) for part in needle.split())
+                found = re.search(pattern, lowered)
+                at = found.start() if found else -1
+            if at >= 0:
+                for a, b in sentences:
+                    if a <= at < b or (at < a and at + len(needle) > a):
+                        return _Match(rank, a, b, 1.0, True)
+        if not words:
+            continue
+        for a, b in sentences:
+            present = set(content_words(text[a:b]))
+            share = len(words & present) / len(words)
+            if share > 0 and (best is None or share > best.support):
+                best = _Match(rank, a, b, share, False)
+    return best
+
+
+def _cited(answer: str) -> set[int]:
+    return {int(n) for n in re.findall(r"\[(\d{1,2})\]", answer)}
+
+
+def find_evidence(answer: str, passages: Sequence[tuple[int, str]]) -> tuple[list[Evidence], bool]:
+    """Quoted evidence for ``answer`` among ``passages`` ((rank, text) pairs)
+    and whether the answer is supported. Passages the answer cites as ``[n]``
+    are searched first; the rest only if they hold nothing."""
+    body = re.sub(r"\s*\[\d{1,2}\]", "", answer).strip()
+    if not body or is_refusal(body):
+        return [], False
+    cited = _cited(answer)
+    order = [p for p in passages if p[0] in cited] + [p for p in passages if p[0] not in cited]
+    match = _best_match(body, [p for p in order if p[0] in cited]) if cited else None
+    if match is None or match.support < 1.0:
+        other = _best_match(body, order)
+        if other is not None and (match is None or other.support > match.support):
+            match = other
+    if match is None:
+        return [], False
+    text = dict(passages)[match.rank]
+    evidence = Evidence(match.rank, match.start, match.end, text[match.start : match.end])
+    return [evidence], match.support >= 1.0
+
+
+# Features, in the order ``ABSTENTION_MODEL`` weighs them.
+FEATURES = (
+    "question_coverage",  # share of the question's content words in the evidence sentence and the one before
+    "question_coverage_best",  # best share in any single sentence of the passages
+    "missing_names",  # capitalised or numeric question words absent from the evidence window
+    "missing_words",  # question content words absent from the evidence window
+    "negation_mismatch",  # the question says not/never/no, the evidence window does not
+    "answer_in_question",  # share of the answer's content words already in the question
+    "answer_support",  # share of the answer's content words in its sentence (1.0: verbatim)
+    "refusal",  # the model said the documents don't contain it
+    "mean_logprob",  # mean log-probability of the answer's tokens
+    "min_logprob",  # the least likely token of the answer
+    "first_logprob",  # the first token
+    "answer_words",  # log(1 + number of words in the answer)
+)
+
+# Fitted by bench/abstention.py on the fit part of squad-dev (docs/benchmarks.md):
+# weights of the standardised features, their means and spreads, the intercept,
+# and the threshold of the chosen operating point.
+ABSTENTION_MODEL: dict[str, Any] = MODEL
+
+
+_NEGATION = re.compile(r"\b(not|never|no|none|nor|neither|n't|without)\b|n't\b", re.IGNORECASE)
+
+
+def _window_text(text: str, start: int, end: int) -> str:
+    """The evidence sentence and the one before it (which often names what
+    "it" or "he" stands for)."""
+    spans = split_sentences(text)
+    idx = next((i for i, (a, b) in enumerate(spans) if a <= start < b), None)
+    if idx is not None and idx > 0:
+        start = spans[idx - 1][0]
+    return text[start:end]
+
+
+def _window_words(text: str, start: int, end: int) -> list[str]:
+    return content_words(_window_text(text, start, end))
+
+
+def _names(question: str) -> set[str]:
+    words = _WORD.findall(question)
+    # The first word is capitalised anyway; numbers and proper names inside count.
+    return {_stem(w) for i, w in enumerate(words) if (i > 0 and w[:1].isupper()) or w[:1].isdigit()} - {
+        _stem(w) for w in _STOP
+    }
+
+
+def grounding_features(
+    question: str,
+    answer: str,
+    passages: Sequence[tuple[int, str]],
+    evidence: Sequence[Evidence],
+    token_logprobs: Sequence[float] = (),
+) -> dict[str, float]:
+    q_words = set(content_words(question))
+    texts = dict(passages)
+    coverage = best = 0.0
+    missing = float(len(_names(question)))
+    missing_words = float(len(q_words))
+    negated = bool(_NEGATION.search(question))
+    negation_mismatch = float(negated)
+    if q_words:
+        for _, text in passages:
+            for a, b in split_sentences(text):
+                present = set(content_words(text[a:b]))
+                best = max(best, len(q_words & present) / len(q_words))
+        if evidence:
+            ev = evidence[0]
+            window = set(_window_words(texts[ev.rank], ev.start, ev.end))
+            coverage = len(q_words & window) / len(q_words)
+            missing = float(len(_names(question) - window))
+            missing_words = float(len(q_words - window))
+            window_text = _window_text(texts[ev.rank], ev.start, ev.end)
+            negation_mismatch = float(negated and not _NEGATION.search(window_text))
+    body = re.sub(r"\s*\[\d{1,2}\]", "", answer).strip()
+    support = 0.0
+    if evidence:
+        words = set(content_words(body))
+        quoted = set(content_words(evidence[0].text))
+        support = 1.0 if body.lower().strip(" .") in evidence[0].text.lower() else (
+            len(words & quoted) / len(words) if words else 0.0
+        )
+    a_words = set(content_words(body))
+    in_question = len(a_words & q_words) / len(a_words) if a_words else 0.0
+    lps = [lp for lp in token_logprobs if math.isfinite(lp)]
+    features = {
+        "question_coverage": coverage,
+        "question_coverage_best": best,
+        "missing_names": missing,
+        "missing_words": missing_words,
+        "negation_mismatch": negation_mismatch,
+        "answer_in_question": in_question,
+        "answer_support": support,
+        "refusal": float(is_refusal(body) or not body),
+        "answer_words": math.log1p(len(body.split())),
+    }
+    if lps:  # absent (sampling in the decode graph): the model then counts them at their means
+        features.update(mean_logprob=sum(lps) / len(lps), min_logprob=min(lps), first_logprob=lps[0])
+    return features
+
+
+class GroundingJudge:
+    """Evidence for every answer; abstention where the model says the question
+    is unanswerable with probability ``threshold`` or more (1.0: never on
+    content, only on a refusal or an answer with no evidence)."""
+
+    def __init__(self, threshold: float | None = None, model: Mapping[str, object] | None = None) -> None:
+        spec = dict(model or ABSTENTION_MODEL)
+        self._weights = dict(spec["weights"])  # type: ignore[call-overload]
+        self._mean = dict(spec["mean"])  # type: ignore[call-overload]
+        self._scale = dict(spec["scale"])  # type: ignore[call-overload]
+        self._intercept = float(spec["intercept"])  # type: ignore[arg-type]
+        self.threshold = float(spec["threshold"] if threshold is None else threshold)  # type: ignore[arg-type]
+
+    def probability(self, features: Mapping[str, float]) -> float:
+        z = self._intercept
+        for name, weight in self._weights.items():
+            if name in features:
+                z += float(weight) * (features[name] - float(self._mean[name])) / float(self._scale[name])
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def _reason(self, features: Mapping[str, float]) -> str:
+        """The feature that pushed hardest toward "unanswerable", in words."""
+        pushes = {
+            name: float(weight) * (features[name] - float(self._mean[name])) / float(self._scale[name])
+            for name, weight in self._weights.items()
+            if name in features
+        }
+        if not pushes:
+            return "the passages do not appear to answer the question"
+        top = max(pushes, key=lambda n: pushes[n])
+        return {
+            "question_coverage": "the passage the answer comes from does not mention all that the question asks about",
+            "question_coverage_best": "no passage sentence mentions all that the question asks about",
+            "missing_names": "a name or number of the question is not in the passage the answer comes from",
+            "missing_words": "words of the question are missing from the passage the answer comes from",
+            "negation_mismatch": "the question asks about something that did not happen; the passage does not say so",
+            "answer_in_question": "the answer only repeats the question",
+            "answer_support": "the answer is not stated in the cited passages",
+            "refusal": "the model found no answer in the passages",
+            "mean_logprob": "the model is unsure of its answer",
+            "min_logprob": "the model is unsure of part of its answer",
+            "first_logprob": "the model is unsure of its answer",
+            "answer_words": "the answer's length is unlike an answer taken from the passages",
+        }.get(top, "the passages do not appear to answer the question")
+
+    def assess(
+        self,
+        question: str,
+        answer: str,
+        passages: Sequence[tuple[int, str]],
+        token_logprobs: Sequence[float] = (),
+    ) -> Grounding:
+        evidence, supported = find_evidence(answer, passages)
+        features = grounding_features(question, answer, passages, evidence, token_logprobs)
+        p = self.probability(features)
+        if features["refusal"]:
+            return Grounding(evidence, False, True, "the model found no answer in the passages", p, features)
+        if p >= self.threshold:
+            return Grounding(evidence, supported, True, self._reason(features), p, features)
+        return Grounding(evidence, supported, False, None, p, features)

@@ -1,0 +1,127 @@
+"""The ONNX Runtime embedding backend against the PyTorch one, on the bundled model.
+
+The export runs here, from the bundled weights (no download), into a temporary
+cache; a second load reuses the file, and a process that loads it from the
+cache never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rag.embedder import Embedder
+from rag.errors import ConfigurationError
+from rag.settings import BUNDLED_EMBEDDING_MODEL
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+TEXTS = [
+    "The vault access code for the PDF archive is ZEBRA-4471.",
+    "Super Bowl 50 was an American football game to determine the champion of the NFL for the 2015 season.",
+    "short",
+    "Chloroplasts are organelles that conduct photosynthesis. " * 40,  # longer than the model's 256 tokens
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="module")
+def torch_embedder() -> Embedder:
+    return Embedder(BUNDLED_EMBEDDING_MODEL, device="cpu")
+
+
+def _cosines(a: list[list[float]], b: list[list[float]]) -> list[float]:
+    return [sum(x * y for x, y in zip(u, v, strict=True)) for u, v in zip(a, b, strict=True)]
+
+
+@pytest.mark.parametrize(("backend", "floor"), [("onnx", 0.99999), ("onnx-int8", 0.98)])
+def test_same_vectors_as_pytorch(backend: str, floor: float, cache: Path, torch_embedder: Embedder) -> None:
+    onnx = Embedder(BUNDLED_EMBEDDING_MODEL, backend=backend, onnx_cache=cache, batch_size=2)  # type: ignore[arg-type]
+    assert (onnx.dimension, onnx.max_seq_length, onnx.chunk_token_limit) == (
+        torch_embedder.dimension,
+        torch_embedder.max_seq_length,
+        torch_embedder.chunk_token_limit,
+    )
+    assert onnx.name == torch_embedder.name and onnx.model_id == torch_embedder.model_id
+    vectors = onnx.embed(TEXTS)
+    assert min(_cosines(vectors, torch_embedder.embed(TEXTS))) >= floor
+    assert all(abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)  # normalised
+    alone = onnx.embed_query(TEXTS[1])
+    if backend == "onnx":  # batch-independent
+        assert alone == pytest.approx(vectors[1], abs=1e-5)
+    else:  # int8 activations are quantised per batch: close, not equal
+        assert _cosines([alone], [vectors[1]])[0] >= 0.99
+    for text in TEXTS:
+        assert onnx.count_tokens(text) == torch_embedder.count_tokens(text)
+
+
+def test_export_is_cached(cache: Path) -> None:
+    Embedder(BUNDLED_EMBEDDING_MODEL, backend="onnx", onnx_cache=cache)
+    (exported,) = cache.glob("*/model.onnx")
+    stamp = exported.stat().st_mtime_ns
+    Embedder(BUNDLED_EMBEDDING_MODEL, backend="onnx", onnx_cache=cache)
+    assert exported.stat().st_mtime_ns == stamp
+    assert not list(cache.glob("*/*.partial"))
+
+
+def test_loading_from_the_cache_needs_no_torch(cache: Path) -> None:
+    Embedder(BUNDLED_EMBEDDING_MODEL, backend="onnx", onnx_cache=cache)  # exported before
+    code = (
+        "import json, sys; from pathlib import Path; from rag.embedder import Embedder;"
+        f"e = Embedder({BUNDLED_EMBEDDING_MODEL!r}, backend='onnx', onnx_cache=Path({str(cache)!r}));"
+        "v = e.embed(['hello world']);"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'dim': len(v[0])}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(result.stdout.splitlines()[-1]) == {"torch": False, "dim": 384}
+
+
+def test_model_with_extra_modules_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.models.Dense"},
+            ]
+        )
+    )
+    with pytest.raises(ConfigurationError, match="Dense"):
+        Embedder(str(tmp_path), backend="onnx", onnx_cache=tmp_path / "cache")
+
+
+def test_the_api_process_runs_without_torch(cache: Path, tmp_path: Path) -> None:
+    """With the onnx backend (export cached) the service's process answers a
+    search without importing torch: parsing runs in the parse sandbox's own
+    processes, and nothing else in it needs torch (no re-ranker configured)."""
+    Embedder(BUNDLED_EMBEDDING_MODEL, backend="onnx", onnx_cache=cache)
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    shutil.copytree(cache, tmp_path / "data" / "models" / "onnx")
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from fastapi.testclient import TestClient\n"
+        "from api.app import create_app\n"
+        "from rag.settings import Settings\n"
+        f"s = Settings(_env_file=None, data_dir=Path({str(tmp_path / 'data')!r}), llm_load=False,"
+        " embedded_worker=False, embedding_backend='onnx', auth_enabled=False)\n"
+        "with TestClient(create_app(s, role='serve')) as client:\n"
+        "    assert client.post('/v1/collections', json={'name': 'c'}).status_code == 201\n"
+        "    assert client.post('/v1/collections/c/search', json={'query': 'hello'}).status_code == 200\n"
+        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["False", "False"]

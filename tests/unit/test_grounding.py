@@ -1,0 +1,104 @@
+"""Evidence spans, support and the abstention decision (rag.grounding)."""
+
+from __future__ import annotations
+
+from rag.grounding import (
+    ABSTENTION_MODEL,
+    FEATURES,
+    GroundingJudge,
+    content_words,
+    find_evidence,
+    grounding_features,
+    is_refusal,
+    split_sentences,
+)
+
+PASSAGES = [
+    (1, "The Eiffel Tower is in Paris. It was completed in 1889 for the World's Fair.\n\nIt is 330 m tall."),
+    (2, "Gustave Eiffel's company designed and built the tower. Maurice Koechlin drew the first plans."),
+]
+
+
+def test_sentences_split_with_offsets() -> None:
+    text = PASSAGES[0][1]
+    spans = split_sentences(text)
+    assert [text[a:b] for a, b in spans] == [
+        "The Eiffel Tower is in Paris.",
+        "It was completed in 1889 for the World's Fair.",
+        "It is 330 m tall.",
+    ]
+
+
+def test_verbatim_answer_quotes_its_sentence_with_offsets() -> None:
+    evidence, supported = find_evidence("1889", PASSAGES)
+    assert supported
+    (ev,) = evidence
+    assert ev.rank == 1
+    assert PASSAGES[0][1][ev.start : ev.end] == ev.text == "It was completed in 1889 for the World's Fair."
+
+
+def test_cited_passage_is_searched_first() -> None:
+    evidence, supported = find_evidence("the tower [2]", PASSAGES)
+    assert supported and evidence[0].rank == 2
+
+
+def test_answer_with_words_of_one_sentence_is_supported_when_all_present() -> None:
+    evidence, supported = find_evidence("Koechlin, Maurice", PASSAGES)
+    assert supported and evidence[0].rank == 2 and "Koechlin" in evidence[0].text
+    evidence, supported = find_evidence("Maurice Ravel", PASSAGES)
+    assert not supported and evidence and evidence[0].rank == 2  # the closest sentence, still quoted
+
+
+def test_refusal_and_empty_answers_have_no_evidence() -> None:
+    assert is_refusal("The documents don't contain an answer to this question.")
+    assert not is_refusal("1889")
+    assert find_evidence("The documents don't contain it.", PASSAGES) == ([], False)
+    assert find_evidence("", PASSAGES) == ([], False)
+
+
+def test_features_see_a_question_word_missing_from_the_answers_sentence() -> None:
+    answerable = "When was the Eiffel Tower completed?"
+    changed = "When was the Eiffel Tower demolished?"  # SQuAD 2.0 style: same paragraph, one word changed
+    ev, _ = find_evidence("1889", PASSAGES)
+    good = grounding_features(answerable, "1889", PASSAGES, ev, [-0.1, -0.2])
+    bad = grounding_features(changed, "1889", PASSAGES, ev, [-0.1, -0.2])
+    assert set(good) == set(FEATURES)
+    assert "mean_logprob" not in grounding_features(answerable, "1889", PASSAGES, ev, [])
+    assert good["question_coverage"] == 1.0 > bad["question_coverage"]
+    assert good["answer_support"] == 1.0
+    assert good["mean_logprob"] == -0.15000000000000002 or abs(good["mean_logprob"] + 0.15) < 1e-9
+    assert content_words("Who founded the companies?") == ["founded", "company"] or "compan" in " ".join(
+        content_words("Who founded the companies?")
+    )
+
+
+def test_judge_abstains_above_its_threshold_with_a_reason() -> None:
+    model = {
+        "weights": {name: 0.0 for name in FEATURES} | {"question_coverage": -2.0},
+        "mean": {name: 0.0 for name in FEATURES} | {"question_coverage": 0.8},
+        "scale": {name: 1.0 for name in FEATURES} | {"question_coverage": 0.2},
+        "intercept": 0.0,
+        "threshold": 0.5,
+    }
+    judge = GroundingJudge(model=model)
+    kept = judge.assess("When was the Eiffel Tower completed?", "1889", PASSAGES, [-0.1])
+    assert not kept.abstain and kept.supported and kept.evidence
+    withheld = judge.assess("When was the Eiffel Tower demolished?", "1889", PASSAGES, [-0.1])
+    assert withheld.abstain and withheld.reason and "question asks" in withheld.reason
+    assert withheld.unanswerable_probability is not None and withheld.unanswerable_probability > 0.5
+    # The setting moves the point: a threshold of 1 never abstains on content.
+    assert not GroundingJudge(threshold=1.0, model=model).assess(
+        "When was the Eiffel Tower demolished?", "1889", PASSAGES
+    ).abstain
+    # A refusal always abstains.
+    refused = judge.assess("Who?", "The documents don't contain it.", PASSAGES)
+    assert refused.abstain and refused.reason
+
+
+def test_committed_model_is_complete() -> None:
+    for key in ("weights", "mean", "scale"):
+        assert set(ABSTENTION_MODEL[key]) <= set(FEATURES)
+    judge = GroundingJudge()
+    assert 0.0 <= judge.threshold <= 1.0
+    p = judge.probability(grounding_features("Who built it?", "Eiffel", PASSAGES, [], []))
+    assert 0.0 <= p <= 1.0
