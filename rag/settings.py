@@ -255,7 +255,7 @@ class Settings(BaseSettings):
         description="After generation, the answer is withheld (grounded false, with a "
         "reason) when its estimated probability of being unanswerable from the passages "
         "is at least this. Lower abstains more often, also on answerable questions; 1 "
-        "only on a refusal. Default: the operating point measured in docs/benchmarks.md.",
+        "only on a refusal. Default: the abstention model's (1.0; docs/benchmarks.md, issue 14).",
     )
 
     # --- generation -----------------------------------------------------------
