@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     # --- where things live -------------------------------------------------
     data_dir: Path = Field(
         default=Path("data"),
-        description="Holds the registry DB, stored originals, the embedded Qdrant "
-        "store, the embedded queue and the assembled model.",
+        description="Holds the registry DB, stored originals, the embedded vector "
+        "store (Qdrant Edge, in store/), the embedded queue and the assembled model.",
     )
     database_url: str | None = Field(
         default=None,
