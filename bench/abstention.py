@@ -98,6 +98,30 @@ def best_at(score: np.ndarray, y: np.ndarray, limit: float = 0.10) -> tuple[floa
     return best
 
 
+def generation_table(path: Path, model: dict[str, Any]) -> str:
+    """The records' answers re-decided by ``model`` (the service's own judge:
+    abstain when refused or p >= threshold), summarised by rag.evaluation."""
+    from rag.evaluation import render_table, summarize_answers
+    from rag.grounding import GroundingJudge
+
+    judge = GroundingJudge(model=model)
+    records = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        features = record.get("features")
+        if features:
+            withheld = bool(features.get("refusal")) or judge.probability(features) >= judge.threshold
+            record["grounded"] = not withheld
+        records.append(record)
+    gen = summarize_answers(records)
+    table = render_table({
+        "collection": "squad", "mode": "hybrid", "questions": len(records),
+        "answerable": gen["sample"], "unanswerable": gen["unanswerable_sample"], "answer_recall": {},
+        "mrr": None, "abstention": None, "false_abstention": None, "retrieval_latency_ms": {}, "generation": gen,
+    })
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fit", type=Path, required=True)
@@ -147,6 +171,8 @@ def main() -> None:
     print(f"\nchosen on the fit part: threshold {chosen:.3f} (fit: abstention {fab:.3f}, false {ffa:.3f}); "
           f"held out: abstention {ab:.3f}, false abstention {fa:.3f}")
     model["threshold"] = chosen
+    print("\nthe held-out answers with this model and threshold, as `rag eval` reports them:")
+    print(generation_table(args.heldout, model))
     print(json.dumps(model, indent=2))
     if args.write:
         MODEL_FILE.write_text(

@@ -218,6 +218,38 @@ def _size(pieces: Sequence[_Piece]) -> int:
     return sum(p.tokens for p in pieces)
 
 
+def _longest_fit(
+    size: Callable[[int], int], n: int, room: int, per_token: float | None
+) -> tuple[int, int] | None:
+    """The largest ``k`` in [1, n] with ``size(k) <= room`` (``size`` grows with
+    ``k``), or one within ``room // 32`` of the room, and its size; None if even
+    ``k = 1`` is too big. Interpolates from ``per_token`` (items per token) and
+    from each count, falling back to bisection when a guess does not halve the
+    interval, so it never needs more than about twice a bisection's counts."""
+    slack = room // 32
+    lo, lo_size, hi = 0, 0, n + 1
+    k = n if per_token is None else max(1, min(n, int(room * per_token)))
+    counts = 0
+    while True:
+        k_size = size(k)
+        counts += 1
+        if k_size <= room:
+            lo, lo_size = k, k_size
+            if k == n or room - k_size <= slack:
+                break
+        else:
+            hi = k
+        if hi - lo <= 1:
+            break
+        guess = int(k * room / k_size) if k_size else hi - 1
+        if k_size <= room:
+            guess = max(guess, lo + 1)
+        if counts > 3 or not lo < guess < hi:
+            guess = (lo + hi) // 2
+        k = guess
+    return (lo, lo_size) if lo else None
+
+
 class _Words:
     """The words of one sentence too long for a chunk, taken a chunk's room at a time.
 
@@ -230,6 +262,7 @@ class _Words:
 
     def __init__(self, sentence: str, sep: str, page: int | None, max_chars: int) -> None:
         self.page = page
+        self._items_per_token: float | None = None
         self._items = self._read(sentence, sep, max_chars)
         self._buffer: list[tuple[str, str]] = []
 
@@ -259,8 +292,12 @@ class _Words:
         return items[0][1] + "".join(glue + text for glue, text in items[1:])
 
     def take(self, count: TokenCounter, room_tokens: int, room_chars: int, *, after: bool) -> _Piece | None:
-        """The longest run of leading items within both rooms (``room_chars``
-        includes the first item's glue when ``after`` another piece), or None."""
+        """A long run of leading items within both rooms (``room_chars`` includes
+        the first item's glue when ``after`` another piece), or None.
+
+        The longest such run, to within ``room_tokens // 32`` tokens: the search
+        starts from the token density seen so far and interpolates, so a chunk
+        usually costs two or three counts rather than a bisection's dozen."""
         n = total = 0
         while (item := self._peek(n)) is not None:
             glue, text = item
@@ -271,25 +308,15 @@ class _Words:
             n += 1
         if n == 0:
             return None
-        tokens = count(self._render(n))
-        if tokens > room_tokens:
-            # Bisect for the longest prefix that fits, starting from the
-            # proportional guess (usually within a few tokens of the answer).
-            lo, lo_tokens, hi = 0, 0, n
-            mid = max(1, min(n - 1, n * room_tokens // tokens))
-            while hi - lo > 1:
-                mid_tokens = count(self._render(mid))
-                if mid_tokens <= room_tokens:
-                    lo, lo_tokens = mid, mid_tokens
-                else:
-                    hi = mid
-                mid = (lo + hi) // 2
-            if lo == 0:
-                return None
-            n, tokens = lo, lo_tokens
-        text = self._render(n)
+        found = _longest_fit(lambda k: count(self._render(k)), n, room_tokens, self._items_per_token)
+        if found is None:
+            return None
+        k, tokens = found
+        if tokens:
+            self._items_per_token = k / tokens
+        text = self._render(k)
         glue = self._buffer[0][0]
-        del self._buffer[:n]
+        del self._buffer[:k]
         return _Piece(text, tokens, self.page, glue)
 
     def cut_head(self, cut: Callable[[str], list[tuple[str, int]]]) -> None:
@@ -438,35 +465,33 @@ class _Packer:
                 char_budget -= cost
                 continue
             # Part of a sentence: its longest run of trailing words that fits.
-            suffix = self._suffix(piece.text.split(), budget, char_budget - len(piece.sep))
+            words = piece.text.split()
+            per_token = len(words) / piece.tokens if piece.tokens else None
+            suffix = self._suffix(words, budget, char_budget - len(piece.sep), per_token)
             if suffix is not None:
                 tail.append(_Piece(suffix[0], suffix[1], piece.page, piece.sep))
             break
         tail.reverse()
         return tail
 
-    def _suffix(self, words: list[str], budget: int, char_budget: int) -> tuple[str, int] | None:
-        """The longest run of trailing ``words`` within both budgets, by bisection."""
+    def _suffix(
+        self, words: list[str], budget: int, char_budget: int, per_token: float | None
+    ) -> tuple[str, int] | None:
+        """A long run of trailing ``words`` within both budgets (see ``_longest_fit``)."""
         if budget <= 0 or not words:
             return None
-        # Fewest words the character budget allows to drop from the front.
-        lo, length = len(words), -1
-        while lo > 0 and length + 1 + len(words[lo - 1]) <= char_budget:
-            lo -= 1
-            length += 1 + len(words[lo])
-        if lo == len(words):
+        # Most words the character budget allows.
+        most, length = 0, -1
+        while most < len(words) and length + 1 + len(words[-most - 1]) <= char_budget:
+            most += 1
+            length += 1 + len(words[-most])
+        if most == 0:
             return None
-        best: tuple[str, int] | None = None
-        hi = len(words)  # start index candidates in [lo, hi): words[k:] fits for the best k
-        while lo < hi:
-            mid = (lo + hi) // 2
-            text = " ".join(words[mid:])
-            tokens = self._count(text)
-            if tokens <= budget:
-                best, hi = (text, tokens), mid
-            else:
-                lo = mid + 1
-        return best
+        found = _longest_fit(lambda m: self._count(" ".join(words[-m:])), most, budget, per_token)
+        if found is None:
+            return None
+        m, tokens = found
+        return " ".join(words[-m:]), tokens
 
     def _units(self, block: Block) -> Iterator[_Piece | _Words]:
         """The block's sentences: a piece for each that fits a chunk on its own,

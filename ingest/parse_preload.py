@@ -6,6 +6,7 @@ them. Importing this module anywhere else does the same work in that process."""
 from __future__ import annotations
 
 import contextlib
+import gc
 
 import ingest.sandbox  # noqa: F401  (the children's entry point lives there)
 from ingest.parsing import preload
@@ -24,3 +25,7 @@ with contextlib.suppress(ImportError):
     import torch
 
     torch.set_num_threads(1)
+
+# Children share this process's memory copy-on-write; the first garbage
+# collection in each would touch (and so copy) every object preloaded here.
+gc.freeze()

@@ -89,7 +89,8 @@ class Indexer:
         try:
             count = self._index(document)
         except ParseCancelledError:
-            # Deleted (or its collection) while it was being parsed: the parse was killed.
+            # Deleted (or its collection) while it was being parsed: the parse
+            # was killed before anything was written.
             return IndexOutcome(document.id, "skipped")
         except BackendError:
             # The store or DB is down: retryable, so leave the document queued.

@@ -52,6 +52,7 @@ __all__ = [
     "normalize_answer",
     "percentile",
     "render_table",
+    "summarize_answers",
 ]
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
@@ -200,6 +201,7 @@ async def evaluate(
         unanswerable_pool = [i for i in items if not i.answerable]
         sample = rng.sample(answerable_pool, min(generate_sample, len(answerable_pool)))
         sample += rng.sample(unanswerable_pool, min(generate_unanswerable, len(unanswerable_pool)))
+        rng.shuffle(sample)  # interleaved: a run stopped early has both kinds
         generation = await _generate(service, collection, sample, mode, rerank, details)
     return EvaluationReport(
         collection=collection,
@@ -225,16 +227,11 @@ async def _generate(
     rerank: bool | None,
     details: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
-    em = f1 = draft_em = draft_f1 = 0.0
-    abstained = {True: 0, False: 0}  # by answerable
-    supported = quoted_gold = 0
-    latencies: list[float] = []
+    records: list[dict[str, Any]] = []
     for item in sample:
         started = time.perf_counter()
         answer = await service.ask(collection, item.question, mode=mode, rerank=rerank)
-        latencies.append(time.perf_counter() - started)
-        withheld = not answer.grounded or answer.answer == NO_ANSWER
-        abstained[item.answerable] += withheld
+        elapsed = time.perf_counter() - started
         grounding = answer.grounding
         quote = grounding.evidence[0].text if grounding and grounding.evidence else ""
         draft = answer.draft if answer.draft is not None else answer.answer
@@ -244,45 +241,45 @@ async def _generate(
             "document": item.document,
             "answer": answer.answer,
             "draft": draft,
-            "grounded": answer.grounded,
+            "grounded": answer.grounded and answer.answer != NO_ANSWER,
             "reason": answer.reason,
-            "supported": bool(grounding and grounding.supported),
+            "supported": bool(grounding and grounding.supported and answer.grounded),
             "quote": quote,
             "probability": grounding.unanswerable_probability if grounding else None,
             "features": grounding.features if grounding else None,
-            "latency_s": round(latencies[-1], 3),
+            "latency_s": round(elapsed, 3),
         }
-        if item.answerable:
-            scores: dict[str, float] = {
-                "em": exact_match(answer.answer, item.answers),
-                "f1": f1_score(answer.answer, item.answers),
-                "draft_em": exact_match(draft, item.answers),
-                "draft_f1": f1_score(draft, item.answers),
-                "quote_contains_answer": float(bool(quote) and contains_answer(quote, item.answers)),
-            }
-            em += scores["em"]
-            f1 += scores["f1"]
-            draft_em += scores["draft_em"]
-            draft_f1 += scores["draft_f1"]
-            supported += bool(grounding and grounding.supported and answer.grounded)
-            quoted_gold += bool(scores["quote_contains_answer"])
-            record.update(scores)
+        records.append(record)
         if details is not None:
             details.append(record)
-    n = sum(1 for i in sample if i.answerable)
-    u = len(sample) - n
+    return summarize_answers(records)
+
+
+def summarize_answers(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The generation part of a report from per-answer records (as
+    ``evaluate(details=...)`` collects them; ``grounded`` false = withheld)."""
+    answerable = [r for r in records if r["answers"]]
+    n, u = len(answerable), len(records) - len(answerable)
+
+    def mean(values: Sequence[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    def quoted(r: dict[str, Any]) -> bool:
+        return bool(r["quote"]) and contains_answer(r["quote"], r["answers"])
+
+    answers = [r["answer"] if r["grounded"] else NO_ANSWER for r in answerable]
     return {
         "sample": n,
         "unanswerable_sample": u,
-        "exact_match": em / n if n else None,
-        "f1": f1 / n if n else None,
-        "draft_exact_match": draft_em / n if n else None,
-        "draft_f1": draft_f1 / n if n else None,
-        "abstained": _share(abstained[True], n),  # false abstention after generation
-        "abstention": _share(abstained[False], u),
-        "supported": _share(supported, n),
-        "evidence_contains_answer": _share(quoted_gold, n),
-        "latency_ms": _ms(latencies),
+        "exact_match": mean([exact_match(a, r["answers"]) for a, r in zip(answers, answerable, strict=True)]),
+        "f1": mean([f1_score(a, r["answers"]) for a, r in zip(answers, answerable, strict=True)]),
+        "draft_exact_match": mean([exact_match(r["draft"], r["answers"]) for r in answerable]),
+        "draft_f1": mean([f1_score(r["draft"], r["answers"]) for r in answerable]),
+        "abstained": _share(sum(not r["grounded"] for r in answerable), n),  # false abstention after generation
+        "abstention": _share(sum(not r["grounded"] for r in records if not r["answers"]), u),
+        "supported": _share(sum(bool(r["supported"] and r["grounded"]) for r in answerable), n),
+        "evidence_contains_answer": _share(sum(quoted(r) for r in answerable), n),
+        "latency_ms": _ms([r["latency_s"] for r in records]),
     }
 
 

@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     # --- where things live -------------------------------------------------
     data_dir: Path = Field(
         default=Path("data"),
-        description="Holds the registry DB, stored originals, the embedded Qdrant "
-        "store, the embedded queue and the assembled model.",
+        description="Holds the registry DB, stored originals, the embedded vector "
+        "store (Qdrant Edge, in store/), the embedded queue and the assembled model.",
     )
     database_url: str | None = Field(
         default=None,
@@ -255,7 +255,7 @@ class Settings(BaseSettings):
         description="After generation, the answer is withheld (grounded false, with a "
         "reason) when its estimated probability of being unanswerable from the passages "
         "is at least this. Lower abstains more often, also on answerable questions; 1 "
-        "only on a refusal. Default: the operating point measured in docs/benchmarks.md.",
+        "only on a refusal. Default: the abstention model's (1.0; docs/benchmarks.md, issue 14).",
     )
 
     # --- generation -----------------------------------------------------------

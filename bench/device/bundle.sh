@@ -45,13 +45,14 @@ tar czf $D/c0/llama_cpp.tgz -C $V llama_cpp
 #    sentence-transformers, httpx, anyio, click, typer, pyyaml, grpcio, protobuf…).
 PKGS="fastapi starlette pydantic pydantic_core pydantic-settings python-dotenv annotated-types typing-inspection
 uvicorn python-multipart SQLAlchemy greenlet alembic Mako qdrant-client portalocker h2 hpack hyperframe celery kombu
-vine billiard amqp click-didyoumean click-repl click-plugins prompt_toolkit wcwidth croniter tzdata tzlocal pytz"
+vine billiard amqp click-didyoumean click-repl click-plugins prompt_toolkit wcwidth croniter tzdata tzlocal pytz
+diskcache opentelemetry-api qdrant-edge-py"
 pins=$($PY -m pip freeze 2>/dev/null | awk -F== -v pk="$(echo $PKGS | tr ' ' '\n' | tr 'A-Z_' 'a-z-' | paste -sd' ')" '
   BEGIN { n = split(pk, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 }
   { name = tolower($1); gsub("_", "-", name); if (name in want) print $1 "==" $2 }')
 rm -f $D/c0/whl/*.whl
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d $D/c0/whl $pins
 
 # 3. The model's four parts (each ~61 MiB: one call each).

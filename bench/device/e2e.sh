@@ -56,13 +56,15 @@ if [ "$step" = http ]; then
   RAG_EMBEDDING_DEVICE=cuda RAG_BOOTSTRAP_ADMIN_KEY=$KEY ${RAG_EXTRA_ENV:-} python3 -m api.cli serve --host 127.0.0.1 --port 8000 > $W/serve.log 2>&1 &
   pid=$!
   wait_ready http://127.0.0.1:8000/readyz 180 && load 8000 service-chat model --api-key $KEY
+  load 8000 service-chat-t08 model --api-key $KEY --temperature 0.8 --top-p 0.95
   kill $pid; wait $pid
-  for variant in default bs; do
-    flags=""; [ $variant = bs ] && flags="-bs"
+  for variant in default bs bs-t08; do
+    flags=""; [ $variant != default ] && flags="-bs"
+    extra=""; [ $variant = bs-t08 ] && extra="--temperature 0.8 --top-p 0.95"
     $B/llama-server -m $M -ngl 99 -fa on -np $NP -c $((NP * SLOT)) -b 2048 -ub 512 -t 16 $flags \
       --host 127.0.0.1 --port 8080 > $W/llama-server-$variant.log 2>&1 &
     pid=$!
-    wait_ready http://127.0.0.1:8080/health 120 && load 8080 llama-server-$variant model
+    wait_ready http://127.0.0.1:8080/health 120 && load 8080 llama-server-$variant model $extra
     kill $pid; wait $pid
   done
   python3 - $W $OUT/http.json <<'PYEOF'

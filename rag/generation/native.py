@@ -17,9 +17,7 @@ def llama_cpp() -> Any:
         import llama_cpp as lc
         from llama_cpp._logger import set_verbose
     except ImportError as exc:
-        raise ConfigurationError(
-            "llama-cpp-python is not installed (see README: Installing)"
-        ) from exc
+        raise ConfigurationError(f"llama-cpp-python cannot be imported ({exc}); see README: Installing") from exc
     set_verbose(bool(os.environ.get("RAG_LLAMA_VERBOSE")))
     return lc
 

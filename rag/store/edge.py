@@ -15,9 +15,9 @@ Edge runs no background work: new points land in a plain segment (searched
 exactly) until ``optimize`` builds the HNSW index. ``optimize`` holds the GIL
 for the whole build (seconds per 10,000 points), so it never runs in this
 process: a copy of the shard is optimized by a child process (at a lower CPU
-priority) while searches go on against the original, writes to that
-collection wait, and the optimized copy then replaces the original in one
-short step. A background thread starts such a build once enough points were
+priority) while searches and writes go on against the original; the writes
+made meanwhile are kept and applied again to the optimized copy, which then
+replaces the original in one short step. A background thread starts such a build once enough points were
 written since the last one (``index_after``) and the collection has been quiet
 for a moment.
 """
@@ -100,7 +100,8 @@ class _Layout:
 
 class _Shard:
     """One open Edge shard. ``lock`` is held for each call into it; ``gate`` by
-    writers, and by an index build for its whole length (writes wait, reads go on)."""
+    writers, and by an index build while it copies the files and while it swaps
+    the built copy in (writes wait, reads go on)."""
 
     def __init__(self, path: Path, shard: Any, pending: int = 0) -> None:
         self.path = path
@@ -110,6 +111,8 @@ class _Shard:
         self.pending = pending  # points written since the last index build
         self.last_write = 0.0
         self.closed = False
+        self.building = threading.Lock()  # one index build at a time
+        self.journal: list[Any] | None = None  # writes made while a build runs
 
 
 class EdgeBackend:
@@ -220,8 +223,8 @@ class EdgeBackend:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         if self._thread is not None:
-            self._closing.set()
             with self._wake:
                 self._wake.notify_all()
             self._thread.join(timeout=60)
@@ -348,6 +351,8 @@ class EdgeBackend:
         s = self._need(name)
         with s.gate, s.lock:
             self._run(s, lambda: s.shard.update(operation))
+            if s.journal is not None:
+                s.journal.append(operation)
             s.pending += added
             s.last_write = time.monotonic()
         if added and s.pending >= self._index_after and self._thread is not None:
@@ -485,53 +490,106 @@ class EdgeBackend:
 
     def optimize(self, name: str) -> bool:
         """Build the HNSW index of a collection in a child process and swap it in.
-        False when the collection is gone or the build failed (logged)."""
+        Searches and writes go on meanwhile (writes wait only while the files are
+        copied); writes made during the build are applied again to the built copy
+        before it is served. False when the collection is gone or the build
+        failed (logged)."""
         with self._lock:
             s = self._shards.get(self._aliases.get(name, name))
         if s is None:
             return False
-        with s.gate:
-            if s.closed:
-                return False
-            with s.lock:
-                self._run(s, s.shard.flush)
-                points = self._run(s, lambda: s.shard.info().points_count)
+        with s.building:
             copy = s.path.with_name(f"{_OPTIMIZING}{s.path.name}")
+            with s.gate:
+                if s.closed:
+                    return False
+                with s.lock:
+                    self._run(s, s.shard.flush)
+                    points = self._run(s, lambda: s.shard.info().points_count)
+                try:
+                    shutil.rmtree(copy, ignore_errors=True)
+                    shutil.copytree(s.path, copy)
+                except OSError as exc:
+                    log.error("index build of %s: cannot copy the collection: %s", s.path.name, exc)
+                    shutil.rmtree(copy, ignore_errors=True)
+                    return False
+                s.journal, pending_at_copy = [], s.pending
             started = time.monotonic()
             log.info("building the search index of %s (%d points) in a child process", s.path.name, points)
             try:
-                shutil.rmtree(copy, ignore_errors=True)
-                shutil.copytree(s.path, copy)
-                subprocess.run(
-                    [sys.executable, "-c", _OPTIMIZE_CHILD, str(copy)],
-                    check=True,
-                    capture_output=True,
-                    timeout=24 * 3600,
-                )
+                finished = self._build_in_child(copy)
             except (OSError, subprocess.SubprocessError) as exc:
-                detail = getattr(exc, "stderr", b"") or b""
-                log.error("index build of %s failed: %s %s", s.path.name, exc, detail.decode(errors="replace")[-2000:])
-                shutil.rmtree(copy, ignore_errors=True)
-                return False
-            replaced = s.path.with_name(f"{_REPLACED}{s.path.name}")
-            with s.lock:
-                self._close_shard(s)
+                log.error("index build of %s failed: %s", s.path.name, exc)
+                finished = False
+            with s.gate, s.lock:
+                journal, s.journal = s.journal or [], None
+                if finished and not s.closed:
+                    self._swap(s, copy, journal)
+                    s.pending = max(0, s.pending - pending_at_copy)
+                else:
+                    finished = False
+            shutil.rmtree(copy, ignore_errors=True)
+            if finished:
+                log.info(
+                    "search index of %s built in %.1f s (%d writes made meanwhile applied again)",
+                    s.path.name,
+                    time.monotonic() - started,
+                    len(journal),
+                )
+            return finished
+
+    def _swap(self, s: _Shard, copy: Path, journal: list[Any]) -> None:
+        """Serve the built copy in place of the original (under the shard's gate
+        and lock); on any failure the original, which has every write, stays."""
+        replaced = s.path.with_name(f"{_REPLACED}{s.path.name}")
+        self._close_shard(s)
+        built: Any = None
+        try:
+            s.path.rename(replaced)
+            copy.rename(s.path)
+            built = self._qe.EdgeShard.load(str(s.path))
+            for operation in journal:
+                built.update(operation)
+            built.flush()
+        except Exception as exc:
+            log.error("cannot serve the index built for %s; keeping the original: %s", s.path.name, exc)
+            if built is not None:
+                with contextlib.suppress(Exception):
+                    built.close()
+            if replaced.exists():
+                if s.path.exists():
+                    s.path.rename(copy)  # removed by the caller
+                replaced.rename(s.path)
+            s.shard = self._qe.EdgeShard.load(str(s.path))
+            s.closed = False
+            return
+        s.shard = built
+        s.closed = False
+        shutil.rmtree(replaced, ignore_errors=True)
+
+    def _build_in_child(self, copy: Path) -> bool:
+        """Runs the build; False when it failed or the store is closing (the
+        child is then killed: a restart must not wait for a long build)."""
+        with tempfile.TemporaryFile() as errors:
+            child = subprocess.Popen(
+                [sys.executable, "-c", _OPTIMIZE_CHILD, str(copy)], stdout=subprocess.DEVNULL, stderr=errors
+            )
+            while True:
                 try:
-                    s.path.rename(replaced)
-                    copy.rename(s.path)
-                    s.shard = self._qe.EdgeShard.load(str(s.path))
-                except Exception as exc:
-                    # Put the original back; the build is lost, nothing else.
-                    if not s.path.exists() and replaced.exists():
-                        replaced.rename(s.path)
-                    s.shard = self._qe.EdgeShard.load(str(s.path))
-                    s.closed = False
-                    raise BackendError(f"cannot swap in the index of {s.path.name}: {exc}") from exc
-                s.closed = False
-                s.pending = 0
-            shutil.rmtree(replaced, ignore_errors=True)
-            log.info("search index of %s built in %.1f s", s.path.name, time.monotonic() - started)
-            return True
+                    code = child.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if self._closing.is_set():
+                        child.kill()
+                        child.wait()
+                        log.warning("index build of %s stopped: the store is closing", copy.name)
+                        return False
+            if code != 0:
+                errors.seek(0)
+                detail = errors.read().decode(errors="replace")[-2000:]
+                log.error("index build of %s failed (exit %s): %s", copy.name, code, detail)
+                return False
+        return True
 
     def optimize_due(self, *, force: bool = False) -> list[str]:
         """Build the indexes of collections with enough new points (all with

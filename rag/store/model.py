@@ -11,6 +11,7 @@ its engine's filter objects, so both engines are asked exactly the same thing.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,9 +46,19 @@ __all__ = [
 _POINT_NAMESPACE = uuid.UUID("6f1d3c52-8a4e-4f0e-9a57-3f8f2b1c9d10")
 
 
+_NAMESPACE_BYTES = _POINT_NAMESPACE.bytes
+
+
 def point_id(collection_id: str, document_id: str, chunk_index: int) -> str:
-    """Deterministic Qdrant point ID of one chunk."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{collection_id}/{document_id}/{chunk_index}"))
+    """Deterministic Qdrant point ID of one chunk: ``uuid5(namespace, "c/d/i")``,
+    spelled out with hashlib (``uuid.uuid5`` costs a tenth of an upsert)."""
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + f"{collection_id}/{document_id}/{chunk_index}".encode()).digest()
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 DENSE = "dense"

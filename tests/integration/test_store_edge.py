@@ -28,8 +28,8 @@ def _unit(rng: random.Random, dim: int) -> list[float]:
 
 
 def test_hnsw_recall_against_exact_search_at_20000_points(tmp_path: Path) -> None:
-    """The index is built in a child process while searches go on; top-10 recall
-    of HNSW search against exact search must be at least 0.99."""
+    """The index is built in a child process while searches and writes go on;
+    top-10 recall of HNSW search against exact search must be at least 0.99."""
     dim, n = 32, 20_000  # small vectors keep the build short; the graph is the same kind
     rng = random.Random(5)
     store = VectorStore(path=tmp_path / "store", index_after=10**9)  # no background build
@@ -50,13 +50,17 @@ def test_hnsw_recall_against_exact_search_at_20000_points(tmp_path: Path) -> Non
         builder = threading.Thread(target=lambda: built.append(store.optimize(CID)))
         builder.start()
         during = 0
-        while builder.is_alive():  # the API keeps answering while the child builds
+        while builder.is_alive():  # the API keeps answering and writing while the child builds
             assert len(store.search(CID, 10, dense=queries[during % 100])) == 10
+            store.upsert(CID, [ChunkPoint("new", during, "", _unit(rng, dim), "f")])
             during += 1
-            builder.join(timeout=0.05)  # pace the searches: the build needs the CPU
+            builder.join(timeout=0.05)  # pace the calls: the build needs the CPU
         builder.join()
         assert built == [True] and during > 0
         assert edge.stats(name)["indexed_vectors"] >= n  # type: ignore[attr-defined]
+        # Writes made during the build were applied to the built copy as well.
+        assert store.count(CID, "new") == during and store.count(CID) == n + during
+        store.delete_document(CID, "new")
 
         found = total = 0
         for q in queries:
