@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def rank(collection: str, row: dict[str, Any]) -> int | None:
                 for hit in runtime.service.search(collection, row["question"], 5, mode="hybrid"):
-                    document = hit.filename.split(".p")[0] if collection == "scans" else hit.filename
+                    document = hit.filename.rsplit(".p", 1)[0] if collection == "scans" else hit.filename
                     if document == row["document"] and contains_answer(hit.text, row["answers"]):
                         return hit.rank
                 return None

@@ -16,7 +16,7 @@ import pytest
 
 from tests.docmaker import make_all
 from tests.support.chat_model import with_chat_template
-from tests.support.service import ROOT, ServiceProcess, free_port, upload, wait_indexed
+from tests.support.service import ROOT, ServiceProcess, cli_env, free_port, upload, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +107,7 @@ def test_rag_ask_prints_the_quote(bundled: ServiceProcess, handbook: Any) -> Non
     out = subprocess.run(
         [sys.executable, "-m", "api.cli", "ask", question, "--collection", "handbook", "--url", bundled.url],
         cwd=ROOT,
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -156,6 +157,7 @@ def test_rag_eval_reports_abstention_evidence_and_f1_in_one_table(
         [sys.executable, "-m", "api.cli", "eval", str(qa), "--collection", "handbook", "--url", bundled.url,
          "--generate", "1", "--generate-unanswerable", "1", "--json"],
         cwd=ROOT,
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -170,6 +172,7 @@ def test_rag_eval_reports_abstention_evidence_and_f1_in_one_table(
         [sys.executable, "-m", "api.cli", "eval", str(qa), "--collection", "handbook", "--url", bundled.url,
          "--generate", "1"],
         cwd=ROOT,
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=600,
