@@ -353,6 +353,15 @@ class _Watch:
             raise self._memory_error()
         self.outcome = "crashed"
         how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        if code == -signal.SIGABRT:
+            # CPython and C/C++ libraries abort when an allocation is refused at
+            # the address-space limit, and the 50 ms samples may not have seen
+            # the growth (a never-ending PDF on a quiet machine did this): name
+            # the limit, since raising it is what the user can try.
+            raise DocumentParseError(
+                f"the parser of {self.filename} crashed ({how}), as parsers do when an allocation is refused "
+                f"at the memory limit of {self.limits.memory_mb} MB (RAG_PARSE_MEMORY_MB)"
+            )
         raise DocumentParseError(f"the parser of {self.filename} crashed ({how})")
 
 

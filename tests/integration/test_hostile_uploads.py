@@ -103,7 +103,12 @@ def test_a_parse_that_never_ends_does_not_hold_up_other_documents(
     assert docs["slow.pdf"]["status"] == "processing" or time.monotonic() - started < TIMEOUT_S
     (slow_doc,) = wait_indexed(client, "slowpoke", [docs["slow.pdf"]["id"]], timeout=TIMEOUT_S * 4)
     assert slow_doc["status"] == "failed"
-    assert "time limit" in slow_doc["error"] and "RAG_PARSE_TIMEOUT_S" in slow_doc["error"]
+    # pdfminer keeps every operation it read: on a fast machine the parse may
+    # reach the memory limit before the time limit; either way a limit is named.
+    error = slow_doc["error"]
+    assert ("time limit" in error and "RAG_PARSE_TIMEOUT_S" in error) or (
+        "memory limit of 512 MB" in error and "RAG_PARSE_MEMORY_MB" in error
+    ), error
 
 
 def test_bombs_and_pathological_text_in_one_upload(
