@@ -263,22 +263,35 @@ def caller_round(model: TextModel, s: int, args: argparse.Namespace, salt: str) 
     }
 
 
-def caller_batched(path: Path, args: argparse.Namespace, streams: list[int], how: str) -> dict[int, list[Any]]:
+def caller_batched(path: Path, args: argparse.Namespace, streams: list[int],
+                   modes: list[str]) -> dict[str, dict[int, list[Any]]]:
     """``caller_round`` for each stream count, ``args.rounds`` times, on one model
-    loaded once with ``max(streams)`` slots (as llama-batched-bench's one
-    context), the service's defaults otherwise (prompt reuse on, n_batch)."""
-    opts = argparse.Namespace(**{**vars(args), "isolation": how})
-    model = make_model(path, opts, n_ctx=slot_ctx(args), parallel=max(streams), n_batch=default_n_batch(args),
-                       n_ubatch=args.n_ubatch)
-    out: dict[int, list[Any]] = {s: [] for s in streams}
+    per mode loaded once with ``max(streams)`` slots (as llama-batched-bench's
+    one context), the service's defaults otherwise (prompt reuse on, n_batch).
+    A mode is ``process`` or ``inline``, with ``-mixed`` for the prompt
+    admission before (``prompt_steps=0``). All models stay loaded and the
+    rounds alternate between them, so that a before/after pair shares the
+    machine's state."""
+    models: dict[str, TextModel] = {}
+    out: dict[str, dict[int, list[Any]]] = {m: {s: [] for s in streams} for m in modes}
     try:
-        for s in streams:  # warm-up: every batch shape once
-            caller_round(model, s, args, salt=f"warm{s}")
+        for mode in modes:
+            how, _, variant = mode.partition("-")
+            opts = argparse.Namespace(**{**vars(args), "isolation": how})
+            extra: dict[str, Any] = {"prompt_steps": 0} if variant == "mixed" else {}
+            if args.prompt_steps is not None and variant != "mixed":
+                extra["prompt_steps"] = args.prompt_steps
+            models[mode] = make_model(path, opts, n_ctx=slot_ctx(args), parallel=max(streams),
+                                      n_batch=default_n_batch(args), n_ubatch=args.n_ubatch, **extra)
+            for s in streams:  # warm-up: every batch shape once
+                caller_round(models[mode], s, args, salt=f"warm{mode}{s}")
         for r in range(args.rounds):
             for s in streams:
-                out[s].append(caller_round(model, s, args, salt=f"r{r}s{s}"))
+                for mode in modes:
+                    out[mode][s].append(caller_round(models[mode], s, args, salt=f"r{r}s{s}{mode}"))
     finally:
-        model.close()
+        for model in models.values():
+            model.close()
     return out
 
 
@@ -340,8 +353,10 @@ def caller_section(path: Path, args: argparse.Namespace, streams: list[int], sho
         runs = [run_batched_bench_total(args.batched_bench, path, args, streams) for _ in range(args.rounds)]
         section["batched_bench"] = {s: {**runs[0][s], "t": spread([r[s]["t"] for r in runs])} for s in streams}
         show("batched-bench T (s)", {s: section["batched_bench"][s]["t"]["median"] for s in streams})
-    for how in filter(None, args.caller_modes.split(",")):
-        rounds = caller_batched(path, args, streams, how)
+    modes = list(filter(None, args.caller_modes.split(",")))
+    by_mode = caller_batched(path, args, streams, modes)
+    for how in modes:
+        rounds = by_mode[how]
         summary: dict[int, Any] = {}
         for s in streams:
             rows = rounds[s]
@@ -378,7 +393,10 @@ def main() -> None:
     ap.add_argument("--batch-gen", type=int, default=128)
     ap.add_argument("--skip", default="", help="comma list of: single,high_level,batched,caller,prefix")
     ap.add_argument("--caller-modes", default="process,inline",
-                    help="caller section: the model in a model process and/or in this process")
+                    help="caller section: the model in a model process and/or in this process; a mode with "
+                         "'-mixed' (process-mixed) runs the prompt admission before (prompt_steps=0)")
+    ap.add_argument("--prompt-steps", type=int, default=None,
+                    help="caller section: the scheduler's prompt_steps (default: the service's)")
     ap.add_argument("--n-batch", type=int, default=0, help="caller section: tokens per step (0: the service's default)")
     ap.add_argument("--n-ubatch", type=int, default=512)
     ap.add_argument("--slot-ctx", type=int, default=0, help="caller section: KV cells per sequence (0: prompt+gen+64)")

@@ -306,6 +306,14 @@ class Settings(BaseSettings):
         description="Tokens evaluated in one llama.cpp call (prompt chunks; the GPU runs them 512 at a time). "
         "Default: 2048 with a GPU, 512 on a CPU, where a longer step would stall the other streams.",
     )
+    llm_prompt_steps: int | None = Field(
+        default=None,
+        ge=0,
+        le=1024,
+        description="Waiting prompts go first, in steps of whole llama.cpp micro-batches, at most this many "
+        "steps in a row while running streams wait for their next token; 0 packs prompts into what the "
+        "running streams leave of each step, as they arrive. Default: 8 with a GPU, 0 on a CPU.",
+    )
     llm_prompt_cache: bool = Field(
         default=True,
         description="Reuse the KV cache of a prompt prefix seen before (the fixed "

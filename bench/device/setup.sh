@@ -1,15 +1,15 @@
 #!/bin/bash
 # Device call 1, from the repository root, carrying .device/c0 (made here by
-# bench/device/bundle.sh): unpack llama.cpp, the bindings and the embedder
-# under /root/w, install the wheels into /root/w/site, and start the CUDA build
-# of llama.cpp (libraries, llama-bench, llama-batched-bench, llama-server) in
-# the background. Then one call per model part: bench/device/part.sh .device/cN.
+# bench/device/bundle.sh): unpack llama.cpp and the bindings under /root/w,
+# install the wheels into /root/w/site, and start the CUDA build of llama.cpp
+# (libraries, llama-bench, llama-batched-bench, llama-server) in the
+# background. Then one call per folder: bench/device/part.sh .device/cN (the
+# model's parts, the embedder and the /ask data directory).
 set -e
 R=$PWD/.device/c0
 mkdir -p /root/w/parts && cd /root/w
 tar xzf $R/llama.cpp.tgz
 rm -rf llama_cpp && tar xzf $R/llama_cpp.tgz && mkdir -p llama_cpp/lib
-rm -rf minilm && tar xzf $R/minilm.tgz
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /root/w/site $R/whl/*.whl 2>&1 | tail -3
 python3 --version; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
 cmake -S llama.cpp -B build -G Ninja -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \

@@ -55,6 +55,7 @@ class LlamaModel(TextModel):
         lora_path: Path | None = None,
         lora_scale: float = 1.0,
         prompt_cache: bool = True,
+        prompt_steps: int | None = None,
         backend_sampling: bool | None = None,
         batch_greedy: bool = True,
         overlap: bool | None = None,
@@ -74,6 +75,11 @@ class LlamaModel(TextModel):
         # prompt tokens would stall the other streams for seconds.
         self.n_batch = n_batch if n_batch is not None else (2048 if self.n_gpu_layers != 0 else 512)
         self.n_ubatch = min(n_ubatch, self.n_batch)
+        # Prompts first, packed in whole micro-batches (scheduler.py): on the
+        # H200 this is what llama-batched-bench does; on a CPU, where a step of
+        # prompt is long and costs its tokens however packed, running streams
+        # are not held back.
+        self.prompt_steps = prompt_steps if prompt_steps is not None else (8 if self.n_gpu_layers != 0 else 0)
         # Greedy sampling in the decode graph pays on a GPU (no logits copied
         # out); on a CPU, where the logits are in memory anyway, an argmax over
         # them was faster than the in-graph sampler (docs/benchmarks.md).
@@ -218,6 +224,8 @@ class LlamaModel(TextModel):
             overlap=overlap,
             name=f"llama-{self.path.stem}",
             greedy_chain=self._greedy_chain if backend_sampling else None,
+            prompt_steps=self.prompt_steps,
+            n_ubatch=self.n_ubatch,
         )
 
     def _greedy_chain(self) -> Any:

@@ -41,6 +41,7 @@ def load_models(settings: Settings) -> list[TextModel]:
         "lora_path": lora,
         "lora_scale": settings.llm_lora_scale,
         "prompt_cache": settings.llm_prompt_cache,
+        "prompt_steps": settings.llm_prompt_steps,
     }
     factory: Callable[..., TextModel] = ModelProcess if settings.llm_isolation == "process" else LlamaModel
     models: list[TextModel] = []

@@ -9,6 +9,23 @@ concurrent requests share each pass over the weights (batched decoding).
 On a GPU ``llama_decode`` only queues the work: the scheduler handles the text
 of one step (detokenising, stop strings, callbacks) while the next computes.
 
+Prompt admission (``prompt_steps``). llama.cpp splits a step into
+micro-batches (n_ubatch tokens) and, with one KV stream per slot, puts
+several sequences into one micro-batch only when their ids are consecutive,
+and then with the same number of tokens from each (``split_equal``). A step
+that mixes one next token of running sequences with prompt chunks, or
+prompt chunks of unequal lengths from neighbouring slots, thus runs extra
+slivers of micro-batches, each costing a pass over the weights. With
+``prompt_steps`` > 0 the waiting prompts go first, in steps of their own
+(at most ``prompt_steps`` in a row while sequences wait for their next
+token), packed as llama-batched-bench packs them: whole micro-batches of one
+sequence each (slots in descending order, so that no two share one), a
+prompt cut only at a micro-batch boundary; running sequences take the
+lowest free slots, so that their next tokens go in one micro-batch. With
+0, prompts fill what the next tokens of running sequences leave of every
+step, as they arrive (the policy before; it stalls no stream, and on a CPU,
+where the work is the tokens, it costs nothing more).
+
 Prompt reuse: each slot remembers the tokens in its KV cache; a new request
 goes to the free slot sharing the longest prefix with it, or copies that prefix
 from whichever slot holds it (``llama_memory_seq_cp``), and only the rest of
@@ -74,6 +91,8 @@ class Scheduler:
         overlap: bool,
         name: str,
         greedy_chain: Callable[[], Any] | None = None,
+        prompt_steps: int = 0,
+        n_ubatch: int = 512,
     ) -> None:
         self._lc = lc
         self._ctx = ctx
@@ -89,6 +108,9 @@ class Scheduler:
         self._backend_sampling = backend_sampling
         self._overlap = overlap
         self._greedy_chain = greedy_chain  # a new greedy chain for the decode graph
+        self._prompt_steps = prompt_steps
+        self._n_ubatch = max(1, min(n_ubatch, batch.capacity))
+        self._held = 0  # prompt-only steps in a row while sequences waited for their next token
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._incoming: queue.SimpleQueue[GenerationJob | None] = queue.SimpleQueue()
@@ -213,9 +235,16 @@ class Scheduler:
             if not free:
                 return
             self._waiting.pop(0)
-            # Longest prefix already in a free slot; else copy it from any slot.
-            slot, keep = max(((s, _common_prefix(s.cached, job.tokens)) for s in free),
-                             key=lambda p: (p[1], -p[0].last_used))
+            if self._prompt_steps > 0:
+                # The lowest free slot keeps the running sequences' ids together
+                # (one micro-batch for their next tokens); a prefix cached
+                # elsewhere is copied below (cheap on a GPU).
+                slot = min(free, key=lambda s: s.seq_id)
+                keep = _common_prefix(slot.cached, job.tokens)
+            else:
+                # Longest prefix already in a free slot; else copy it from any slot.
+                slot, keep = max(((s, _common_prefix(s.cached, job.tokens)) for s in free),
+                                 key=lambda p: (p[1], -p[0].last_used))
             if not self.prompt_cache:
                 keep = 0
             keep = min(keep, len(job.tokens) - 1)  # the last prompt token is evaluated for its logits
@@ -270,22 +299,47 @@ class Scheduler:
                 self._release(slot, job.ending)
 
     def _fill(self) -> list[Slot]:
-        """Packs the batch: the next token of every running sequence first, so
-        decoding never stalls behind a long prompt; prompts fill what is left.
+        """Packs the batch (see the module's note on prompt admission).
         Returns the slots with an output in it."""
         batch = self._batch
         batch.clear()
+        if self._prompt_steps <= 0:
+            return self._fill_mixed()
+        outputs: list[Slot] = []
+        decoding = [s for s in self._slots if s.job is not None and s.job.n_past >= len(s.job.tokens)
+                    and s.job.ending is None]
+        prompts = [s for s in self._slots if s.job is not None and s.job.n_past < len(s.job.tokens)]
+        if prompts and decoding and self._held < self._prompt_steps:
+            self._held += 1
+            decoding = []  # they wait for this step
+        elif decoding:
+            self._held = 0
+        for slot in decoding:
+            self._add_next_token(slot, outputs)
+        for slot in sorted(prompts, key=lambda s: -s.seq_id):
+            job = slot.job
+            assert job is not None
+            if job.cancelled:
+                self._release(slot, "cancelled")
+                continue
+            left = len(job.tokens) - job.n_past
+            take = min(batch.room, left)
+            if take < left:
+                take -= take % self._n_ubatch  # a part ends at a micro-batch boundary
+            if take > 0:
+                self._add_prompt_run(slot, take, outputs)
+        return outputs
+
+    def _fill_mixed(self) -> list[Slot]:
+        """The next token of every running sequence first, so decoding never
+        stalls behind a long prompt; prompts fill what is left."""
+        batch = self._batch
         outputs: list[Slot] = []
         for slot in self._slots:
             job = slot.job
             if job is None or job.n_past < len(job.tokens) or job.ending is not None:
                 continue
-            if job.cancelled:
-                self._release(slot, "cancelled")
-                continue
-            job.out_index = batch.add_one(job.last_token, job.n_past, slot.seq_id, True)
-            job.n_past += 1
-            outputs.append(slot)
+            self._add_next_token(slot, outputs)
         for slot in self._slots:
             job = slot.job
             if job is None or job.n_past >= len(job.tokens) or batch.room == 0:
@@ -293,16 +347,30 @@ class Scheduler:
             if job.cancelled:
                 self._release(slot, "cancelled")
                 continue
-            take = min(batch.room, len(job.tokens) - job.n_past)
-            chunk = job.tokens[job.n_past : job.n_past + take]
-            last = job.n_past + take == len(job.tokens)
-            index = batch.add_run(chunk, job.n_past, slot.seq_id, last)
-            slot.cached.extend(chunk)
-            job.n_past += take
-            if last:
-                job.out_index = index
-                outputs.append(slot)
+            self._add_prompt_run(slot, min(batch.room, len(job.tokens) - job.n_past), outputs)
         return outputs
+
+    def _add_next_token(self, slot: Slot, outputs: list[Slot]) -> None:
+        job = slot.job
+        assert job is not None
+        if job.cancelled:
+            self._release(slot, "cancelled")
+            return
+        job.out_index = self._batch.add_one(job.last_token, job.n_past, slot.seq_id, True)
+        job.n_past += 1
+        outputs.append(slot)
+
+    def _add_prompt_run(self, slot: Slot, take: int, outputs: list[Slot]) -> None:
+        job = slot.job
+        assert job is not None
+        chunk = job.tokens[job.n_past : job.n_past + take]
+        last = job.n_past + take == len(job.tokens)
+        index = self._batch.add_run(chunk, job.n_past, slot.seq_id, last)
+        slot.cached.extend(chunk)
+        job.n_past += take
+        if last:
+            job.out_index = index
+            outputs.append(slot)
 
     def _launch(self, outputs: list[Slot]) -> bool:
         lc = self._lc

@@ -42,6 +42,26 @@ def test_concurrent_requests_decode_together_and_match_one_at_a_time(model: Llam
     assert "1889" in together[0].text
 
 
+def test_prompts_first_gives_the_same_answers_and_reuses_a_prefix(model_path: Path) -> None:
+    # The GPU's admission (prompts first, whole micro-batches, lowest free
+    # slot) on the real model: a prompt longer than a micro-batch, prompts
+    # arriving while others decode, and a prefix cached in another slot.
+    m = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=4, n_batch=256, n_ubatch=64, prompt_steps=2)
+    try:
+        alone = [m.generate(m.tokenize(p), max_tokens=16) for p in PROMPTS]
+        long_prompt = m.tokenize("The handbook of the operations team, read before the first shift. " * 12)
+        assert len(long_prompt) > 64
+        running = m.submit(long_prompt, max_tokens=40, ignore_eog=True)
+        jobs = [m.submit(m.tokenize(p), max_tokens=16) for p in PROMPTS[:3]]
+        for a, b in zip(alone[:3], [j.result(timeout=300) for j in jobs], strict=True):
+            assert a.text.split("\n")[0][:30] == b.text.split("\n")[0][:30]
+        assert running.result(timeout=300).completion_tokens == 40
+        again = m.generate(long_prompt + m.tokenize(" And then?")[1:], max_tokens=2)
+        assert again.cached_tokens >= len(long_prompt) - 1
+    finally:
+        m.close()
+
+
 def test_a_repeated_prefix_is_not_evaluated_again(model: LlamaModel) -> None:
     tokens = model.tokenize(PROMPTS[1])
     first = model.generate(tokens, max_tokens=8, stop=("\n",))

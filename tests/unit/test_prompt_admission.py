@@ -1,0 +1,164 @@
+"""The scheduler's prompt admission (rag/generation/scheduler.py), on a fake
+llama.cpp that records every step's batch and splits it into micro-batches as
+llama.cpp does with one KV stream per sequence (``split_equal``, sequential):
+how many passes over the weights a burst of prompts costs, and how long a
+running stream waits for its next token."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from rag.generation.batch import Batch
+from rag.generation.job import GenerationJob
+from rag.generation.scheduler import Scheduler, Slot
+
+N_BATCH = 2048
+N_UBATCH = 512
+TOKEN = 7  # every sampled token: no end of generation, plain text
+
+
+def split_equal(seqs: list[int], n_ubatch: int) -> list[int]:
+    """llama.cpp's ``llama_batch_allocr::split_equal(n_ubatch, sequential=true)``
+    over a batch of single-sequence tokens: the sizes of its micro-batches."""
+    used = [False] * len(seqs)
+    sizes = []
+    while not all(used):
+        chosen: list[int] = []  # sequence ids, consecutive from the first unused token's
+        for i, s in enumerate(seqs):
+            if used[i] or s in chosen:
+                continue
+            if not chosen or s == chosen[-1] + 1:
+                chosen.append(s)
+        queues = {s: [i for i, t in enumerate(seqs) if t == s and not used[i]] for s in chosen}
+        size, rounds = 0, 0
+        while all(len(q) > rounds for q in queues.values()):
+            for q in queues.values():
+                used[q[rounds]] = True
+            rounds += 1
+            size += len(chosen)
+            if (rounds + 1) * len(chosen) > n_ubatch:
+                break
+        sizes.append(size)
+    return sizes
+
+
+class FakeLlama:
+    """The llama.cpp functions the scheduler calls. ``llama_decode`` records
+    the batch; ``gate`` (when set) holds the first decode until released."""
+
+    def __init__(self) -> None:
+        self.batch: Batch | None = None
+        self.steps: list[list[int]] = []  # sequence id of each token of each step
+        self.outputs: list[int] = []
+        self.gate: threading.Event | None = None
+        self.gated = threading.Event()
+
+    # memory
+    def llama_get_memory(self, ctx: Any) -> Any:
+        return ctx
+
+    def llama_memory_seq_rm(self, mem: Any, seq: int, p0: int, p1: int) -> bool:
+        return True
+
+    def llama_memory_seq_cp(self, mem: Any, src: int, dst: int, p0: int, p1: int) -> None:
+        pass
+
+    def llama_memory_clear(self, mem: Any, data: bool) -> None:
+        pass
+
+    # sampling
+    def llama_sampler_reset(self, sampler: Any) -> None:
+        pass
+
+    def llama_get_sampled_token_ith(self, ctx: Any, i: int) -> int:
+        return TOKEN
+
+    def llama_vocab_is_eog(self, vocab: Any, token: int) -> bool:
+        return False
+
+    def llama_decode(self, ctx: Any, raw: Any) -> int:
+        batch = self.batch
+        assert batch is not None
+        base = batch.seq_values.ctypes.data
+        self.steps.append([(int(p) - base) // 4 for p in batch.seq_id[: batch.n]])
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            self.gated.set()
+            assert gate.wait(10)
+        return 0
+
+
+def make_scheduler(fake: FakeLlama, slots: int, prompt_steps: int) -> Scheduler:
+    batch = Batch(SimpleNamespace(llama_batch=SimpleNamespace), N_BATCH, slots)
+    fake.batch = batch
+    return Scheduler(
+        fake, object(), object(), [Slot(seq_id=i, sampler=None) for i in range(slots)], batch,
+        n_vocab=16, piece=lambda t: b"x", prompt_cache=True, min_copy=16, backend_sampling=True,
+        overlap=True, name="fake", prompt_steps=prompt_steps, n_ubatch=N_UBATCH,
+    )
+
+
+def burst(fake: FakeLlama, prompt_steps: int, *, prompts: int = 16, length: int = 505,
+          gen: int = 4) -> tuple[list[list[int]], list[GenerationJob]]:
+    """One stream decoding (seq 0), then ``prompts`` requests arriving while a
+    step computes, as over HTTP; every job runs to the end."""
+    scheduler = make_scheduler(fake, prompts + 1, prompt_steps)
+    try:
+        first = GenerationJob([1, 2, 3], max_tokens=3 * gen + 40, stop=[], on_text=None, ignore_eog=True)
+        fake.gate = threading.Event()
+        gate = fake.gate
+        scheduler.put(first)
+        assert fake.gated.wait(10)
+        jobs = [GenerationJob([1] + [100 + i] * (length - 1), max_tokens=gen, stop=[], on_text=None,
+                              ignore_eog=True) for i in range(prompts)]
+        for job in jobs:  # the scheduler thread is inside llama_decode: it takes them together
+            scheduler.put(job)
+        gate.set()
+        for job in [first, *jobs]:
+            assert job.result(10).completion_tokens == job.max_tokens
+        return fake.steps, jobs
+    finally:
+        scheduler.stop()
+
+
+def passes(steps: list[list[int]]) -> int:
+    return sum(len(split_equal(step, N_UBATCH)) for step in steps)
+
+
+def test_a_burst_of_prompts_goes_in_whole_micro_batches() -> None:
+    steps, jobs = burst(FakeLlama(), prompt_steps=8)
+    prompt_steps = [s for s in steps[1:] if len(s) > 17]
+    # 16 prompts of 505 tokens: 16 micro-batches of one prompt each, no slivers,
+    # four prompts to a 2,048-token step, and no running stream's token among them.
+    assert [split_equal(s, N_UBATCH) for s in prompt_steps] == [[505] * 4] * 4
+    assert all(0 not in s for s in prompt_steps)
+    # Then every stream's next token in one micro-batch (consecutive slots).
+    decode = [s for s in steps if len(s) == 17]
+    assert decode and all(split_equal(s, N_UBATCH) == [17] for s in decode)
+    assert sorted(j.slot for j in jobs) == list(range(1, 17))
+
+
+def test_the_policy_before_ran_more_passes_for_the_same_burst() -> None:
+    filled = passes(burst(FakeLlama(), prompt_steps=8)[0])
+    mixed_steps = burst(FakeLlama(), prompt_steps=0)[0]
+    # Mixed: the running stream's token and unequal prompt chunks of
+    # neighbouring slots split into slivers of micro-batches.
+    assert any(min(split_equal(s, N_UBATCH)) < 32 for s in mixed_steps if len(s) > 17)
+    assert passes(mixed_steps) > filled
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_a_running_stream_waits_at_most_prompt_steps_steps(limit: int) -> None:
+    steps, _ = burst(FakeLlama(), prompt_steps=limit, prompts=32)
+    # From the burst on (the gated step was the first stream's), steps without
+    # the first stream's token come at most ``limit`` in a row while it runs.
+    run = longest = 0
+    last = max(i for i, s in enumerate(steps) if 0 in s)
+    for step in steps[1:last]:
+        run = 0 if 0 in step else run + 1
+        longest = max(longest, run)
+    assert longest == limit
