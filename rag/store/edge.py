@@ -36,7 +36,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,11 +48,14 @@ from rag.store.model import (
     Condition,
     DateRange,
     Hit,
+    Layout,
     Match,
     NumberRange,
     PayloadSchema,
     PointRecord,
     QuerySpec,
+    hit_of,
+    record_of,
 )
 
 __all__ = ["EdgeBackend", "is_edge_store"]
@@ -90,12 +92,6 @@ def _edge() -> Any:
             "the embedded store needs the qdrant-edge-py package (pip install qdrant-edge-py)"
         ) from exc
     return qdrant_edge
-
-
-@dataclass
-class _Layout:
-    dense: dict[str, int]
-    indexed: set[str] = field(default_factory=set)
 
 
 class _Shard:
@@ -229,6 +225,13 @@ class EdgeBackend:
                 self._wake.notify_all()
             self._thread.join(timeout=60)
         with self._lock:
+            shards = list(self._shards.values())
+        for s in shards:
+            # A build in progress (from any thread) sees the store closing, ends its
+            # child and removes its copy; nothing of it may outlive close().
+            with s.building:
+                pass
+        with self._lock:
             for s in self._shards.values():
                 with s.gate, s.lock:
                     self._close_shard(s)
@@ -270,7 +273,7 @@ class EdgeBackend:
             raise BackendError(f"Qdrant error: collection {name} doesn't exist")
         return s
 
-    def layout(self, name: str) -> _Layout:
+    def layout(self, name: str) -> Layout:
         s = self._need(name)
         try:
             config = json.loads((s.path / "edge_config.json").read_text())
@@ -279,7 +282,7 @@ class EdgeBackend:
             raise BackendError(f"cannot read the configuration of {s.path}: {exc}") from exc
         with s.lock:
             indexed = set(self._run(s, lambda: s.shard.info().payload_schema).keys())
-        return _Layout(dense=dense, indexed=indexed)
+        return Layout(dense=dense, indexed=indexed)
 
     def create(self, name: str, vector_size: int) -> None:
         qe = self._qe
@@ -297,9 +300,13 @@ class EdgeBackend:
         return self._qe
 
     def hnsw_config(self) -> Any:
-        # Qdrant's defaults, spelled out: 16 links per node, 100 candidates while
-        # building, exact search below 10 MB of matching vectors (small filters).
-        return self._qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000)
+        # 16 links per node (Qdrant's default); 64 candidates while building, not
+        # Qdrant's 100: half the build's CPU for the same recall (384-d clustered
+        # vectors at 20,000: 10.7 s against 20.7 s, top-10 recall at ef 128 0.986
+        # against 0.989; 32-d: 1.000 both), which is what makes a build of 1M
+        # points fit on 2 cores. All cores build (the child runs at a lower
+        # priority); exact search below 10 MB of matching vectors (small filters).
+        return self._qe.HnswIndexConfig(m=16, ef_construct=64, full_scan_threshold=10_000, max_indexing_threads=0)
 
     def optimizers_config(self) -> Any:
         # A build indexes every segment over 1 MB (about 700 vectors of 384
@@ -427,12 +434,7 @@ class EdgeBackend:
             )
         with s.lock:
             points = self._run(s, lambda: s.shard.query(request))
-        hits = []
-        for point in points:
-            vector = point.vector
-            dense = vector.get(DENSE) if isinstance(vector, dict) else None
-            hits.append(Hit(id=str(point.id), score=float(point.score), payload=point.payload or {}, dense=dense))
-        return hits
+        return [hit_of(point) for point in points]
 
     def scroll(self, name: str, batch: int = 256) -> Iterator[list[PointRecord]]:
         s = self._need(name)
@@ -441,16 +443,7 @@ class EdgeBackend:
             request = self._qe.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=True)
             with s.lock:
                 records, offset = self._run(s, lambda r=request: s.shard.scroll(r))
-            out = []
-            for r in records:
-                vectors: dict[str, list[float]] = {}
-                sparse: dict[str, tuple[list[int], list[float]]] = {}
-                for key, value in (r.vector or {}).items():
-                    if hasattr(value, "indices"):
-                        sparse[key] = (list(value.indices), list(value.values))
-                    else:
-                        vectors[key] = list(value)
-                out.append(PointRecord(id=str(r.id), vectors=vectors, sparse=sparse, payload=r.payload or {}))
+            out = [record_of(r) for r in records]
             if out:
                 yield out
             if offset is None:
@@ -496,7 +489,7 @@ class EdgeBackend:
         failed (logged)."""
         with self._lock:
             s = self._shards.get(self._aliases.get(name, name))
-        if s is None:
+        if s is None or self._closing.is_set():
             return False
         with s.building:
             copy = s.path.with_name(f"{_OPTIMIZING}{s.path.name}")

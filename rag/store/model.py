@@ -30,6 +30,7 @@ __all__ = [
     "Condition",
     "DateRange",
     "Hit",
+    "Layout",
     "Match",
     "MetadataValue",
     "NumberRange",
@@ -38,7 +39,9 @@ __all__ = [
     "QuerySpec",
     "ScoredChunk",
     "SearchFilter",
+    "hit_of",
     "point_id",
+    "record_of",
     "schema_of",
 ]
 
@@ -229,6 +232,41 @@ class Hit:
     score: float
     payload: dict[str, Any]
     dense: list[float] | None = None
+
+
+@dataclass
+class Layout:
+    """What a physical collection was created with: dense vector sizes by name,
+    payload fields with an index."""
+
+    dense: dict[str, int]
+    indexed: set[str] = field(default_factory=set)
+
+
+def _named_vectors(vector: Any) -> dict[str, Any]:
+    if isinstance(vector, dict):
+        return vector
+    return {} if vector is None else {"": vector}  # an unnamed vector (old layouts)
+
+
+def hit_of(point: Any) -> Hit:
+    """A scored point as either engine returns it (``id``, ``score``, ``payload``,
+    ``vector``: both clients spell them alike)."""
+    dense = _named_vectors(point.vector).get(DENSE)
+    return Hit(id=str(point.id), score=float(point.score), payload=point.payload or {}, dense=dense)
+
+
+def record_of(point: Any) -> PointRecord:
+    """A stored point as either engine reads it back, vectors split into dense
+    and sparse (``indices`` + ``values``)."""
+    vectors: dict[str, list[float]] = {}
+    sparse: dict[str, tuple[list[int], list[float]]] = {}
+    for key, value in _named_vectors(point.vector).items():
+        if hasattr(value, "indices"):
+            sparse[key] = (list(value.indices), list(value.values))
+        elif value is not None:
+            vectors[key] = list(value)
+    return PointRecord(id=str(point.id), vectors=vectors, sparse=sparse, payload=point.payload or {})
 
 
 @dataclass(frozen=True)

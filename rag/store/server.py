@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from rag.errors import BackendError
@@ -22,20 +21,17 @@ from rag.store.model import (
     Condition,
     DateRange,
     Hit,
+    Layout,
     Match,
     NumberRange,
     PayloadSchema,
     PointRecord,
     QuerySpec,
+    hit_of,
+    record_of,
 )
 
 __all__ = ["ServerBackend"]
-
-
-@dataclass
-class _Layout:
-    dense: dict[str, int]
-    indexed: set[str] = field(default_factory=set)
 
 
 class ServerBackend:
@@ -91,14 +87,14 @@ class ServerBackend:
     def exists(self, name: str) -> bool:
         return bool(self._call(self._client.collection_exists, name))
 
-    def layout(self, name: str) -> _Layout:
+    def layout(self, name: str) -> Layout:
         info = self._call(self._client.get_collection, name)
         vectors = info.config.params.vectors
         if isinstance(vectors, dict):
             dense = {k: int(v.size) for k, v in vectors.items()}
         else:
             dense = {"": int(vectors.size)} if vectors is not None else {}
-        return _Layout(dense=dense, indexed=set((info.payload_schema or {}).keys()))
+        return Layout(dense=dense, indexed=set((info.payload_schema or {}).keys()))
 
     def create(self, name: str, vector_size: int) -> None:
         from qdrant_client import models
@@ -197,11 +193,7 @@ class ServerBackend:
             with_vectors=[DENSE] if spec.with_dense else False,
             **kwargs,
         )
-        hits = []
-        for point in response.points:
-            dense = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
-            hits.append(Hit(id=str(point.id), score=float(point.score), payload=point.payload or {}, dense=dense))
-        return hits
+        return [hit_of(point) for point in response.points]
 
     def scroll(self, name: str, batch: int = 256) -> Iterator[list[PointRecord]]:
         offset: Any = None
@@ -209,17 +201,7 @@ class ServerBackend:
             points, offset = self._call(
                 self._client.scroll, name, limit=batch, offset=offset, with_payload=True, with_vectors=True
             )
-            records = []
-            for p in points:
-                vectors: dict[str, list[float]] = {}
-                sparse: dict[str, tuple[list[int], list[float]]] = {}
-                raw = p.vector if isinstance(p.vector, dict) else {"": p.vector}
-                for key, value in raw.items():
-                    if hasattr(value, "indices"):
-                        sparse[key] = (list(value.indices), list(value.values))
-                    elif value is not None:
-                        vectors[key] = list(value)
-                records.append(PointRecord(id=str(p.id), vectors=vectors, sparse=sparse, payload=p.payload or {}))
+            records = [record_of(p) for p in points]
             if records:
                 yield records
             if offset is None:

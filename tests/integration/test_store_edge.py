@@ -4,8 +4,10 @@ one process per store, and the migration from qdrant-client's local mode."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from rag.errors import BackendError
 from rag.lexical import LexicalEncoder
 from rag.settings import Settings
 from rag.store import ChunkPoint, SearchFilter, VectorStore
+from rag.store import edge as edge_module
 from rag.store.server import ServerBackend
 
 CID = "ed9e0000-0000-4000-8000-000000000001"
@@ -72,6 +75,94 @@ def test_hnsw_recall_against_exact_search_at_20000_points(tmp_path: Path) -> Non
         assert store.count(CID) == n
     finally:
         store.close()
+
+
+def _children() -> set[int]:
+    """Live child processes of this process (from /proc)."""
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_closing_the_store_during_an_index_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() while the child process builds the index: close does not hang, the
+    child is ended, its unfinished copy is removed, and every point is there
+    (and searchable, and indexable) when the store is opened again."""
+    dim, n = 16, 3_000
+    rng = random.Random(11)
+    enc = LexicalEncoder(avg_len=10)
+    words = ["red", "green", "blue", "cyan", "magenta", "yellow", "black", "white"]
+    chunks = []
+    for i in range(n):
+        text = " ".join(rng.choices(words, k=6))
+        chunks.append(
+            ChunkPoint(f"d{i // 100}", i % 100, text, _unit(rng, dim), "f", lexical=enc.encode_document(text))
+        )
+    queries = [(_unit(rng, dim), enc.encode_query(" ".join(rng.sample(words, 2)))) for _ in range(5)]
+
+    def answers(store: VectorStore) -> list[list[tuple[str, int]]]:
+        return [
+            [(h.document_id, h.chunk_index) for h in store.search(CID, 10, dense=d, lexical=lx, exact=True)]
+            for d, lx in queries
+        ]
+
+    # The real build, in a child that then goes on as if its build were long: it
+    # says when it has started and never ends by itself.
+    started = tmp_path / "child-started"
+    child = edge_module._OPTIMIZE_CHILD.replace("shard.flush()\n", "import time\ntime.sleep(3600)\nshard.flush()\n")
+    assert child != edge_module._OPTIMIZE_CHILD
+    monkeypatch.setattr(edge_module, "_OPTIMIZE_CHILD", f"open({str(started)!r}, 'w').close()\n{child}")
+
+    path = tmp_path / "store"
+    store = VectorStore(path=path, index_after=10**9)
+    store.ensure_collection(CID, dim)
+    for start in range(0, n, 500):
+        store.upsert(CID, chunks[start : start + 500])
+    before = answers(store)
+    before_children = _children()
+    built: list[bool] = []
+    builder = threading.Thread(target=lambda: built.append(store.optimize(CID)))
+    builder.start()
+    _wait_for(started.exists, "the build's child process to start")
+    building = _children() - before_children
+    assert len(building) == 1 and any((path / "collections").glob(".optimizing-*"))
+
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(timeout=60)
+    assert not closer.is_alive(), "close() hangs while an index build runs"
+    # Once close() has returned, the child is ended and reaped and its unfinished
+    # copy removed (another process may open the store right away).
+    assert not (building & _children())
+    for pid in building:
+        assert not os.path.exists(f"/proc/{pid}")
+    assert not any((path / "collections").glob(".*"))
+    builder.join(timeout=60)
+    assert built == [False]
+
+    monkeypatch.undo()
+    again = VectorStore(path=path, index_after=10**9)
+    try:
+        assert again.count(CID) == n
+        assert answers(again) == before
+        assert again.optimize(CID)  # a build from scratch still works
+        assert again.count(CID) == n and answers(again) == before
+        again.upsert(CID, chunks[:1])
+        assert again.count(CID) == n
+    finally:
+        again.close()
 
 
 def test_one_process_at_a_time(tmp_path: Path) -> None:
