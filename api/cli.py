@@ -380,14 +380,14 @@ app.add_typer(keys_app, name="keys")
 
 def _authority() -> Any:
     from rag.auth import KeyAuthority, load_or_create_secret
-    from rag.registry import Registry
+    from rag.registry import Database
 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not settings.auth_enabled:
         typer.echo("note: authentication is off (RAG_AUTH_ENABLED=false); keys take effect when it is on", err=True)
     return KeyAuthority(
-        Registry(settings.resolved_database_url), load_or_create_secret(settings.auth_secret, settings.data_dir)
+        Database(settings.resolved_database_url), load_or_create_secret(settings.auth_secret, settings.data_dir)
     )
 
 

@@ -90,11 +90,11 @@ def state_collector(runtime: Any) -> metrics.StateCollector:
 
     def document_counts() -> dict[str, int]:
         totals: dict[str, int] = {}
-        for collection in registry.list_collections():
-            stats = registry.collection_stats(collection.id)
-            for key, n in stats.items():
-                if key not in ("documents", "chunks"):
-                    totals[key] = totals.get(key, 0) + n
+        with registry.unit_of_work() as uow:
+            for collection in uow.collections.list_all():
+                for key, n in uow.collections.stats(collection.id).items():
+                    if key not in ("documents", "chunks"):
+                        totals[key] = totals.get(key, 0) + n
         return totals
 
     return metrics.StateCollector(document_counts=document_counts, pool=lambda: getattr(runtime, "pool", None))

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api.auth import AuthMiddleware
 from api.limits import BodyLimitMiddleware, OriginGuardMiddleware, install_cors
 from rag.auth import KeyAuthority, load_or_create_secret
-from rag.registry import Registry
+from rag.registry import Database
 from rag.settings import Settings
 
 __all__ = ["install_guards", "open_door"]
@@ -27,7 +27,7 @@ def install_guards(app: FastAPI, settings: Settings) -> None:
     install_cors(app, settings.cors_origins)
 
 
-def open_door(app: FastAPI, settings: Settings, registry: Registry) -> None:
+def open_door(app: FastAPI, settings: Settings, registry: Database) -> None:
     """At start-up (blocking: call it in a thread): the key authority, and on the
     first start the bootstrap admin key."""
     if not settings.auth_enabled:

@@ -111,7 +111,8 @@ def child_e2e(args: argparse.Namespace) -> dict[str, Any]:
             uploaded = time.perf_counter() - started
             deadline = time.monotonic() + args.timeout
             while True:
-                documents = [runtime.registry.get_document_by_id(i) for i in ids]
+                with runtime.registry.unit_of_work() as uow:
+                    documents = [uow.documents.get_by_id(i) for i in ids]
                 pending = [d for d in documents if d and d.status in (DocumentStatus.QUEUED, DocumentStatus.PROCESSING)]
                 if not pending:
                     break

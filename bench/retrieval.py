@@ -95,7 +95,8 @@ def score_modes(runtime: Any, items: Sequence[Any]) -> dict[str, dict[str, float
     (questions embedded in batches; hybrid candidates from --candidates)."""
     from rag.evaluation import first_correct_rank
 
-    collection = runtime.registry.get_collection("squad")
+    with runtime.registry.unit_of_work() as uow:
+        collection = uow.collections.get("squad")
     answerable = [i for i in items if i.answerable]
     depth = max(KS)
     results: dict[str, dict[str, float]] = {}

@@ -25,7 +25,7 @@ from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet
 from rag.errors import BackendError, ParseCancelledError, RagError
 from rag.lexical import LexicalEncoder
-from rag.registry import DocumentRecord, DocumentStatus, Registry, VersionStatus
+from rag.registry import Database, DocumentRecord, DocumentStatus, VersionStatus
 from rag.store import ChunkPoint, VectorStore
 
 __all__ = ["IndexOutcome", "Indexer"]
@@ -49,7 +49,7 @@ class Indexer:
     def __init__(
         self,
         *,
-        registry: Registry,
+        registry: Database,
         store: VectorStore,
         embedder: Embedder,
         blobs: BlobStore,
@@ -82,10 +82,10 @@ class Indexer:
         return f"max_tokens={self._chunk_max_tokens} overlap_tokens={self._chunk_overlap_tokens}"
 
     def index_document(self, document_id: str) -> IndexOutcome:
-        document = self._registry.get_document_by_id(document_id)
+        document = self._document(document_id)
         if document is None:
             return IndexOutcome(document_id, "skipped")
-        self._registry.set_document_status(document.id, DocumentStatus.PROCESSING)
+        self._set_status(document.id, DocumentStatus.PROCESSING)
         try:
             count = self._index(document)
         except ParseCancelledError:
@@ -94,22 +94,32 @@ class Indexer:
             return IndexOutcome(document.id, "skipped")
         except BackendError:
             # The store or DB is down: retryable, so leave the document queued.
-            self._registry.set_document_status(document.id, DocumentStatus.QUEUED)
+            self._set_status(document.id, DocumentStatus.QUEUED)
             raise
         except RagError as exc:
             return self._fail(document, exc.message)
         except Exception as exc:
             log.exception("indexing %s (%s) failed", document.filename, document.id)
             return self._fail(document, f"{type(exc).__name__}: {exc}")
-        if self._registry.get_document_by_id(document.id) is None:
+        if self._document(document.id) is None:
             # Deleted while it was being indexed: take back what was written.
             self._store.delete_document_everywhere(document.collection_id, document.id)
             return IndexOutcome(document.id, "skipped")
-        self._registry.set_document_status(document.id, DocumentStatus.INDEXED, chunk_count=count)
+        self._set_status(document.id, DocumentStatus.INDEXED, chunk_count=count)
         return IndexOutcome(document.id, "indexed", chunks=count)
 
+    def _document(self, document_id: str) -> DocumentRecord | None:
+        with self._registry.unit_of_work() as uow:
+            return uow.documents.get_by_id(document_id)
+
+    def _set_status(
+        self, document_id: str, status: DocumentStatus, *, error: str | None = None, chunk_count: int | None = None
+    ) -> None:
+        with self._registry.unit_of_work() as uow:
+            uow.documents.set_status(document_id, status, error=error, chunk_count=chunk_count)
+
     def _fail(self, document: DocumentRecord, reason: str) -> IndexOutcome:
-        self._registry.set_document_status(document.id, DocumentStatus.FAILED, error=reason, chunk_count=0)
+        self._set_status(document.id, DocumentStatus.FAILED, error=reason, chunk_count=0)
         self._store.delete_document_everywhere(document.collection_id, document.id)
         return IndexOutcome(document.id, "failed", error=reason)
 
@@ -120,7 +130,7 @@ class Indexer:
         with metrics.stage("parse"):
             # A deleted document (or collection) stops its running parse.
             blocks = self._parser.parse(
-                path, document.filename, cancelled=lambda: self._registry.get_document_by_id(document.id) is None
+                path, document.filename, cancelled=lambda: self._document(document.id) is None
             )
         log.info("parsed %s (%s): %d blocks", document.filename, document.id, len(blocks))
         return blocks
@@ -151,9 +161,11 @@ class Indexer:
     def _targets(self, collection_id: str) -> list[tuple[VectorStore, Embedder]]:
         """Where a document goes: the served version (through the alias), then
         any version a full re-index is building."""
-        active = self._registry.active_version(collection_id)
+        with self._registry.unit_of_work() as uow:
+            active = uow.versions.active(collection_id)
+            building_versions = uow.versions.with_status(collection_id, VersionStatus.BUILDING)
         targets = [(self._store, self._embedders.get(active.embedding_model if active else None))]
-        for building in self._registry.versions_with_status(collection_id, VersionStatus.BUILDING):
+        for building in building_versions:
             targets.append(
                 (
                     self._store.at_version(collection_id, building.version),

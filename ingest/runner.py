@@ -27,7 +27,7 @@ from rag.embedder import EmbedderSet
 from rag.errors import BackendError, FileTooLargeError, InvalidRequestError, RagError
 from rag.folders import FolderFile, scan_folder
 from rag.quality import RECALL_AT, answer_recall, passes_gate
-from rag.registry import DocumentRecord, DocumentStatus, Registry, RunRecord, RunStatus, RunUpdate, VersionStatus
+from rag.registry import Database, DocumentRecord, DocumentStatus, RunRecord, RunStatus, RunUpdate, VersionStatus
 from rag.reindex import ReindexService
 from rag.retrieval import Retriever
 from rag.store import VectorStore
@@ -66,7 +66,7 @@ class ReindexRunner:
     def __init__(
         self,
         *,
-        registry: Registry,
+        registry: Database,
         store: VectorStore,
         blobs: BlobStore,
         indexer: Indexer,
@@ -89,7 +89,8 @@ class ReindexRunner:
         self._retriever = retriever
 
     def run(self, run_id: str) -> RunRecord | None:
-        run = self._registry.get_run(run_id)
+        with self._registry.unit_of_work() as uow:
+            run = uow.runs.get(run_id)
         if run is None or run.status is not RunStatus.QUEUED:
             return run  # gone, or delivered twice
         cid = run.collection_id
@@ -99,7 +100,8 @@ class ReindexRunner:
             if locked:
                 uow.runs.update(run.id, RunUpdate(status=RunStatus.RUNNING, started_at=datetime.now(UTC)))
         if not locked:
-            holder = self._registry.reindex_lock_holder(cid)
+            with self._registry.unit_of_work() as uow:
+                holder = uow.runs.lock_holder(cid)
             reason = f"another re-index of the collection is running (run {holder})"
             return self._finish(run.id, RunStatus.SKIPPED, error=reason)
         try:
@@ -119,12 +121,17 @@ class ReindexRunner:
                 return self._finish(run.id, RunStatus.FAILED, counts, error=f"{type(exc).__name__}: {exc}")
             return self._finish(run.id, RunStatus.SUCCEEDED, counts)
         finally:
-            self._registry.release_reindex_lock(cid, run.id)
+            with self._registry.unit_of_work() as uow:
+                uow.runs.release_lock(cid, run.id)
 
     def _finish(
         self, run_id: str, status: RunStatus, counts: RunCounts | None = None, error: str | None = None
     ) -> RunRecord | None:
-        return self._registry.update_run(run_id, (counts or RunCounts()).update(status, error))
+        return self._update_run(run_id, (counts or RunCounts()).update(status, error))
+
+    def _update_run(self, run_id: str, change: RunUpdate) -> RunRecord | None:
+        with self._registry.unit_of_work() as uow:
+            return uow.runs.update(run_id, change)
 
     # --- sync --------------------------------------------------------------------
     def _sync(self, run: RunRecord, counts: RunCounts) -> None:
@@ -132,18 +139,20 @@ class ReindexRunner:
         folder = self._reindex.checked_folder(cid)
         if folder is None:
             raise InvalidRequestError("the collection is not bound to a folder")
-        known = self._registry.list_folder_files(cid)
+        with self._registry.unit_of_work() as uow:
+            known = uow.folders.list_files(cid)
         seen: set[str] = set()
         for file in scan_folder(folder, is_supported=self._is_supported):
             seen.add(file.relpath)
             row = known.get(file.relpath)
-            document = self._registry.get_document_by_id(row.document_id) if row else None
+            document = self._document(row.document_id) if row else None
             if row is not None and document is not None and row.content_hash == file.content_hash:
                 counts.unchanged += 1
                 continue
             if row is not None and document is not None and not row.owned:
                 # The file had matched an uploaded document: leave that one alone.
-                self._registry.delete_folder_file(cid, file.relpath)
+                with self._registry.unit_of_work() as uow:
+                    uow.folders.delete_file(cid, file.relpath)
                 document = None
             try:
                 ok = self._ingest_file(cid, file, document)
@@ -159,8 +168,10 @@ class ReindexRunner:
         for relpath, row in known.items():
             if relpath in seen:
                 continue
-            self._registry.delete_folder_file(cid, relpath)
-            if row.owned and self._registry.count_folder_refs(row.document_id) == 0:
+            with self._registry.unit_of_work() as uow:
+                uow.folders.delete_file(cid, relpath)
+                orphaned = row.owned and uow.folders.count_refs(row.document_id) == 0
+            if orphaned:
                 self._delete_document(cid, row.document_id)
             counts.deleted += 1
 
@@ -184,48 +195,64 @@ class ReindexRunner:
             if not created:  # the same bytes are already a document of the collection
                 return record.status is not DocumentStatus.FAILED
             return self._indexer.index_document(record.id).status == "indexed"
-        same = self._registry.find_document_by_hash(cid, digest)
+        with self._registry.unit_of_work() as uow:
+            same = uow.documents.find_by_hash(cid, digest)
         if same is not None and same.id != document.id:
             # Now identical to another document: share it, drop the old one if orphaned.
-            self._registry.put_folder_file(cid, file.relpath, same.id, digest, owned=False)
-            if self._registry.count_folder_refs(document.id) == 0:
+            with self._registry.unit_of_work() as uow:
+                uow.folders.put_file(cid, file.relpath, same.id, digest, owned=False)
+                orphaned = uow.folders.count_refs(document.id) == 0
+            if orphaned:
                 self._delete_document(cid, document.id)
             return same.status is not DocumentStatus.FAILED
         old_hash = document.content_hash
         with self._registry.unit_of_work() as uow:
             uow.documents.replace_content(document.id, content_hash=digest, size_bytes=size, filename=filename)
             uow.folders.put_file(cid, file.relpath, document.id, digest)
-        if old_hash != digest and self._registry.count_documents_with_hash(old_hash) == 0:
-            self._blobs.delete(old_hash)
+        if old_hash != digest:
+            self._drop_blob_if_unused(old_hash)
         return self._indexer.index_document(document.id).status == "indexed"
 
     def _delete_document(self, cid: str, document_id: str) -> None:
-        document = self._registry.get_document_by_id(document_id)
+        document = self._document(document_id)
         if document is None:
             return
-        self._registry.delete_document(document_id)
+        with self._registry.unit_of_work() as uow:
+            uow.documents.delete(document_id)
         self._store.delete_document_everywhere(cid, document_id)
-        if self._registry.count_documents_with_hash(document.content_hash) == 0:
-            self._blobs.delete(document.content_hash)
+        self._drop_blob_if_unused(document.content_hash)
+
+    def _drop_blob_if_unused(self, digest: str) -> None:
+        with self._registry.unit_of_work() as uow:
+            unused = uow.documents.count_with_hash(digest) == 0
+        if unused:
+            self._blobs.delete(digest)
+
+    def _document(self, document_id: str) -> DocumentRecord | None:
+        with self._registry.unit_of_work() as uow:
+            return uow.documents.get_by_id(document_id)
 
     # --- full --------------------------------------------------------------------
     def _full(self, run: RunRecord, counts: RunCounts) -> None:
         cid = run.collection_id
         embedder = self._embedders.default  # the configured model builds new versions
-        active = self._registry.active_version(cid)
-        version = max(self._registry.next_version_number(cid), max(self._store.list_versions(cid), default=0) + 1)
+        with self._registry.unit_of_work() as uow:
+            active = uow.versions.active(cid)
+            next_number = uow.versions.next_number(cid)
+        version = max(next_number, max(self._store.list_versions(cid), default=0) + 1)
         self._store.create_version(cid, version, embedder.dimension)
         # Registered before the documents are listed: from here on the Indexer also
         # writes new uploads into this version, so none is missed.
-        self._registry.add_version(
-            cid,
-            version,
-            VersionStatus.BUILDING,
-            embedding_model=embedder.model_id,
-            dimension=embedder.dimension,
-            chunking=self._indexer.chunking,
-        )
-        self._registry.update_run(
+        with self._registry.unit_of_work() as uow:
+            uow.versions.add(
+                cid,
+                version,
+                VersionStatus.BUILDING,
+                embedding_model=embedder.model_id,
+                dimension=embedder.dimension,
+                chunking=self._indexer.chunking,
+            )
+        self._update_run(
             run.id,
             RunUpdate(from_version=active.version if active else self._store.aliased_version(cid), to_version=version),
         )
@@ -233,7 +260,8 @@ class ReindexRunner:
             self._build_and_promote(cid, version, counts, run.id)
         except BaseException as exc:
             status = VersionStatus.REJECTED if isinstance(exc, _Rejected) else VersionStatus.FAILED
-            self._registry.set_version_status(cid, version, status)
+            with self._registry.unit_of_work() as uow:
+                uow.versions.set_status(cid, version, status)
             try:
                 self._store.drop_version(cid, version)
             except RagError:
@@ -245,7 +273,9 @@ class ReindexRunner:
         view = self._store.at_version(cid, version)
         chunk_counts: dict[str, int] = {}
         lost: list[str] = []
-        for document in self._registry.list_documents(cid):
+        with self._registry.unit_of_work() as uow:
+            documents = uow.documents.list_for(cid)
+        for document in documents:
             try:
                 chunk_counts[document.id] = self._indexer.index_into(document, view, embedder)
                 counts.updated += 1
@@ -259,7 +289,7 @@ class ReindexRunner:
         # Deleted while the build ran: the delete reached this version before the
         # loop may have written the document again.
         for document_id in list(chunk_counts):
-            if self._registry.get_document_by_id(document_id) is None:
+            if self._document(document_id) is None:
                 view.delete_document(cid, document_id)
                 del chunk_counts[document_id]
         if lost:
@@ -269,11 +299,10 @@ class ReindexRunner:
             )
         self._gate(cid, version, run_id)
         self._reindex.switch_to(cid, version)
-        for document in self._registry.list_documents(cid):
-            if document.status is DocumentStatus.FAILED and document.id in chunk_counts:
-                self._registry.set_document_status(
-                    document.id, DocumentStatus.INDEXED, chunk_count=chunk_counts[document.id]
-                )
+        with self._registry.unit_of_work() as uow:
+            for document in uow.documents.list_for(cid):
+                if document.status is DocumentStatus.FAILED and document.id in chunk_counts:
+                    uow.documents.set_status(document.id, DocumentStatus.INDEXED, chunk_count=chunk_counts[document.id])
 
     def _gate(self, cid: str, version: int, run_id: str) -> None:
         golden = self._reindex.golden(cid)
@@ -287,7 +316,7 @@ class ReindexRunner:
         candidate = answer_recall(
             golden, lambda q, k: self._retriever.search(cid, q, k, rerank=False, version=version)[0], RECALL_AT
         )
-        self._registry.update_run(run_id, RunUpdate(score_current=current, score_candidate=candidate))
+        self._update_run(run_id, RunUpdate(score_current=current, score_candidate=candidate))
         if not passes_gate(current, candidate, self._margin):
             raise _Rejected(
                 f"answer-recall@{RECALL_AT} of the new version {candidate:.3f} is below the current "

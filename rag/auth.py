@@ -37,7 +37,7 @@ from rag.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from rag.registry import ApiKeyRecord, Registry
+from rag.registry import ApiKeyRecord, Database
 
 __all__ = [
     "ALL_ACCESS",
@@ -154,7 +154,7 @@ def load_or_create_secret(configured: str | None, data_dir: Path) -> bytes:
 class KeyAuthority:
     """Creates, checks, lists and revokes keys in the registry."""
 
-    def __init__(self, registry: Registry, secret: bytes) -> None:
+    def __init__(self, registry: Database, secret: bytes) -> None:
         self._registry = registry
         self._secret = secret
 
@@ -164,7 +164,8 @@ class KeyAuthority:
     def authenticate(self, key: str | None) -> Principal:
         if not key:
             raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>'")
-        record = self._registry.find_api_key(self._hash(key))
+        with self._registry.unit_of_work() as uow:
+            record = uow.api_keys.find_by_hash(self._hash(key))
         if record is None or record.revoked_at is not None:
             raise AuthenticationError("the API key is not valid")
         return Principal(key_id=record.id, scopes=parse_scopes(record.scopes))
@@ -176,17 +177,20 @@ class KeyAuthority:
         if not 1 <= len(name) <= 128 or not name.isprintable():
             raise InvalidRequestError("a key name is 1-128 printable characters")
         key = key or f"rag-{secrets.token_urlsafe(32)}"
-        record = self._registry.add_api_key(
-            name=name, key_hash=self._hash(key), prefix=key[:8], scopes=[str(s) for s in parsed]
-        )
+        with self._registry.unit_of_work() as uow:
+            record = uow.api_keys.add(
+                name=name, key_hash=self._hash(key), prefix=key[:8], scopes=[str(s) for s in parsed]
+            )
         assert record is not None  # only if_absent inserts may find the row there
         return record, key
 
     def list(self) -> list[ApiKeyRecord]:
-        return self._registry.list_api_keys()
+        with self._registry.unit_of_work() as uow:
+            return uow.api_keys.list_all()
 
     def revoke(self, key_id: str) -> ApiKeyRecord:
-        record = self._registry.revoke_api_key(key_id)
+        with self._registry.unit_of_work() as uow:
+            record = uow.api_keys.revoke(key_id)
         if record is None:
             raise NotFoundError(f"key {key_id!r} not found")
         return record
@@ -199,13 +203,14 @@ class KeyAuthority:
         if configured is not None and len(configured) < MIN_KEY_LENGTH:
             raise ConfigurationError(f"RAG_BOOTSTRAP_ADMIN_KEY must be at least {MIN_KEY_LENGTH} characters")
         key = configured or f"rag-{secrets.token_urlsafe(32)}"
-        created = self._registry.add_api_key(
-            name="bootstrap admin",
-            key_hash=self._hash(key),
-            # A key chosen by the operator may be short: none of it is kept in clear.
-            prefix=key[:8] if configured is None else "(setting)",
-            scopes=["admin:*"],
-            key_id=BOOTSTRAP_KEY_ID,
-            if_absent=True,
-        )
+        with self._registry.unit_of_work() as uow:
+            created = uow.api_keys.add(
+                name="bootstrap admin",
+                key_hash=self._hash(key),
+                # A key chosen by the operator may be short: none of it is kept in clear.
+                prefix=key[:8] if configured is None else "(setting)",
+                scopes=["admin:*"],
+                key_id=BOOTSTRAP_KEY_ID,
+                if_absent=True,
+            )
         return key if created is not None and configured is None else None

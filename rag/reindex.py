@@ -20,8 +20,8 @@ from rag.folders import resolve_bound_folder
 from rag.quality import GoldenQuestion, parse_golden_jsonl
 from rag.registry import (
     CollectionRecord,
+    Database,
     GoldenRecord,
-    Registry,
     RunRecord,
     RunStatus,
     RunUpdate,
@@ -42,7 +42,7 @@ class ReindexService:
     def __init__(
         self,
         *,
-        registry: Registry,
+        registry: Database,
         store: VectorStore,
         enqueue_run: Callable[[str], None],
         sync_roots: Sequence[Path],
@@ -59,25 +59,31 @@ class ReindexService:
         self._grace_s = misfire_grace_s
 
     def _collection(self, name: str) -> CollectionRecord:
-        return self.registry.get_collection(name)
+        with self.registry.unit_of_work() as uow:
+            return uow.collections.get(name)
 
     # --- folder binding ----------------------------------------------------------
     def bind_folder(self, name: str, folder: str) -> str:
         collection = self._collection(name)
         real = resolve_bound_folder(folder, self._roots)
-        self.registry.set_folder(collection.id, str(real))
+        with self.registry.unit_of_work() as uow:
+            uow.folders.set_binding(collection.id, str(real))
         return str(real)
 
     def unbind_folder(self, name: str) -> None:
-        self.registry.set_folder(self._collection(name).id, None)
+        collection = self._collection(name)
+        with self.registry.unit_of_work() as uow:
+            uow.folders.set_binding(collection.id, None)
 
     def get_folder(self, name: str) -> str | None:
-        return self.registry.get_folder(self._collection(name).id)
+        with self.registry.unit_of_work() as uow:
+            return uow.folders.get_binding(uow.collections.get(name).id)
 
     def checked_folder(self, collection_id: str) -> Path | None:
         """The bound folder, re-checked against the roots at run time (the
         settings or a symlink may have changed since it was bound)."""
-        folder = self.registry.get_folder(collection_id)
+        with self.registry.unit_of_work() as uow:
+            folder = uow.folders.get_binding(collection_id)
         return resolve_bound_folder(folder, self._roots) if folder is not None else None
 
     # --- schedules ---------------------------------------------------------------
@@ -87,13 +93,16 @@ class ReindexService:
         collection = self._collection(name)
         validate_schedule(cron, timezone, kind)
         self._check_kind(collection, kind)
-        return self.registry.create_schedule(collection.id, cron=cron, timezone=timezone, kind=kind, enabled=enabled)
+        with self.registry.unit_of_work() as uow:
+            return uow.schedules.create(collection.id, cron=cron, timezone=timezone, kind=kind, enabled=enabled)
 
     def list_schedules(self, name: str) -> list[ScheduleRecord]:
-        return self.registry.list_schedules(self._collection(name).id)
+        with self.registry.unit_of_work() as uow:
+            return uow.schedules.list_for(uow.collections.get(name).id)
 
     def get_schedule(self, name: str, schedule_id: str) -> ScheduleRecord:
-        return self.registry.get_schedule(self._collection(name).id, schedule_id)
+        with self.registry.unit_of_work() as uow:
+            return uow.schedules.get(uow.collections.get(name).id, schedule_id)
 
     def update_schedule(
         self,
@@ -105,22 +114,27 @@ class ReindexService:
         kind: str | None = None,
         enabled: bool | None = None,
     ) -> ScheduleRecord:
-        collection = self._collection(name)
-        current = self.registry.get_schedule(collection.id, schedule_id)
+        with self.registry.unit_of_work() as uow:
+            collection = uow.collections.get(name)
+            current = uow.schedules.get(collection.id, schedule_id)
         validate_schedule(cron or current.cron, timezone or current.timezone, kind or current.kind)
         self._check_kind(collection, kind or current.kind)
-        return self.registry.update_schedule(
-            collection.id, schedule_id, ScheduleUpdate(cron=cron, timezone=timezone, kind=kind, enabled=enabled)
-        )
+        change = ScheduleUpdate(cron=cron, timezone=timezone, kind=kind, enabled=enabled)
+        with self.registry.unit_of_work() as uow:
+            return uow.schedules.update(collection.id, schedule_id, change)
 
     def delete_schedule(self, name: str, schedule_id: str) -> None:
-        self.registry.delete_schedule(self._collection(name).id, schedule_id)
+        collection = self._collection(name)
+        with self.registry.unit_of_work() as uow:
+            uow.schedules.delete(collection.id, schedule_id)
 
     def tick(self, now: datetime | None = None, *, claimer: str = "beat") -> list[RunRecord]:
         """Start the runs of every due slot not claimed yet; drop expired versions."""
         now = now or datetime.now(UTC)
         started: list[RunRecord] = []
-        for schedule in self.registry.list_schedules():
+        with self.registry.unit_of_work() as uow:
+            schedules = uow.schedules.list_for()
+        for schedule in schedules:
             if not schedule.enabled:
                 continue
             try:
@@ -130,7 +144,7 @@ class ReindexService:
             except InvalidRequestError:
                 log.exception("schedule %s is invalid", schedule.id)
                 continue
-            if slot is None or not self.registry.claim_slot(schedule.id, slot, claimer):
+            if slot is None or not self._claim(schedule.id, slot, claimer):
                 continue
             started.append(
                 self._start_run(
@@ -139,6 +153,10 @@ class ReindexService:
             )
         self.drop_expired_versions(now)
         return started
+
+    def _claim(self, schedule_id: str, slot: datetime, claimer: str) -> bool:
+        with self.registry.unit_of_work() as uow:
+            return uow.schedules.claim_slot(schedule_id, slot, claimer)
 
     # --- runs ----------------------------------------------------------------------
     def request_run(self, name: str, kind: str) -> RunRecord:
@@ -155,7 +173,9 @@ class ReindexService:
         return self._start_run(collection.id, kind, trigger="manual")
 
     def _check_kind(self, collection: CollectionRecord, kind: str) -> None:
-        if kind == "sync" and self.registry.get_folder(collection.id) is None:
+        with self.registry.unit_of_work() as uow:
+            folder = uow.folders.get_binding(collection.id)
+        if kind == "sync" and folder is None:
             raise InvalidRequestError(
                 f"collection {collection.name!r} is not bound to a folder; a sync needs one (PUT .../source)"
             )
@@ -170,27 +190,30 @@ class ReindexService:
         slot_at: datetime | None = None,
     ) -> RunRecord:
         open_runs = self.open_runs(collection_id)
-        if open_runs and trigger == "schedule":
-            return self.registry.create_run(
-                collection_id,
-                kind=kind,
-                trigger=trigger,
-                schedule_id=schedule_id,
-                slot_at=slot_at,
-                status=RunStatus.SKIPPED,
-                error=f"another re-index of the collection is {open_runs[0].status.value} (run {open_runs[0].id})",
-            )
-        run = self.registry.create_run(
-            collection_id, kind=kind, trigger=trigger, schedule_id=schedule_id, slot_at=slot_at
-        )
+        with self.registry.unit_of_work() as uow:
+            if open_runs and trigger == "schedule":
+                return uow.runs.create(
+                    collection_id,
+                    kind=kind,
+                    trigger=trigger,
+                    schedule_id=schedule_id,
+                    slot_at=slot_at,
+                    status=RunStatus.SKIPPED,
+                    error=f"another re-index of the collection is {open_runs[0].status.value} (run {open_runs[0].id})",
+                )
+            run = uow.runs.create(collection_id, kind=kind, trigger=trigger, schedule_id=schedule_id, slot_at=slot_at)
         try:
             self._enqueue_run(run.id)
         except RagError as exc:
-            self.registry.update_run(
+            self._update_run(
                 run.id, RunUpdate(status=RunStatus.FAILED, error=exc.message, finished_at=datetime.now(UTC))
             )
             raise
         return run
+
+    def _update_run(self, run_id: str, change: RunUpdate) -> RunRecord | None:
+        with self.registry.unit_of_work() as uow:
+            return uow.runs.update(run_id, change)
 
     def open_runs(self, collection_id: str) -> list[RunRecord]:
         """Queued or running runs that are still alive. A run left 'running'
@@ -198,14 +221,16 @@ class ReindexService:
         for longer than the stale time (its task was lost) is closed as failed,
         so it does not block the collection forever."""
         now = datetime.now(UTC)
-        holder = self.registry.reindex_lock_holder(collection_id)
+        with self.registry.unit_of_work() as uow:
+            holder = uow.runs.lock_holder(collection_id)
+            runs = uow.runs.open(collection_id)
         alive: list[RunRecord] = []
-        for run in self.registry.open_runs(collection_id):
+        for run in runs:
             lost = (run.status is RunStatus.RUNNING and holder != run.id) or (
                 run.status is RunStatus.QUEUED and (now - run.created_at).total_seconds() > self.lock_stale_s
             )
             if lost:
-                self.registry.update_run(
+                self._update_run(
                     run.id, RunUpdate(status=RunStatus.FAILED, error="lost: its worker stopped", finished_at=now)
                 )
             else:
@@ -213,18 +238,21 @@ class ReindexService:
         return alive
 
     def list_runs(self, name: str) -> list[RunRecord]:
-        return self.registry.list_runs(self._collection(name).id)
+        with self.registry.unit_of_work() as uow:
+            return uow.runs.list_for(uow.collections.get(name).id)
 
     def get_run(self, name: str, run_id: str) -> RunRecord:
-        collection = self._collection(name)
-        run = self.registry.get_run(run_id)
+        with self.registry.unit_of_work() as uow:
+            collection = uow.collections.get(name)
+            run = uow.runs.get(run_id)
         if run is None or run.collection_id != collection.id:
             raise NotFoundError(f"run {run_id!r} not found")
         return run
 
     # --- versions ------------------------------------------------------------------
     def list_versions(self, name: str) -> list[VersionRecord]:
-        return self.registry.list_versions(self._collection(name).id)
+        with self.registry.unit_of_work() as uow:
+            return uow.versions.list_for(uow.collections.get(name).id)
 
     def switch_to(self, collection_id: str, version: int, chunk_counts: dict[str, int] | None = None) -> None:
         """Serve ``version``: the alias moves in one Qdrant call, then the registry
@@ -233,14 +261,15 @@ class ReindexService:
         self.store.point_alias(collection_id, version)
         try:
             if chunk_counts is None:
-                chunk_counts = {
-                    d.id: self.store.count(collection_id, d.id) for d in self.registry.list_documents(collection_id)
-                }
+                with self.registry.unit_of_work() as uow:
+                    documents = uow.documents.list_for(collection_id)
+                chunk_counts = {d.id: self.store.count(collection_id, d.id) for d in documents}
             with self.registry.unit_of_work() as uow:
                 dropped = uow.versions.activate(collection_id, version, keep_previous_s=self.keep_previous_s)
                 uow.documents.set_chunk_counts(chunk_counts)
         except RagError:
-            active = self.registry.active_version(collection_id)
+            with self.registry.unit_of_work() as uow:
+                active = uow.versions.active(collection_id)
             if active is not None:
                 self.store.point_alias(collection_id, active.version)
             raise
@@ -249,12 +278,14 @@ class ReindexService:
 
     def rollback(self, name: str) -> RunRecord:
         """Serve the previous version again; the one replaced becomes 'previous'."""
-        collection = self._collection(name)
-        previous = self.registry.versions_with_status(collection.id, VersionStatus.PREVIOUS)
+        with self.registry.unit_of_work() as uow:
+            collection = uow.collections.get(name)
+            previous = uow.versions.with_status(collection.id, VersionStatus.PREVIOUS)
         if not previous or previous[-1].version not in self.store.list_versions(collection.id):
             raise ConflictError(f"collection {name!r} has no previous version to roll back to")
         target = previous[-1]
-        active = self.registry.active_version(collection.id)
+        with self.registry.unit_of_work() as uow:
+            active = uow.versions.active(collection.id)
         with self.registry.unit_of_work() as uow:
             # The run and the lock in one transaction: no run is left 'running'
             # without the lock, nor a lock without its run.
@@ -272,13 +303,14 @@ class ReindexService:
         try:
             self.switch_to(collection.id, target.version)
         except RagError as exc:
-            self.registry.update_run(
+            self._update_run(
                 run.id, RunUpdate(status=RunStatus.FAILED, error=exc.message, finished_at=datetime.now(UTC))
             )
             raise
         finally:
-            self.registry.release_reindex_lock(collection.id, run.id)
-        done = self.registry.update_run(
+            with self.registry.unit_of_work() as uow:
+                uow.runs.release_lock(collection.id, run.id)
+        done = self._update_run(
             run.id,
             RunUpdate(
                 status=RunStatus.SUCCEEDED,
@@ -292,26 +324,29 @@ class ReindexService:
 
     def drop_expired_versions(self, now: datetime | None = None) -> list[VersionRecord]:
         """Versions kept for rollback whose time is up: dropped from Qdrant."""
-        expired = self.registry.expired_versions(now)
+        with self.registry.unit_of_work() as uow:
+            expired = uow.versions.expired(now)
         for version in expired:
             try:
                 self.store.drop_version(version.collection_id, version.version)
             except RagError:
                 log.exception("cannot drop version %s of %s", version.version, version.collection_id)
                 continue
-            self.registry.set_version_status(version.collection_id, version.version, VersionStatus.DROPPED)
+            with self.registry.unit_of_work() as uow:
+                uow.versions.set_status(version.collection_id, version.version, VersionStatus.DROPPED)
         return expired
 
     # --- golden questions -------------------------------------------------------
     def set_golden(self, name: str, jsonl: str) -> int:
         collection = self._collection(name)
         items = parse_golden_jsonl(jsonl)
-        return self.registry.replace_golden(
-            collection.id, [GoldenRecord(q.question, q.answers, q.document) for q in items]
-        )
+        with self.registry.unit_of_work() as uow:
+            return uow.golden.replace(collection.id, [GoldenRecord(q.question, q.answers, q.document) for q in items])
 
     def golden(self, collection_id: str) -> list[GoldenQuestion]:
-        return [GoldenQuestion(g.question, g.answers, g.document) for g in self.registry.list_golden(collection_id)]
+        with self.registry.unit_of_work() as uow:
+            golden = uow.golden.list_for(collection_id)
+        return [GoldenQuestion(g.question, g.answers, g.document) for g in golden]
 
     def list_golden(self, name: str) -> list[GoldenQuestion]:
         return self.golden(self._collection(name).id)

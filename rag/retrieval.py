@@ -18,7 +18,7 @@ from typing import Any
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, InvalidRequestError
 from rag.lexical import LexicalEncoder
-from rag.registry import Registry
+from rag.registry import Database
 from rag.settings import SearchMode, Settings
 from rag.store import ScoredChunk, SearchFilter, VectorStore
 
@@ -46,7 +46,7 @@ class Retriever:
     def __init__(
         self,
         *,
-        registry: Registry,
+        registry: Database,
         store: VectorStore,
         embedders: EmbedderSet,
         lexical: LexicalEncoder,
@@ -71,7 +71,7 @@ class Retriever:
         cls,
         settings: Settings,
         *,
-        registry: Registry,
+        registry: Database,
         store: VectorStore,
         embedders: EmbedderSet,
         lexical: LexicalEncoder,
@@ -153,7 +153,8 @@ class Retriever:
             store = self._store.at_version(collection_id, version)
             return self._run(store, collection_id, queries, self._model_of(collection_id, version), k, mode,
                              where, use_reranker)
-        active = self._registry.active_version(collection_id)
+        with self._registry.unit_of_work() as uow:
+            active = uow.versions.active(collection_id)
         used = active.version if active is not None else None
         try:
             embedder = self.embedders.get(active.embedding_model if active is not None else None)
@@ -169,7 +170,9 @@ class Retriever:
             return self._run(self._store, collection_id, queries, embedder, k, mode, where, use_reranker)
 
     def _model_of(self, collection_id: str, version: int) -> Embedder:
-        for record in self._registry.list_versions(collection_id):
+        with self._registry.unit_of_work() as uow:
+            records = uow.versions.list_for(collection_id)
+        for record in records:
             if record.version == version:
                 return self.embedders.get(record.embedding_model)
         return self.embedders.default

@@ -25,7 +25,7 @@ from rag.generation import Generation, ModelPool, Sampling, TextModel
 from rag.generation.stream import TextStream
 from rag.grounding import Grounding, GroundingJudge
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
-from rag.registry import CollectionRecord, DocumentRecord, DocumentStatus, Registry, VersionStatus
+from rag.registry import CollectionRecord, Database, DocumentRecord, DocumentStatus, VersionStatus
 from rag.retrieval import Retriever, SearchHit
 from rag.settings import SearchMode, Settings
 from rag.store import MetadataValue, SearchFilter, VectorStore
@@ -123,7 +123,7 @@ AnswerEvent = AnswerSources | AnswerDelta | AnswerDone
 class Library:
     """Where collections and documents live."""
 
-    registry: Registry
+    registry: Database
     store: VectorStore
     blobs: BlobStore
     embedder: Embedder  # the configured model: new collections' vectors, /v1/embeddings
@@ -203,13 +203,20 @@ class RagService:
         return record
 
     def list_collections(self) -> list[CollectionInfo]:
-        return [self._info(c) for c in self.registry.list_collections()]
+        with self.registry.unit_of_work() as uow:
+            collections = uow.collections.list_all()
+        return [self._info(c) for c in collections]
 
     def get_collection(self, name: str) -> CollectionInfo:
-        return self._info(self.registry.get_collection(name))
+        return self._info(self._collection(name))
+
+    def _collection(self, name: str) -> CollectionRecord:
+        with self.registry.unit_of_work() as uow:
+            return uow.collections.get(name)
 
     def _info(self, collection: CollectionRecord) -> CollectionInfo:
-        stats = self.registry.collection_stats(collection.id)
+        with self.registry.unit_of_work() as uow:
+            stats = uow.collections.stats(collection.id)
         by_status = {s.value: stats[s.value] for s in DocumentStatus}
         return CollectionInfo(
             collection=collection,
@@ -220,10 +227,12 @@ class RagService:
         )
 
     def delete_collection(self, name: str) -> None:
-        collection = self.registry.get_collection(name)
-        documents = self.registry.list_documents(collection.id)
+        with self.registry.unit_of_work() as uow:
+            collection = uow.collections.get(name)
+            documents = uow.documents.list_for(collection.id)
         self.store.drop_collection(collection.id)
-        self.registry.delete_collection(collection.id)
+        with self.registry.unit_of_work() as uow:
+            uow.collections.delete(collection.id)
         for doc in documents:
             self._drop_blob_if_unused(doc.content_hash)
 
@@ -236,7 +245,7 @@ class RagService:
         numbers, booleans or lists of them) is attached to every file of the
         upload and can be filtered on at search time; an identical re-upload
         keeps the metadata of the first."""
-        collection = self.registry.get_collection(name)
+        collection = self._collection(name)
         clean = check_metadata(metadata or {})
         if not uploads:
             raise InvalidRequestError("no files in the upload (form field 'files')")
@@ -260,44 +269,50 @@ class RagService:
         )
         if size == 0:
             raise InvalidRequestError(f"{filename} is empty")
-        record, created = self.registry.add_document(
-            collection_id=collection.id,
-            filename=filename,
-            content_hash=digest,
-            size_bytes=size,
-            content_type=upload.content_type,
-            metadata=dict(metadata),
-            original_filename=clean.original,
-        )
+        with self.registry.unit_of_work() as uow:
+            record, created = uow.documents.add(
+                collection_id=collection.id,
+                filename=filename,
+                content_hash=digest,
+                size_bytes=size,
+                content_type=upload.content_type,
+                metadata=dict(metadata),
+                original_filename=clean.original,
+            )
         if created:
             try:
                 self.intake.enqueue(record.id)
             except RagError:
                 # Not queued means not kept: a retry of the upload starts afresh.
-                self.registry.delete_document(record.id)
+                with self.registry.unit_of_work() as uow:
+                    uow.documents.delete(record.id)
                 self._drop_blob_if_unused(digest)
                 raise
         return UploadResult(filename=filename, document=record, duplicate=not created)
 
     def list_documents(self, name: str) -> list[DocumentRecord]:
-        collection = self.registry.get_collection(name)
-        return self.registry.list_documents(collection.id)
+        with self.registry.unit_of_work() as uow:
+            return uow.documents.list_for(uow.collections.get(name).id)
 
     def get_document(self, name: str, document_id: str) -> DocumentRecord:
-        collection = self.registry.get_collection(name)
-        return self.registry.get_document(collection.id, document_id)
+        with self.registry.unit_of_work() as uow:
+            return uow.documents.get(uow.collections.get(name).id, document_id)
 
     def delete_document(self, name: str, document_id: str) -> None:
-        collection = self.registry.get_collection(name)
-        document = self.registry.get_document(collection.id, document_id)
+        with self.registry.unit_of_work() as uow:
+            collection = uow.collections.get(name)
+            document = uow.documents.get(collection.id, document_id)
         # Registry first: a worker that picks the document up afterwards finds
         # it gone and writes nothing.
-        self.registry.delete_document(document.id)
+        with self.registry.unit_of_work() as uow:
+            uow.documents.delete(document.id)
         self.store.delete_document_everywhere(collection.id, document.id)
         self._drop_blob_if_unused(document.content_hash)
 
     def _drop_blob_if_unused(self, digest: str) -> None:
-        if self.registry.count_documents_with_hash(digest) == 0:
+        with self.registry.unit_of_work() as uow:
+            unused = uow.documents.count_with_hash(digest) == 0
+        if unused:
             self.library.blobs.delete(digest)
 
     # --- retrieval -----------------------------------------------------------
@@ -328,7 +343,7 @@ class RagService:
         rerank_s) and in all (total_s)."""
         if not query.strip():
             raise InvalidRequestError("the query is empty")
-        collection = self.registry.get_collection(name)
+        collection = self._collection(name)
         return self.retriever.search(collection.id, query, top_k, mode=mode, where=where, rerank=rerank)
 
     def search_batch(
@@ -344,7 +359,7 @@ class RagService:
         """``search`` for many queries at once (embedded in batches)."""
         if any(not q.strip() for q in queries):
             raise InvalidRequestError("a query is empty")
-        collection = self.registry.get_collection(name)
+        collection = self._collection(name)
         return self.retriever.search_many(collection.id, queries, top_k, mode=mode, where=where, rerank=rerank)
 
     def abstains(self, sources: list[SearchHit]) -> bool:
@@ -468,7 +483,8 @@ class RagService:
         """OpenAI-style model ids: the base model, ``rag/<collection>`` for each
         collection, and the embedding model."""
         base = [self.pool.model_name] if self.pool is not None else []
-        collections = [COLLECTION_MODEL_PREFIX + c.name for c in self.registry.list_collections()]
+        with self.registry.unit_of_work() as uow:
+            collections = [COLLECTION_MODEL_PREFIX + c.name for c in uow.collections.list_all()]
         return [*base, *collections, self.embedder.name]
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:

@@ -39,7 +39,7 @@ from rag.errors import BackendError, ConfigurationError
 from rag.generation import ModelPool, TextModel, load_models
 from rag.lexical import LexicalEncoder
 from rag.prompt import ResolvedPromptStyle, detect_prompt_style
-from rag.registry import DocumentStatus, Registry
+from rag.registry import Database, DocumentStatus
 from rag.reindex import ReindexService
 from rag.retrieval import Retriever
 from rag.service import Answering, Intake, Library, RagService
@@ -82,7 +82,7 @@ class Parts:
 @dataclass
 class Runtime:
     settings: Settings
-    registry: Registry
+    registry: Database
     store: VectorStore
     embedder: Embedder
     blobs: BlobStore
@@ -121,19 +121,30 @@ class Runtime:
     def recover_interrupted(self) -> None:
         # Only the embedded worker may do this: it is the only worker, so a
         # document still 'processing' at start-up was cut off by a crash.
-        for collection in self.registry.list_collections():
-            for doc in self.registry.list_documents(collection.id):
-                if doc.status is DocumentStatus.PROCESSING:
-                    log.warning("re-queueing %s, interrupted while indexing", doc.filename)
-                    self.registry.set_document_status(doc.id, DocumentStatus.QUEUED)
-                    self.queue.enqueue(doc.id)
+        with self.registry.unit_of_work() as uow:
+            collections = uow.collections.list_all()
+            interrupted = [
+                doc
+                for collection in collections
+                for doc in uow.documents.list_for(collection.id)
+                if doc.status is DocumentStatus.PROCESSING
+            ]
+        for doc in interrupted:
+            log.warning("re-queueing %s, interrupted while indexing", doc.filename)
+            with self.registry.unit_of_work() as uow:
+                uow.documents.set_status(doc.id, DocumentStatus.QUEUED)
+            self.queue.enqueue(doc.id)
         # Re-index runs cut off mid-way end 'failed'; their locks and half-built
         # versions go (queued runs are still in the broker and run normally).
-        self.registry.clear_reindex_locks()
-        for collection in self.registry.list_collections():
+        with self.registry.unit_of_work() as uow:
+            uow.runs.clear_locks()
+            uow.runs.fail_running("interrupted by a restart of the service")
+            uow.versions.fail_building()
+        for collection in collections:
             served = self.store.aliased_version(collection.id)
+            with self.registry.unit_of_work() as uow:
+                known = {v.version: v.status.value for v in uow.versions.list_for(collection.id)}
             for version in self.store.list_versions(collection.id):
-                known = {v.version: v.status.value for v in self.registry.list_versions(collection.id)}
                 if version != served and known.get(version) in (None, "failed", "rejected", "dropped"):
                     self.store.drop_version(collection.id, version)
 
@@ -184,7 +195,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigurationError(f"cannot create the data directory {settings.data_dir}: {exc}") from exc
-    registry = Registry(settings.resolved_database_url)
+    registry = Database(settings.resolved_database_url)
     store = parts.store or _store(settings)
     embedder = parts.embedder or Embedder(
         settings.embedding_model,
@@ -280,7 +291,7 @@ def _store(settings: Settings) -> VectorStore:
     return VectorStore.from_settings(settings)
 
 
-def _reindex_service(settings: Settings, registry: Registry, store: VectorStore, queue: TaskQueue) -> ReindexService:
+def _reindex_service(settings: Settings, registry: Database, store: VectorStore, queue: TaskQueue) -> ReindexService:
     return ReindexService(
         registry=registry,
         store=store,
@@ -298,7 +309,7 @@ class BeatRuntime:
     (dropping expired versions) and the queue, but no embedder or model."""
 
     settings: Settings
-    registry: Registry
+    registry: Database
     store: VectorStore
     celery: Celery
     reindex: ReindexService
@@ -314,7 +325,7 @@ class BeatRuntime:
 
 
 def build_beat(settings: Settings) -> BeatRuntime:
-    registry = Registry(settings.resolved_database_url)
+    registry = Database(settings.resolved_database_url)
     store = _store(settings)
     celery = create_celery_app(settings)
     reindex = _reindex_service(settings, registry, store, IngestQueue(celery))

@@ -11,12 +11,12 @@ only code that talks SQL:
 - one repository per concern (``collections``, ``documents``, ``versions``,
   ``folders``, ``schedules``, ``runs``, ``golden``, ``keys``), each working inside a
   transaction it is handed;
-- ``database``: the engine and ``unit_of_work()`` (one transaction, every
-  repository); ``facade.Registry`` adds one-transaction shortcuts.
+- ``database``: ``Database``, the one engine, and ``unit_of_work()``: one
+  transaction over every repository. Callers open one for each step that must
+  commit as a whole (one repository call, or several together).
 """
 
 from rag.registry.database import Database, UnitOfWork
-from rag.registry.facade import Registry
 from rag.registry.records import (
     OPEN_RUN_STATUSES,
     ApiKeyRecord,
@@ -43,7 +43,6 @@ __all__ = [
     "DocumentStatus",
     "FolderFileRecord",
     "GoldenRecord",
-    "Registry",
     "RunRecord",
     "RunStatus",
     "RunUpdate",

@@ -57,7 +57,9 @@ def test_an_upload_is_indexed_and_counted(client: TestClient, runtime: Runtime) 
     info = client.get("/v1/collections/pets").json()
     assert info["documents"] == 2 and info["points"] == info["chunks"] >= 2
     assert info["status_counts"]["indexed"] == 2
-    assert runtime.store.count(runtime.registry.get_collection("pets").id) == info["points"]
+    with runtime.registry.unit_of_work() as uow:
+        cid = uow.collections.get("pets").id
+    assert runtime.store.count(cid) == info["points"]
 
 
 def test_identical_content_is_one_document(client: TestClient) -> None:
@@ -109,8 +111,9 @@ def test_metadata_is_attached_and_checked(client: TestClient) -> None:
 def test_deleting_a_document_removes_its_points_and_original(client: TestClient, runtime: Runtime) -> None:
     client.post("/v1/collections", json={"name": "pets"})
     ids = [i["id"] for i in upload(client, "pets", {"cats.md": CATS, "dogs.txt": DOGS}).json()["documents"]]
-    cid = runtime.registry.get_collection("pets").id
-    cats = runtime.registry.get_document(cid, ids[0])
+    with runtime.registry.unit_of_work() as uow:
+        cid = uow.collections.get("pets").id
+        cats = uow.documents.get(cid, ids[0])
     assert runtime.store.count(cid, ids[0]) > 0
     assert client.delete(f"/v1/collections/pets/documents/{ids[0]}").status_code == 204
     assert runtime.store.count(cid, ids[0]) == 0 and runtime.store.count(cid, ids[1]) > 0
@@ -122,7 +125,8 @@ def test_deleting_a_document_removes_its_points_and_original(client: TestClient,
 def test_deleting_a_collection_removes_everything_in_it(client: TestClient, runtime: Runtime) -> None:
     client.post("/v1/collections", json={"name": "pets"})
     upload(client, "pets", {"cats.md": CATS})
-    cid = runtime.registry.get_collection("pets").id
+    with runtime.registry.unit_of_work() as uow:
+        cid = uow.collections.get("pets").id
     assert client.delete("/v1/collections/pets").status_code == 204
     assert runtime.store.count(cid) == 0
     assert not any(p.is_file() for p in runtime.settings.blob_dir.rglob("*"))

@@ -116,7 +116,8 @@ def test_run_errors(kb: TestClient, runtime: Runtime) -> None:
     assert _code(kb.post("/v1/collections/nope/reindex", json={"kind": "full"})) == (404, "not_found")
     assert _code(kb.get("/v1/collections/kb/runs/no-such-run")) == (404, "not_found")
     # A run still queued (its worker busy elsewhere) blocks a second one.
-    runtime.registry.create_run(runtime.registry.get_collection("kb").id, kind="full", trigger="manual")
+    with runtime.registry.unit_of_work() as uow:
+        uow.runs.create(uow.collections.get("kb").id, kind="full", trigger="manual")
     assert _code(kb.post("/v1/collections/kb/reindex", json={"kind": "full"})) == (409, "conflict")
 
 

@@ -12,7 +12,7 @@ import pytest
 from rag.embedder import EmbedderSet
 from rag.errors import BackendError
 from rag.lexical import LexicalEncoder
-from rag.registry import Registry, VersionStatus
+from rag.registry import Database, VersionStatus
 from rag.retrieval import Retriever
 from rag.store import ChunkPoint, VectorStore
 from rag.store.server import ServerBackend
@@ -38,18 +38,19 @@ class CountingStore(VectorStore):
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Registry, CountingStore, Retriever, str]]:
-    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+def world(tmp_path: Path) -> Iterator[tuple[Database, CountingStore, Retriever, str]]:
+    registry = Database(f"sqlite:///{tmp_path / 'r.db'}")
     store = CountingStore(backend=ServerBackend.local(None))
     embedders = EmbedderSet(SMALL)  # type: ignore[arg-type]
     embedders._loaded[LARGE.model_id] = LARGE  # type: ignore[assignment]  # as if loaded before
     lexical = LexicalEncoder()
-    collection = registry.create_collection("c")
-    cid = collection.id
+    with registry.unit_of_work() as uow:
+        cid = uow.collections.create("c").id
     for version, model in ((1, SMALL), (2, LARGE)):
         store.create_version(cid, version, model.dimension)
         status = VersionStatus.ACTIVE if version == 1 else VersionStatus.BUILDING
-        registry.add_version(cid, version, status, embedding_model=model.model_id, dimension=model.dimension)
+        with registry.unit_of_work() as uow:
+            uow.versions.add(cid, version, status, embedding_model=model.model_id, dimension=model.dimension)
         points = [
             ChunkPoint(
                 document_id=f"d{i}",

@@ -26,19 +26,19 @@ from rag.errors import (
     PermissionDeniedError,
 )
 from rag.filenames import MAX_NAME_CHARS, clean_filename
-from rag.registry import Registry
+from rag.registry import Database
 from tests.support.service import free_port, wait_for
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    r = Registry(f"sqlite:///{tmp_path / 'registry.db'}")
+def registry(tmp_path: Path) -> Iterator[Database]:
+    r = Database(f"sqlite:///{tmp_path / 'registry.db'}")
     yield r
     r.close()
 
 
 # --- keys ---------------------------------------------------------------------------
-def test_keys_are_stored_as_hmac_only_and_revocation_is_immediate(registry: Registry, tmp_path: Path) -> None:
+def test_keys_are_stored_as_hmac_only_and_revocation_is_immediate(registry: Database, tmp_path: Path) -> None:
     authority = KeyAuthority(registry, load_or_create_secret(None, tmp_path / "data"))
     record, key = authority.create("reader", ["read:a"])
     assert key.startswith("rag-") and len(key) > 40 and record.prefix == key[:8]
@@ -69,7 +69,7 @@ def test_the_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
         load_or_create_secret("short", tmp_path)
 
 
-def test_bootstrap_key_on_the_first_start_only(registry: Registry, tmp_path: Path) -> None:
+def test_bootstrap_key_on_the_first_start_only(registry: Database, tmp_path: Path) -> None:
     authority = KeyAuthority(registry, load_or_create_secret(None, tmp_path))
     generated = authority.ensure_bootstrap(None)
     assert generated is not None and authority.authenticate(generated).is_admin
@@ -79,7 +79,7 @@ def test_bootstrap_key_on_the_first_start_only(registry: Registry, tmp_path: Pat
 
 
 def test_a_configured_bootstrap_key_and_a_revoked_one_stays_revoked(tmp_path: Path) -> None:
-    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+    registry = Database(f"sqlite:///{tmp_path / 'r.db'}")
     try:
         authority = KeyAuthority(registry, load_or_create_secret(None, tmp_path))
         with pytest.raises(ConfigurationError):
@@ -310,7 +310,7 @@ def test_rag_keys_create_list_and_revoke(tmp_path: Path, monkeypatch: pytest.Mon
     assert fields["scopes"] == "read:docs write:docs" and fields["key"].startswith("rag-")
     listed = runner.invoke(app, ["keys", "list"])
     assert fields["id"] in listed.output and "active" in listed.output and fields["key"] not in listed.output
-    registry = Registry(f"sqlite:///{(tmp_path / 'data' / 'registry.db').resolve()}")
+    registry = Database(f"sqlite:///{(tmp_path / 'data' / 'registry.db').resolve()}")
     try:
         authority = KeyAuthority(registry, load_or_create_secret(None, tmp_path / "data"))
         assert authority.authenticate(fields["key"]).can(Role.WRITE, "docs")  # what the service will check

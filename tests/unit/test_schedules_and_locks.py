@@ -4,7 +4,6 @@ folder roots. The registry is real (SQLite files; PostgreSQL when running)."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,11 +12,11 @@ import pytest
 
 from rag.errors import InvalidRequestError
 from rag.folders import resolve_bound_folder, scan_folder
-from rag.registry import Registry, RunStatus, RunUpdate
+from rag.registry import Database, RunRecord, RunStatus, RunUpdate
 from rag.reindex import ReindexService
 from rag.schedules import due_slot, next_slot, validate_schedule
 from rag.store import VectorStore
-from tests.conftest import service_available
+from tests.support.databases import registry_url_for
 
 
 def test_cron_slots_follow_the_time_zone() -> None:
@@ -51,25 +50,11 @@ def test_schedule_validation() -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry.db'}"
-        return
-    if not service_available(5432):
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    import psycopg
-
-    name = f"rag_unit_{uuid.uuid4().hex[:10]}"
-    admin = "postgresql://postgres@127.0.0.1:5432/test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with registry_url_for(request.param, tmp_path) as url:
+        yield url
 
 
-def _service(registry: Registry, enqueued: list[str]) -> ReindexService:
+def _service(registry: Database, enqueued: list[str]) -> ReindexService:
     return ReindexService(
         registry=registry,
         store=VectorStore(),  # in memory: tick only looks for expired versions
@@ -83,10 +68,13 @@ def _service(registry: Registry, enqueued: list[str]) -> ReindexService:
 
 def test_two_schedulers_never_run_the_same_slot_twice(registry_url: str) -> None:
     # Two registries on one database: two beat processes, as far as the DB can tell.
-    first, second = Registry(registry_url), Registry(registry_url)
+    first, second = Database(registry_url), Database(registry_url)
     try:
-        collection = first.create_collection("c")
-        schedule = first.create_schedule(collection.id, cron="* * * * * */2", timezone="UTC", kind="full", enabled=True)
+        with first.unit_of_work() as uow:
+            collection = uow.collections.create("c")
+            schedule = uow.schedules.create(
+                collection.id, cron="* * * * * */2", timezone="UTC", kind="full", enabled=True
+            )
         enqueued_a: list[str] = []
         enqueued_b: list[str] = []
         beats = [_service(first, enqueued_a), _service(second, enqueued_b)]
@@ -112,7 +100,8 @@ def test_two_schedulers_never_run_the_same_slot_twice(registry_url: str) -> None
         for t in threads:
             t.join(120)
         assert not errors, errors
-        runs = first.list_runs(collection.id, limit=1000)
+        with first.unit_of_work() as uow:
+            runs = uow.runs.list_for(collection.id, limit=1000)
         slots = [r.slot_at for r in runs]
         expected = {start + timedelta(seconds=2 * i) for i in range(10)}
         assert len(slots) == len(set(slots)) == len(expected)
@@ -129,28 +118,49 @@ def test_two_schedulers_never_run_the_same_slot_twice(registry_url: str) -> None
 
 
 def test_one_reindex_per_collection_at_a_time(registry_url: str) -> None:
-    registry = Registry(registry_url)
+    registry = Database(registry_url)
     try:
-        c = registry.create_collection("c")
-        other = registry.create_collection("d")
-        assert registry.acquire_reindex_lock(c.id, "run-1", stale_after_s=3600)
-        assert not registry.acquire_reindex_lock(c.id, "run-2", stale_after_s=3600)
-        assert registry.acquire_reindex_lock(other.id, "run-3", stale_after_s=3600)  # other collections go on
-        registry.release_reindex_lock(c.id, "run-2")  # not the holder: no effect
-        assert registry.reindex_lock_holder(c.id) == "run-1"
-        registry.release_reindex_lock(c.id, "run-1")
-        assert registry.acquire_reindex_lock(c.id, "run-2", stale_after_s=3600)
+        with registry.unit_of_work() as uow:
+            c = uow.collections.create("c")
+            other = uow.collections.create("d")
+        assert _acquire(registry, c.id, "run-1")
+        assert not _acquire(registry, c.id, "run-2")
+        assert _acquire(registry, other.id, "run-3")  # other collections go on
+        _release(registry, c.id, "run-2")  # not the holder: no effect
+        assert _holder(registry, c.id) == "run-1"
+        _release(registry, c.id, "run-1")
+        assert _acquire(registry, c.id, "run-2")
         # A lock left by a dead worker is taken over once stale.
-        assert registry.acquire_reindex_lock(c.id, "run-4", stale_after_s=0)
-        assert registry.reindex_lock_holder(c.id) == "run-4"
+        assert _acquire(registry, c.id, "run-4", stale_after_s=0)
+        assert _holder(registry, c.id) == "run-4"
     finally:
         registry.close()
+
+
+def _acquire(registry: Database, collection_id: str, run_id: str, *, stale_after_s: float = 3600) -> bool:
+    with registry.unit_of_work() as uow:
+        return uow.runs.acquire_lock(collection_id, run_id, stale_after_s=stale_after_s)
+
+
+def _release(registry: Database, collection_id: str, run_id: str) -> None:
+    with registry.unit_of_work() as uow:
+        uow.runs.release_lock(collection_id, run_id)
+
+
+def _holder(registry: Database, collection_id: str) -> str | None:
+    with registry.unit_of_work() as uow:
+        return uow.runs.lock_holder(collection_id)
+
+
+def _new_run(registry: Database, collection_id: str, kind: str = "full") -> RunRecord:
+    with registry.unit_of_work() as uow:
+        return uow.runs.create(collection_id, kind=kind, trigger="manual")
 
 
 def test_a_queued_run_that_finds_the_lock_taken_is_skipped(tmp_path: Path) -> None:
     from ingest.runner import ReindexRunner
 
-    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+    registry = Database(f"sqlite:///{tmp_path / 'r.db'}")
     service = _service(registry, [])
     runner = ReindexRunner(
         registry=registry,
@@ -164,13 +174,14 @@ def test_a_queued_run_that_finds_the_lock_taken_is_skipped(tmp_path: Path) -> No
         quality_margin=0.0,
         retriever=None,  # type: ignore[arg-type]
     )
-    c = registry.create_collection("c")
-    holder = registry.create_run(c.id, kind="full", trigger="manual")
-    assert registry.acquire_reindex_lock(c.id, holder.id, stale_after_s=3600)
-    waiting = registry.create_run(c.id, kind="sync", trigger="manual")
+    with registry.unit_of_work() as uow:
+        c = uow.collections.create("c")
+    holder = _new_run(registry, c.id)
+    assert _acquire(registry, c.id, holder.id)
+    waiting = _new_run(registry, c.id, "sync")
     done = runner.run(waiting.id)
     assert done is not None and done.status is RunStatus.SKIPPED and holder.id in (done.error or "")
-    assert registry.reindex_lock_holder(c.id) == holder.id
+    assert _holder(registry, c.id) == holder.id
 
 
 def test_bound_folders_stay_under_the_allowed_roots(tmp_path: Path) -> None:
@@ -206,22 +217,25 @@ def test_bound_folders_stay_under_the_allowed_roots(tmp_path: Path) -> None:
 
 
 def test_runs_lost_by_a_dead_worker_do_not_block_the_collection(tmp_path: Path) -> None:
-    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}")
+    registry = Database(f"sqlite:///{tmp_path / 'r.db'}")
     enqueued: list[str] = []
     service = _service(registry, enqueued)
-    c = registry.create_collection("c")
-    running = registry.create_run(c.id, kind="full", trigger="manual")
-    assert registry.acquire_reindex_lock(c.id, running.id, stale_after_s=3600)
-    registry.update_run(running.id, RunUpdate(status=RunStatus.RUNNING))
+    with registry.unit_of_work() as uow:
+        c = uow.collections.create("c")
+    running = _new_run(registry, c.id)
+    assert _acquire(registry, c.id, running.id)
+    with registry.unit_of_work() as uow:
+        uow.runs.update(running.id, RunUpdate(status=RunStatus.RUNNING))
     assert [r.id for r in service.open_runs(c.id)] == [running.id]  # alive: it holds the lock
     # Its worker died and a later run took the stale lock over, then finished.
-    assert registry.acquire_reindex_lock(c.id, "other", stale_after_s=0)
-    registry.release_reindex_lock(c.id, "other")
+    assert _acquire(registry, c.id, "other", stale_after_s=0)
+    _release(registry, c.id, "other")
     assert service.open_runs(c.id) == []
-    lost = registry.get_run(running.id)
+    with registry.unit_of_work() as uow:
+        lost = uow.runs.get(running.id)
+        uow.collections.create("d")
     assert lost is not None and lost.status is RunStatus.FAILED and "lost" in (lost.error or "")
-    registry.create_collection("d")
-    queued = registry.create_run(c.id, kind="full", trigger="manual")
+    queued = _new_run(registry, c.id)
     assert [r.id for r in service.open_runs(c.id)] == [queued.id]
 
 
@@ -234,7 +248,7 @@ def test_processes_starting_at_once_on_an_empty_postgresql(registry_url: str) ->
 
     def open_registry() -> None:
         try:
-            Registry(registry_url).close()
+            Database(registry_url).close()
         except BaseException as exc:
             errors.append(exc)
 
