@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest import ocr
+from ingest.pdf_writer import pdf_document
 from rag.errors import ConfigurationError, DocumentParseError, ParseLimitError, RagError, UnsupportedFileTypeError
 
 __all__ = [
@@ -566,24 +567,7 @@ def _write_xlsx(path: pathlib.Path) -> None:
 
 
 def _write_pdf(path: pathlib.Path) -> None:
-    stream = b"BT /F1 12 Tf 72 700 Td (Warm up. The parser runs once.) Tj ET"
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
-        b"/Contents 5 0 R >>",
-        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 6\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
-    path.write_bytes(bytes(out))
+    path.write_bytes(pdf_document([b"BT /F1 12 Tf 72 700 Td (Warm up. The parser runs once.) Tj ET"]))
 
 
 def _text_writer(content: str) -> Callable[[pathlib.Path], None]:

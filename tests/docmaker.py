@@ -23,6 +23,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
 
+from ingest.pdf_writer import pdf_document
+
 __all__ = ["FORMATS", "HEADING", "make_all", "make_document"]
 
 FORMATS: tuple[str, ...] = ("txt", "md", "html", "pdf", "docx", "pptx", "xlsx", "csv", "eml")
@@ -228,7 +230,7 @@ def _write_pdf(path: Path, title: str, paragraphs: list[str]) -> None:
             continue
         pages[-1].extend(("F1", 11, line) for line in textwrap.wrap(paragraph, 80))
         pages[-1].append(("F1", 11, ""))  # paragraph gap
-    path.write_bytes(_pdf_bytes([_page_stream(lines) for lines in pages]))
+    path.write_bytes(pdf_document([_page_stream(lines) for lines in pages]))
 
 
 def _pdf_text(text: str) -> bytes:
@@ -246,39 +248,6 @@ def _page_stream(lines: list[tuple[str, int, str]]) -> bytes:
         if font == "F2":
             y -= 12  # space below headings so they stay boxes of their own
     return b"\n".join(out)
-
-
-def _pdf_bytes(streams: list[bytes]) -> bytes:
-    """A minimal PDF 1.4: catalog, page tree, two standard fonts, one page per stream."""
-    objects: list[bytes] = []
-    first_page = 5
-    kids = b" ".join(b"%d 0 R" % (first_page + 2 * i) for i in range(len(streams)))
-    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
-    objects.append(b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(streams)))
-    for base in (b"Helvetica", b"Helvetica-Bold"):
-        objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /%s /Encoding /WinAnsiEncoding >>" % base)
-    for i, stream in enumerate(streams):
-        contents = first_page + 2 * i + 1
-        objects.append(
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-            b"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> /Contents %d 0 R >>" % contents
-        )
-        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
-
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
 
 
 _WRITERS: dict[str, Callable[[Path, str, list[str]], None]] = {

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from ingest.pdf_writer import pdf_document
 from tests.docmaker import make_document
 
 __all__ = [
@@ -41,29 +42,9 @@ def _pdf(path: Path, content: Iterator[bytes], *, flate: bool) -> Path:
     if flate:
         compressor = zlib.compressobj(9)
         stream = b"".join(compressor.compress(piece) for piece in content) + compressor.flush()
-        filters = b" /Filter /FlateDecode"
     else:
         stream = b"".join(content)
-        filters = b""
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-        b"/Resources << /Font << /F1 3 0 R >> >> /Contents 5 0 R >>",
-        b"<< /Length %d%s >>\nstream\n%s\nendstream" % (len(stream), filters, stream),
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
+    path.write_bytes(pdf_document([stream], deflated=flate))
     return path
 
 
