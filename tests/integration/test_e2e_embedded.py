@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.docmaker import make_all
-from tests.support.service import ServiceProcess, free_port, upload, wait_indexed
+from tests.support.service import ServiceProcess, free_port, running, upload, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +25,8 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("embedded")
-    proc = ServiceProcess("serve", _env(root / "data"), root / "serve.log", port=free_port())
-    try:
-        proc.wait_ready()
+    with running("serve", _env(root / "data"), root / "serve.log") as proc:
         yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def client(service: ServiceProcess) -> Iterator[httpx.Client]:
-    with service.client() as c:
-        yield c
 
 
 def test_every_format_is_indexed_and_answers_cite_the_right_document(
@@ -194,9 +184,7 @@ def test_requests_beyond_the_wait_queue_get_429(tmp_path: Path) -> None:
 
     docs = make_all(tmp_path)
     env = _env(tmp_path / "data", RAG_LLM_POOL_SIZE="1", RAG_LLM_QUEUE_SIZE="0", RAG_MAX_TOKENS="64")
-    proc = ServiceProcess("serve", env, tmp_path / "serve.log", port=free_port())
-    try:
-        proc.wait_ready()
+    with running("serve", env, tmp_path / "serve.log") as proc:
         with proc.client() as c:
             c.post("/v1/collections", json={"name": "busy"})
             items = upload(c, "busy", [docs["txt"][0]]).json()["documents"]
@@ -219,5 +207,3 @@ def test_requests_beyond_the_wait_queue_get_429(tmp_path: Path) -> None:
             else:
                 assert r.json()["sources"][0]["filename"] == path.name
         assert proc.proc.poll() is None
-    finally:
-        proc.stop()

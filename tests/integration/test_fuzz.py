@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.service import ServiceProcess, free_port
+from tests.support.service import ServiceProcess, running
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +39,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
         "RAG_MAX_TOKENS": "16",
         "RAG_PARSE_TIMEOUT_S": "30",
     }
-    proc = ServiceProcess("serve", env, root / "serve.log", port=free_port())
-    try:
-        proc.wait_ready()
+    with running("serve", env, root / "serve.log") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_fuzzing_the_openapi_schema_finds_no_server_error(service: ServiceProcess, tmp_path: Path) -> None:

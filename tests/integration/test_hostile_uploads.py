@@ -20,7 +20,7 @@ import pytest
 
 from tests.docmaker import make_document
 from tests.support.hostile import huge_line, no_spaces, office_bomb, office_element_bomb, pdf_bomb, pdf_slow
-from tests.support.service import ServiceProcess, child_pids, free_port, upload, wait_for, wait_indexed
+from tests.support.service import ServiceProcess, child_pids, running, upload, wait_for, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -42,18 +42,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
         # the element bomb compresses 1000:1; let it reach the memory limit
         "RAG_PARSE_MAX_COMPRESSION_RATIO": "1e9",
     }
-    proc = ServiceProcess("serve", env, root / "serve.log", port=free_port())
-    try:
-        proc.wait_ready()
+    with running("serve", env, root / "serve.log") as proc:
         yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def client(service: ServiceProcess) -> Iterator[httpx.Client]:
-    with service.client() as c:
-        yield c
 
 
 def _normal(directory: Path, name: str, fact: str) -> Path:

@@ -6,24 +6,24 @@ on the Qdrant server while searches go on."""
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.docmaker import make_all
-from tests.integration.test_e2e_split import postgres_url, redis_url  # noqa: F401  (fixtures)
 from tests.integration.test_reindex_embedded import Hammer, reindex, top_texts
 from tests.support.qdrant_server import run_qdrant_server
-from tests.support.service import ServiceProcess, free_port, wait_for
+from tests.support.service import running, split_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.split]
 
 
 def test_two_beats_one_run_per_slot_and_a_full_reindex(
     tmp_path: Path,
-    postgres_url: str,  # noqa: F811
-    redis_url: str,  # noqa: F811
+    postgres_url: str,
+    redis_url: str,
 ) -> None:
     docs = make_all(tmp_path / "docs")
     allowed = tmp_path / "allowed"
@@ -33,20 +33,19 @@ def test_two_beats_one_run_per_slot_and_a_full_reindex(
         (folder / docs[fmt][0].name).write_bytes(docs[fmt][0].read_bytes())
     questions = [docs[fmt][1] for fmt in ("txt", "md", "html")]
     with run_qdrant_server(tmp_path) as qdrant_url:
-        env = {
-            "RAG_DATA_DIR": str(tmp_path / "data"),
-            "RAG_BROKER_URL": redis_url,
-            "RAG_DATABASE_URL": postgres_url,
-            "RAG_QDRANT_URL": qdrant_url,
-            "RAG_LLM_LOAD": "false",
-            "RAG_SYNC_ROOTS": json.dumps([str(allowed)]),
-            "RAG_SCHEDULER_INTERVAL_S": "0.5",
-        }
-        api = ServiceProcess("api", env, tmp_path / "api.log", port=free_port())
-        worker = ServiceProcess("worker", env, tmp_path / "worker.log")
-        beats = [ServiceProcess("beat", env, tmp_path / f"beat{i}.log") for i in range(2)]
-        try:
-            api.wait_ready()
+        env = split_env(
+            tmp_path / "data",
+            broker=redis_url,
+            database=postgres_url,
+            qdrant=qdrant_url,
+            RAG_LLM_LOAD="false",
+            RAG_SYNC_ROOTS=json.dumps([str(allowed)]),
+            RAG_SCHEDULER_INTERVAL_S="0.5",
+        )
+        with ExitStack() as processes:
+            worker = processes.enter_context(running("worker", env, tmp_path / "worker.log"))
+            beats = [processes.enter_context(running("beat", env, tmp_path / f"beat{i}.log")) for i in range(2)]
+            api = processes.enter_context(running("api", env, tmp_path / "api.log"))
             with api.client() as c:
                 assert c.post("/v1/collections", json={"name": "shared"}).status_code == 201
                 assert c.put("/v1/collections/shared/source", json={"folder": str(folder)}).status_code == 200
@@ -92,7 +91,4 @@ def test_two_beats_one_run_per_slot_and_a_full_reindex(
                 info = c.get("/v1/collections/shared").json()
                 assert info["points"] == info["chunks"] > 0
             assert all(b.proc.poll() is None for b in beats), "a beat exited"
-        finally:
-            for proc in (api, worker, *beats):
-                proc.stop()
         assert "rag.reindex" in worker.log()

@@ -9,7 +9,7 @@ import pytest
 
 from rag.embedder import Reranker
 from rag.errors import ConfigurationError
-from tests.support.service import ServiceProcess, free_port, wait_indexed
+from tests.support.service import ServiceProcess, free_port, running, wait_indexed
 from tests.support.tiny_models import build_tiny_cross_encoder
 
 pytestmark = pytest.mark.slow
@@ -36,17 +36,13 @@ def service(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         "RAG_RERANK_MODEL": str(model),
         "RAG_RERANK_CANDIDATES": "10",
     }
-    proc = ServiceProcess("serve", env, root / "serve.log", port=free_port())
-    try:
-        proc.wait_ready()
+    with running("serve", env, root / "serve.log") as proc:
         with proc.client() as c:
             c.post("/v1/collections", json={"name": "kb"})
             files = [("files", (name, text.encode())) for name, text in DOCS.items()]
             ids = [i["id"] for i in c.post("/v1/collections/kb/documents", files=files).json()["documents"]]
             assert {d["status"] for d in wait_indexed(c, "kb", ids)} == {"indexed"}
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_the_reranker_scores_pairs_deterministically(model: Path) -> None:

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.qdrant_server import run_qdrant_server
-from tests.support.service import ROOT, ServiceProcess, cli_env, free_port, wait_indexed
+from tests.support.service import ROOT, ServiceProcess, cli_env, running, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -58,9 +58,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     with _qdrant(request.param, root) as url:
         if url:
             env["RAG_QDRANT_URL"] = url
-        proc = ServiceProcess("serve", env, root / "serve.log", port=free_port())
-        try:
-            proc.wait_ready()
+        with running("serve", env, root / "serve.log") as proc:
             with proc.client() as c:
                 assert c.post("/v1/collections", json={"name": "kb"}).status_code == 201
                 first = _upload(c, [GLIDER], {"team": "red", "year": 2024, "tags": ["aviation", "research"]})
@@ -71,8 +69,6 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                 ids = {**first, **rest}
                 assert [d["status"] for d in wait_indexed(c, "kb", list(ids.values()))] == ["indexed"] * 3
             yield Stack(proc, ids, between, request.param)
-        finally:
-            proc.stop()
 
 
 def _qdrant(backend: str, root: Path) -> Any:

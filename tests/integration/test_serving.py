@@ -17,7 +17,15 @@ import httpx
 import pytest
 
 from tests.docmaker import make_all
-from tests.support.service import ADMIN_KEY, ServiceProcess, child_pids, free_port, upload, wait_for, wait_indexed
+from tests.support.service import (
+    ADMIN_KEY,
+    ServiceProcess,
+    child_pids,
+    running,
+    upload,
+    wait_for,
+    wait_indexed,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +41,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     # Two model instances of two sequences each: 4 answers at once, 4 waiting.
     root = tmp_path_factory.mktemp("serving")
     env = _env(root / "data", RAG_LLM_POOL_SIZE="2", RAG_LLM_PARALLEL="2", RAG_LLM_QUEUE_SIZE="4", RAG_LLM_THREADS="2")
-    proc = ServiceProcess("serve", env, root / "serve.log", port=free_port())
-    try:
-        proc.wait_ready()
+    with running("serve", env, root / "serve.log") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +209,7 @@ def test_a_client_that_hangs_up_stops_the_generation(tmp_path: Path) -> None:
         RAG_LLM_QUEUE_SIZE="0",
         RAG_LLM_N_CTX="4096",
     )
-    proc = ServiceProcess("serve", env, tmp_path / "serve.log", port=free_port())
-    try:
-        proc.wait_ready()
+    with running("serve", env, tmp_path / "serve.log") as proc:
         with proc.client() as c:
             base = c.get("/v1/models").json()["data"][0]["id"]
             body = {"model": base, "messages": [{"role": "user", "content": "Tell a long story."}], "stream": True,
@@ -229,8 +231,6 @@ def test_a_client_that_hangs_up_stops_the_generation(tmp_path: Path) -> None:
             wait_for(free, timeout=20, interval=0.2, what="the slot to come free")
             assert time.monotonic() - hung_up < 20
         assert "cancelled" in proc.log()
-    finally:
-        proc.stop()
 
 
 def test_a_crashed_model_process_fails_its_answer_and_the_service_recovers(tmp_path: Path) -> None:
@@ -238,9 +238,7 @@ def test_a_crashed_model_process_fails_its_answer_and_the_service_recovers(tmp_p
     # killing it, as a native crash in llama.cpp would, ends the answer in
     # progress with an error; the API stays up and a new child takes over.
     env = _env(tmp_path / "data", RAG_LLM_PROMPT_STYLE="gemma-chat", RAG_LLM_PARALLEL="1", RAG_LLM_N_CTX="4096")
-    proc = ServiceProcess("serve", env, tmp_path / "serve.log", port=free_port())
-    try:
-        proc.wait_ready()
+    with running("serve", env, tmp_path / "serve.log") as proc:
         [child] = child_pids(proc.proc.pid, "rag.generation.child")
         with proc.client() as c:
             base = c.get("/v1/models").json()["data"][0]["id"]
@@ -266,8 +264,6 @@ def test_a_crashed_model_process_fails_its_answer_and_the_service_recovers(tmp_p
             reply = c.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 4})
             assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] > 0
         assert "exited with code -9" in proc.log()
-    finally:
-        proc.stop()
     # Stopping the service stops its model process too.
     wait_for(lambda: not _running(again), timeout=30, what="the model process to end")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.service import ADMIN_KEY, ServiceProcess, free_port, upload, wait_for, wait_indexed
+from tests.support.service import ADMIN_KEY, ServiceProcess, running, upload, wait_for, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +49,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
         "RAG_MAX_TOKENS": "24",
         "RAG_LOG_FORMAT": "json",
     }
-    proc = ServiceProcess("serve", env, root / "serve.log", port=free_port())
-    try:
-        proc.wait_ready()
+    with running("serve", env, root / "serve.log") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ __all__ = [
     "child_pids",
     "cli_env",
     "free_port",
+    "running",
+    "split_env",
     "upload",
     "wait_for",
     "wait_indexed",
@@ -134,6 +137,34 @@ class ServiceProcess:
                 self.proc.wait(10)
         self._log.close()
         return int(self.proc.returncode)
+
+
+def split_env(data_dir: Path, *, broker: str, database: str, qdrant: str, **extra: str) -> dict[str, str]:
+    """The settings every process of one split-mode deployment shares."""
+    return {
+        "RAG_DATA_DIR": str(data_dir),
+        "RAG_BROKER_URL": broker,
+        "RAG_DATABASE_URL": database,
+        "RAG_QDRANT_URL": qdrant,
+        **extra,
+    }
+
+
+@contextmanager
+def running(
+    command: str, env: Mapping[str, str], log_path: Path, *, port: int | None = None, timeout: float = 180
+) -> Iterator[ServiceProcess]:
+    """``rag <command>`` started, ready (``serve`` and ``api``: on ``port``, else a
+    free one) and stopped when the block ends, whatever happens in it."""
+    if port is None and command in ("serve", "api"):
+        port = free_port()
+    proc = ServiceProcess(command, env, log_path, port=port)
+    try:
+        if port is not None:
+            proc.wait_ready(timeout)
+        yield proc
+    finally:
+        proc.stop()
 
 
 def wait_indexed(client: httpx.Client, collection: str, ids: list[str], timeout: float = 300) -> list[dict[str, Any]]:
