@@ -7,11 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.answering import Answer
+from rag.intake import UploadResult
 from rag.quality import GoldenQuestion
 from rag.registry import CollectionRecord, DocumentRecord, RunRecord, ScheduleRecord, VersionRecord
 from rag.retrieval import SearchHit
 from rag.schedules import next_slot
-from rag.service import Answer, CollectionInfo, UploadResult
+from rag.service import CollectionInfo
 from rag.store import MetadataValue, SearchFilter
 
 __all__ = [

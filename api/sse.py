@@ -17,8 +17,8 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from api.errors import error_body
+from rag.answering import AnswerEvent
 from rag.errors import RagError
-from rag.service import AnswerEvent
 
 __all__ = ["event_stream", "sse"]
 

@@ -64,7 +64,7 @@ def part_items(qa: Path, part: str) -> list[Any]:
 
 def ensure_collection(runtime: Any, documents: Path) -> None:
     from rag.errors import NotFoundError
-    from rag.service import Upload
+    from rag.intake import Upload
 
     service = runtime.service
     try:

@@ -86,8 +86,8 @@ def _peak_rss_mb() -> dict[str, float]:
 
 
 def child_e2e(args: argparse.Namespace) -> dict[str, Any]:
+    from rag.intake import Upload
     from rag.registry import DocumentStatus
-    from rag.service import Upload
     from runtime import build_runtime
 
     files = _files(args.data)

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from ingest.ocr import ocr_unavailable_reason
     from ingest.parsing import parse_file
     from rag.evaluation import contains_answer
-    from rag.service import Upload
+    from rag.intake import Upload
     from rag.settings import Settings
 
     reason = ocr_unavailable_reason()

@@ -73,7 +73,7 @@ def settings_for(data_dir: Path, size: int, args: argparse.Namespace) -> Any:
 
 
 def ingest(runtime: Any, documents: Sequence[Path]) -> dict[str, Any]:
-    from rag.service import Upload
+    from rag.intake import Upload
 
     service = runtime.service
     service.create_collection("squad")

@@ -36,10 +36,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.answering import NO_ANSWER
 from rag.errors import InvalidRequestError
 from rag.quality import contains_answer, normalize_answer
 from rag.retrieval import SearchHit
-from rag.service import NO_ANSWER, RagService
+from rag.service import RagService
 from rag.settings import SearchMode
 
 __all__ = [
@@ -176,7 +177,7 @@ async def evaluate(
         )
     )
     for item, hits in zip(items, all_hits, strict=True):
-        abstains = service.abstains(hits)
+        abstains = service.answering.abstains(hits)
         if item.answerable:
             ranks.append(first_correct_rank(item, hits))
             abstained_answerable += abstains

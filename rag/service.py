@@ -11,65 +11,35 @@ import asyncio
 import functools
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from typing import Any
 
-from rag import metrics
+from rag.answering import Answer, AnswerEvent, Answering, final_answer
 from rag.blobs import BlobStore
 from rag.embedder import Embedder
 from rag.errors import InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
 from rag.filenames import clean_filename, escape_name
-from rag.generation import Generation, ModelPool, Sampling, TextModel
-from rag.generation.stream import TextStream
-from rag.grounding import Grounding, GroundingJudge
-from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
+from rag.generation import Sampling
+from rag.intake import Intake, Upload, UploadResult, check_metadata
+from rag.prompt import Turn
 from rag.registry import CollectionRecord, Database, DocumentRecord, DocumentStatus, VersionStatus
 from rag.retrieval import Retriever, SearchHit
-from rag.settings import SearchMode, Settings
+from rag.settings import SearchMode
 from rag.store import MetadataValue, SearchFilter, VectorStore
 
 __all__ = [
     "COLLECTION_MODEL_PREFIX",
-    "NO_ANSWER",
-    "Answer",
-    "AnswerDelta",
-    "AnswerDone",
-    "AnswerEvent",
-    "AnswerSources",
-    "Answering",
     "CollectionInfo",
-    "Intake",
     "Library",
     "RagService",
     "SearchHit",
-    "Upload",
-    "UploadResult",
-    "check_metadata",
 ]
-
-NO_ANSWER = "The documents don't contain an answer to this question."
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 COLLECTION_MODEL_PREFIX = "rag/"  # OpenAI-style model id of a collection: rag/<name>
 MAX_EMBED_INPUTS = 256
-_METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class Upload:
-    filename: str
-    content_type: str | None
-    stream: BinaryIO
-
-
-@dataclass(frozen=True)
-class UploadResult:
-    filename: str
-    document: DocumentRecord | None
-    duplicate: bool = False
-    error: RagError | None = None
 
 
 @dataclass(frozen=True)
@@ -82,44 +52,6 @@ class CollectionInfo:
 
 
 @dataclass(frozen=True)
-class Answer:
-    answer: str
-    sources: list[SearchHit]
-    # False when the service abstains: retrieval found nothing good enough (no
-    # generation ran), or the generated answer is judged not to stand in the
-    # passages (``draft`` holds it, ``reason`` says why).
-    grounded: bool
-    usage: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    finish_reason: str = "stop"  # "stop", "length" or "cancelled"
-    grounding: Grounding | None = None  # evidence, supported, abstention score (answers from passages)
-    reason: str | None = None  # why it abstained
-    draft: str | None = None  # the generated answer that was withheld
-    prompt_style: str | None = None  # the prompt format generation used
-
-
-@dataclass(frozen=True)
-class AnswerSources:
-    """First event of a streamed answer: the passages the prompt holds."""
-
-    sources: list[SearchHit]
-    grounded: bool
-
-
-@dataclass(frozen=True)
-class AnswerDelta:
-    text: str
-
-
-@dataclass(frozen=True)
-class AnswerDone:
-    answer: Answer
-
-
-AnswerEvent = AnswerSources | AnswerDelta | AnswerDone
-
-
-@dataclass(frozen=True)
 class Library:
     """Where collections and documents live."""
 
@@ -127,43 +59,6 @@ class Library:
     store: VectorStore
     blobs: BlobStore
     embedder: Embedder  # the configured model: new collections' vectors, /v1/embeddings
-
-
-@dataclass(frozen=True)
-class Intake:
-    """How an upload gets to the ingestion worker."""
-
-    enqueue: Callable[[str], None]
-    is_supported: Callable[[str], bool]
-    max_upload_bytes: int
-
-
-@dataclass(frozen=True)
-class Answering:
-    """Generation: the model pool (None in a process started without a model),
-    its prompt format and limits, and the similarity below which ``ask``
-    abstains without generating."""
-
-    pool: ModelPool | None
-    prompt_style: ResolvedPromptStyle
-    n_ctx: int
-    max_tokens: int
-    score_threshold: float
-    # Evidence for answers and abstention after generation (rag/grounding.py).
-    grounding: GroundingJudge = field(default_factory=GroundingJudge)
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, pool: ModelPool | None, prompt_style: ResolvedPromptStyle
-    ) -> Answering:
-        return cls(
-            pool=pool,
-            prompt_style=prompt_style,
-            n_ctx=settings.llm_n_ctx,
-            max_tokens=settings.max_tokens,
-            score_threshold=settings.score_threshold,
-            grounding=GroundingJudge(settings.abstain_threshold),
-        )
 
 
 class RagService:
@@ -362,16 +257,6 @@ class RagService:
         collection = self._collection(name)
         return self.retriever.search_many(collection.id, queries, top_k, mode=mode, where=where, rerank=rerank)
 
-    def abstains(self, sources: list[SearchHit]) -> bool:
-        """Whether ``ask`` answers "not in the documents" without generating:
-        nothing found, or no source as similar to the question as the threshold
-        asks (cosine; in lexical mode, where nothing is embedded, finding any
-        matching term is enough)."""
-        if not sources:
-            return True
-        similarities = [s.similarity for s in sources if s.similarity is not None]
-        return bool(similarities) and max(similarities) < self.answering.score_threshold
-
     async def ask(
         self,
         name: str,
@@ -386,7 +271,7 @@ class RagService:
         events = self.ask_stream(
             name, question, top_k=top_k, max_tokens=max_tokens, mode=mode, where=where, rerank=rerank
         )
-        return await _final_answer(events)
+        return await final_answer(events)
 
     async def ask_stream(
         self,
@@ -408,22 +293,13 @@ class RagService:
         generates ``max_tokens`` tokens (benchmarks)."""
         if not question.strip():
             raise InvalidRequestError("the question is empty")
-        max_tokens = self._check_max_tokens(max_tokens)
+        max_tokens = self.answering.check_max_tokens(max_tokens)
         started = time.perf_counter()
         sources = await asyncio.to_thread(
             functools.partial(self.search, name, question, top_k, mode=mode, where=where, rerank=rerank)
         )
         timings = {"retrieval_s": time.perf_counter() - started}
-        if self.abstains(sources):
-            yield AnswerSources(sources=sources, grounded=False)
-            yield AnswerDelta(NO_ANSWER)
-            timings["total_s"] = time.perf_counter() - started
-            reason = "no passage was found" if not sources else "no passage is similar enough to the question"
-            yield AnswerDone(
-                Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings, reason=reason)
-            )
-            return
-        inner = self._generate_stream(question, sources, max_tokens, history, started, timings, sampling, ignore_eos)
+        inner = self.answering.stream(question, sources, max_tokens, history, started, timings, sampling, ignore_eos)
         async with aclosing(inner):  # type: ignore[type-var]
             async for event in inner:
                 yield event
@@ -456,15 +332,12 @@ class RagService:
             collection = model[len(COLLECTION_MODEL_PREFIX) :]
             inner = self.ask_stream(collection, question, top_k=top_k, max_tokens=max_tokens, history=history,
                                     sampling=sampling, ignore_eos=ignore_eos)
-            async with aclosing(inner):  # type: ignore[type-var]
-                async for event in inner:
-                    yield event
-            return
-        if self.pool is None or model != self.pool.model_name:
-            raise NotFoundError(f"model {model!r} does not exist (see GET /v1/models)")
-        max_tokens = self._check_max_tokens(max_tokens)
-        started = time.perf_counter()
-        inner = self._generate_stream(question, None, max_tokens, history, started, {}, sampling, ignore_eos)
+        else:
+            if self.pool is None or model != self.pool.model_name:
+                raise NotFoundError(f"model {model!r} does not exist (see GET /v1/models)")
+            max_tokens = self.answering.check_max_tokens(max_tokens)
+            started = time.perf_counter()
+            inner = self.answering.stream(question, None, max_tokens, history, started, {}, sampling, ignore_eos)
         async with aclosing(inner):  # type: ignore[type-var]
             async for event in inner:
                 yield event
@@ -477,7 +350,7 @@ class RagService:
         max_tokens: int | None = None,
         sampling: Sampling | None = None,
     ) -> Answer:
-        return await _final_answer(self.chat_stream(model, messages, max_tokens=max_tokens, sampling=sampling))
+        return await final_answer(self.chat_stream(model, messages, max_tokens=max_tokens, sampling=sampling))
 
     def model_ids(self) -> list[str]:
         """OpenAI-style model ids: the base model, ``rag/<collection>`` for each
@@ -495,134 +368,3 @@ class RagService:
             raise InvalidRequestError(f"at most {MAX_EMBED_INPUTS} inputs per request")
         tokens = sum(self.embedder.count_tokens(t) for t in texts)
         return self.embedder.embed(texts), tokens
-
-    def _check_max_tokens(self, max_tokens: int | None) -> int:
-        n_ctx = self.answering.n_ctx
-        max_tokens = max_tokens or self.answering.max_tokens
-        if max_tokens >= n_ctx - 64:
-            raise InvalidRequestError(f"max_tokens must be below {n_ctx - 64}")
-        return max_tokens
-
-    async def _generate_stream(
-        self,
-        question: str,
-        sources: list[SearchHit] | None,
-        max_tokens: int,
-        history: Sequence[Turn],
-        started: float,
-        timings: dict[str, float],
-        sampling: Sampling | None = None,
-        ignore_eos: bool = False,
-    ) -> AsyncIterator[AnswerEvent]:
-        if self.pool is None:
-            raise RagError("this process was started without a model (RAG_LLM_LOAD=false)")
-        # Pieces that arrive while this task is busy are joined: one loop wake-up each time.
-        pieces = TextStream(asyncio.get_running_loop())
-        retrieved = time.perf_counter()
-        async with self.pool.acquire() as model:
-            acquired = time.perf_counter()
-            prompt = await asyncio.to_thread(self._build_prompt, model, question, sources, max_tokens, history)
-            used: list[SearchHit] = []
-            if sources is not None:
-                used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
-                yield AnswerSources(sources=used, grounded=True)
-            job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=pieces.push,
-                               ignore_eog=ignore_eos, sampling=sampling, logprobs=sources is not None)
-            job.future.add_done_callback(lambda _: pieces.end())
-            try:
-                async for piece in pieces:
-                    yield AnswerDelta(piece)
-                generation: Generation = await job.wait()
-            finally:
-                job.cancel()  # a no-op once finished; stops it when the client left
-        timings.update(
-            queue_s=acquired - retrieved + generation.queue_s,
-            time_to_first_token_s=generation.time_to_first_token_s,
-            generation_s=generation.total_s,
-            total_s=time.perf_counter() - started,
-        )
-        decode_s = generation.total_s - generation.time_to_first_token_s
-        if generation.completion_tokens > 1 and decode_s > 0:
-            timings["decode_tokens_per_s"] = (generation.completion_tokens - 1) / decode_s
-        usage = {
-            "prompt_tokens": generation.prompt_tokens,
-            "completion_tokens": generation.completion_tokens,
-            "total_tokens": generation.prompt_tokens + generation.completion_tokens,
-            "cached_prompt_tokens": generation.cached_tokens,
-        }
-        if sources is not None:
-            usage["context_passages"] = prompt.passages_used
-        metrics.observe_generation(timings, usage)
-        text = generation.text or (NO_ANSWER if sources is not None else "")
-        grounding = reason = draft = None
-        if sources is not None:
-            # After the stream: a client showing deltas learns from `done`
-            # that the answer was withheld (grounded false, reason).
-            grounding = self.answering.grounding.assess(
-                question, generation.text, [(s.rank, s.text) for s in used], generation.token_logprobs
-            )
-            if grounding.abstain:
-                reason, draft, text = grounding.reason, generation.text, NO_ANSWER
-        yield AnswerDone(
-            Answer(
-                answer=text,
-                sources=used,
-                grounded=sources is not None and reason is None,
-                usage=usage,
-                timings=timings,
-                finish_reason=generation.finish_reason,
-                grounding=grounding,
-                reason=reason,
-                draft=draft,
-                prompt_style=self.answering.prompt_style,
-            )
-        )
-
-    def _build_prompt(
-        self,
-        model: TextModel,
-        question: str,
-        sources: list[SearchHit] | None,
-        max_tokens: int,
-        history: Sequence[Turn],
-    ) -> BuiltPrompt:
-        builder = PromptBuilder(
-            self.answering.prompt_style,
-            model.tokenize,
-            model.detokenize,
-            history=history,
-            retrieval=sources is not None,
-        )
-        passages = [s.text for s in sources] if sources is not None else []
-        return builder.build(question, passages, budget=self.answering.n_ctx - max_tokens)
-
-
-async def _final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:
-    async with aclosing(events):  # type: ignore[type-var]
-        async for event in events:
-            if isinstance(event, AnswerDone):
-                return event.answer
-    raise RagError("the answer stream ended without an answer")
-
-
-def check_metadata(metadata: dict[str, Any]) -> dict[str, MetadataValue | list[MetadataValue]]:
-    """Upload metadata as the store keeps it, or InvalidRequestError saying why not."""
-    if not isinstance(metadata, dict):
-        raise InvalidRequestError("metadata must be a JSON object")
-    if len(metadata) > 64:
-        raise InvalidRequestError("metadata has more than 64 keys")
-    out: dict[str, MetadataValue | list[MetadataValue]] = {}
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not _METADATA_KEY.match(key):
-            raise InvalidRequestError(
-                f"metadata key {key!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or '_'"
-            )
-        values = value if isinstance(value, list) else [value]
-        for v in values:
-            if not isinstance(v, str | int | float | bool) or (isinstance(v, str) and len(v) > 1024):
-                raise InvalidRequestError(
-                    f"metadata {key!r}: values are strings (up to 1024 characters), numbers, "
-                    "booleans or lists of them"
-                )
-        out[key] = list(values) if isinstance(value, list) else value
-    return out

@@ -33,16 +33,18 @@ from ingest.queue import (
 )
 from ingest.runner import ReindexRunner
 from ingest.sandbox import ProcessParser, build_parser
+from rag.answering import Answering
 from rag.blobs import BlobStore
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, ConfigurationError
 from rag.generation import ModelPool, TextModel, load_models
+from rag.intake import Intake
 from rag.lexical import LexicalEncoder
 from rag.prompt import ResolvedPromptStyle, detect_prompt_style
 from rag.registry import Database, DocumentStatus
 from rag.reindex import ReindexService
 from rag.retrieval import Retriever
-from rag.service import Answering, Intake, Library, RagService
+from rag.service import Library, RagService
 from rag.settings import BUNDLED_LLM, Settings
 from rag.store import VectorStore
 

@@ -12,7 +12,7 @@ from api.deps import RuntimeDep, ServiceDep
 from api.errors import error_body, status_for
 from api.schemas import DocumentPublic, UploadItem, UploadResponse
 from rag.errors import InvalidRequestError, RequestTooLargeError
-from rag.service import Upload
+from rag.intake import Upload
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
 

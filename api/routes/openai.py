@@ -31,10 +31,11 @@ from api.openai_schemas import (
 )
 from api.schemas import GroundingPublic, SourcePublic
 from api.sse import event_stream, sse
+from rag.answering import Answer, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 from rag.auth import Role
 from rag.errors import NotFoundError
 from rag.generation import Sampling
-from rag.service import COLLECTION_MODEL_PREFIX, Answer, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
+from rag.service import COLLECTION_MODEL_PREFIX
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

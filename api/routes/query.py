@@ -8,8 +8,8 @@ from api.auth import ReadScope
 from api.deps import ServiceDep
 from api.schemas import AskRequest, AskResponse, EvaluationRequest, SearchRequest, SearchResponse, SourcePublic
 from api.sse import event_stream, sse
+from rag.answering import AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 from rag.evaluation import QAItem, evaluate, render_table
-from rag.service import AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["query"])
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.service import NO_ANSWER
+from rag.answering import NO_ANSWER
 from rag.settings import Settings
 from tests.fast.helpers import sse_events, upload
 from tests.support.fakes import FakeTextModel

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
+from rag.answering import NO_ANSWER
 from rag.prompt import EXAMPLES
-from rag.service import NO_ANSWER
 from rag.settings import Settings
 from runtime import Parts
 from tests.fast.helpers import sse_events, upload

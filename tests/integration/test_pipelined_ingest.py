@@ -7,7 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 from pathlib import Path
 
-from rag.service import Upload
+from rag.intake import Upload
 from rag.settings import Settings
 from runtime import build_runtime
 from tests.docmaker import make_all

@@ -4,7 +4,7 @@ import pytest
 
 from rag.errors import InvalidRequestError
 from rag.evaluation import contains_answer, exact_match, f1_score, normalize_answer, percentile, render_table
-from rag.service import check_metadata
+from rag.intake import check_metadata
 
 
 def test_squad_normalisation() -> None:

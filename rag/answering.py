@@ -1,0 +1,234 @@
+"""Answers from passages: the model pool, the prompt and grounding.
+
+``Answering`` is what ``RagService`` hands the question and the retrieved
+passages to (or no passages: a plain chat with the base model). It decides
+whether to abstain without generating, builds the prompt within the context,
+streams the generation as ``AnswerEvent``s and judges whether the answer stands
+in the passages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from rag import metrics
+from rag.errors import InvalidRequestError, RagError
+from rag.generation import Generation, ModelPool, Sampling, TextModel
+from rag.generation.stream import TextStream
+from rag.grounding import Grounding, GroundingJudge
+from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
+from rag.retrieval import SearchHit
+from rag.settings import Settings
+
+__all__ = [
+    "NO_ANSWER",
+    "Answer",
+    "AnswerDelta",
+    "AnswerDone",
+    "AnswerEvent",
+    "AnswerSources",
+    "Answering",
+    "final_answer",
+]
+
+NO_ANSWER = "The documents don't contain an answer to this question."
+
+
+@dataclass(frozen=True)
+class Answer:
+    answer: str
+    sources: list[SearchHit]
+    # False when the service abstains: retrieval found nothing good enough (no
+    # generation ran), or the generated answer is judged not to stand in the
+    # passages (``draft`` holds it, ``reason`` says why).
+    grounded: bool
+    usage: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    finish_reason: str = "stop"  # "stop", "length" or "cancelled"
+    grounding: Grounding | None = None  # evidence, supported, abstention score (answers from passages)
+    reason: str | None = None  # why it abstained
+    draft: str | None = None  # the generated answer that was withheld
+    prompt_style: str | None = None  # the prompt format generation used
+
+
+@dataclass(frozen=True)
+class AnswerSources:
+    """First event of a streamed answer: the passages the prompt holds."""
+
+    sources: list[SearchHit]
+    grounded: bool
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerDone:
+    answer: Answer
+
+
+AnswerEvent = AnswerSources | AnswerDelta | AnswerDone
+
+
+@dataclass(frozen=True)
+class Answering:
+    """Generation: the model pool (None in a process started without a model),
+    its prompt format and limits, and the similarity below which ``ask``
+    abstains without generating."""
+
+    pool: ModelPool | None
+    prompt_style: ResolvedPromptStyle
+    n_ctx: int
+    max_tokens: int
+    score_threshold: float
+    # Evidence for answers and abstention after generation (rag/grounding.py).
+    grounding: GroundingJudge = field(default_factory=GroundingJudge)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, pool: ModelPool | None, prompt_style: ResolvedPromptStyle
+    ) -> Answering:
+        return cls(
+            pool=pool,
+            prompt_style=prompt_style,
+            n_ctx=settings.llm_n_ctx,
+            max_tokens=settings.max_tokens,
+            score_threshold=settings.score_threshold,
+            grounding=GroundingJudge(settings.abstain_threshold),
+        )
+
+    def abstains(self, sources: list[SearchHit]) -> bool:
+        """Whether ``ask`` answers "not in the documents" without generating:
+        nothing found, or no source as similar to the question as the threshold
+        asks (cosine; in lexical mode, where nothing is embedded, finding any
+        matching term is enough)."""
+        if not sources:
+            return True
+        similarities = [s.similarity for s in sources if s.similarity is not None]
+        return bool(similarities) and max(similarities) < self.score_threshold
+
+    def check_max_tokens(self, max_tokens: int | None) -> int:
+        n_ctx = self.n_ctx
+        max_tokens = max_tokens or self.max_tokens
+        if max_tokens >= n_ctx - 64:
+            raise InvalidRequestError(f"max_tokens must be below {n_ctx - 64}")
+        return max_tokens
+
+    async def stream(
+        self,
+        question: str,
+        sources: list[SearchHit] | None,
+        max_tokens: int,
+        history: Sequence[Turn],
+        started: float,
+        timings: dict[str, float],
+        sampling: Sampling | None = None,
+        ignore_eos: bool = False,
+    ) -> AsyncIterator[AnswerEvent]:
+        """The answer from ``sources`` (``None``: the base model alone, no
+        passages) as events; with passages too weak to answer from, the
+        abstention without generating. ``started``: when the request began;
+        ``timings``: what it took so far (retrieval)."""
+        if sources is not None and self.abstains(sources):
+            yield AnswerSources(sources=sources, grounded=False)
+            yield AnswerDelta(NO_ANSWER)
+            timings["total_s"] = time.perf_counter() - started
+            why = "no passage was found" if not sources else "no passage is similar enough to the question"
+            yield AnswerDone(Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings, reason=why))
+            return
+        if self.pool is None:
+            raise RagError("this process was started without a model (RAG_LLM_LOAD=false)")
+        # Pieces that arrive while this task is busy are joined: one loop wake-up each time.
+        pieces = TextStream(asyncio.get_running_loop())
+        retrieved = time.perf_counter()
+        async with self.pool.acquire() as model:
+            acquired = time.perf_counter()
+            prompt = await asyncio.to_thread(self._build_prompt, model, question, sources, max_tokens, history)
+            used: list[SearchHit] = []
+            if sources is not None:
+                used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
+                yield AnswerSources(sources=used, grounded=True)
+            job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=pieces.push,
+                               ignore_eog=ignore_eos, sampling=sampling, logprobs=sources is not None)
+            job.future.add_done_callback(lambda _: pieces.end())
+            try:
+                async for piece in pieces:
+                    yield AnswerDelta(piece)
+                generation: Generation = await job.wait()
+            finally:
+                job.cancel()  # a no-op once finished; stops it when the client left
+        timings.update(
+            queue_s=acquired - retrieved + generation.queue_s,
+            time_to_first_token_s=generation.time_to_first_token_s,
+            generation_s=generation.total_s,
+            total_s=time.perf_counter() - started,
+        )
+        decode_s = generation.total_s - generation.time_to_first_token_s
+        if generation.completion_tokens > 1 and decode_s > 0:
+            timings["decode_tokens_per_s"] = (generation.completion_tokens - 1) / decode_s
+        usage = {
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens,
+            "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+            "cached_prompt_tokens": generation.cached_tokens,
+        }
+        if sources is not None:
+            usage["context_passages"] = prompt.passages_used
+        metrics.observe_generation(timings, usage)
+        text = generation.text or (NO_ANSWER if sources is not None else "")
+        grounding = reason = draft = None
+        if sources is not None:
+            # After the stream: a client showing deltas learns from `done`
+            # that the answer was withheld (grounded false, reason).
+            grounding = self.grounding.assess(
+                question, generation.text, [(s.rank, s.text) for s in used], generation.token_logprobs
+            )
+            if grounding.abstain:
+                reason, draft, text = grounding.reason, generation.text, NO_ANSWER
+        yield AnswerDone(
+            Answer(
+                answer=text,
+                sources=used,
+                grounded=sources is not None and reason is None,
+                usage=usage,
+                timings=timings,
+                finish_reason=generation.finish_reason,
+                grounding=grounding,
+                reason=reason,
+                draft=draft,
+                prompt_style=self.prompt_style,
+            )
+        )
+
+    def _build_prompt(
+        self,
+        model: TextModel,
+        question: str,
+        sources: list[SearchHit] | None,
+        max_tokens: int,
+        history: Sequence[Turn],
+    ) -> BuiltPrompt:
+        builder = PromptBuilder(
+            self.prompt_style,
+            model.tokenize,
+            model.detokenize,
+            history=history,
+            retrieval=sources is not None,
+        )
+        passages = [s.text for s in sources] if sources is not None else []
+        return builder.build(question, passages, budget=self.n_ctx - max_tokens)
+
+
+async def final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:
+    """The ``Answer`` that ends an answer stream."""
+    async with aclosing(events):  # type: ignore[type-var]
+        async for event in events:
+            if isinstance(event, AnswerDone):
+                return event.answer
+    raise RagError("the answer stream ended without an answer")
