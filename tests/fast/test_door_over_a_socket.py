@@ -16,7 +16,7 @@ import uvicorn
 from api.app import create_app
 from rag.settings import Settings
 from runtime import Parts
-from tests.support.service import ADMIN_KEY, free_port, wait_for
+from tests.support.service import ADMIN_KEY, free_port, read_http_head, wait_for
 
 LIMIT = 512 * 1024
 
@@ -35,17 +35,6 @@ def port(fast_settings: Settings, parts: Parts) -> Iterator[int]:
     thread.join(60)
 
 
-def _head(sock: socket.socket) -> bytes:
-    sock.settimeout(60)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        data += piece
-    return data
-
-
 def _request(port: int, headers: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(f"POST /v1/collections/c/documents HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
@@ -55,7 +44,7 @@ def _request(port: int, headers: str) -> socket.socket:
 def test_a_10_gib_announcement_is_refused_at_once(port: int) -> None:
     auth = f"Authorization: Bearer {ADMIN_KEY}\r\n"
     with _request(port, auth + "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10737418240\r\n") as s:
-        head = _head(s)
+        head = read_http_head(s)
     assert head.startswith(b"HTTP/1.1 413") and b"connection: close" in head.lower(), head
 
 
@@ -70,12 +59,12 @@ def test_a_chunked_upload_is_refused_once_it_passes_the_limit(port: int) -> None
             assert sent < 20 * LIMIT, "still reading far past the limit"
             s.sendall(b"4000\r\n" + b"w" * 0x4000 + b"\r\n")
             sent += 0x4000
-        head = _head(s)
+        head = read_http_head(s)
     assert head.startswith(b"HTTP/1.1 413"), head
     assert sent > LIMIT
 
 
 def test_without_a_key_the_body_is_never_read(port: int) -> None:
     with _request(port, "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n") as s:
-        head = _head(s)  # nothing of the body was sent
+        head = read_http_head(s)  # nothing of the body was sent
     assert head.startswith(b"HTTP/1.1 401"), head

@@ -6,8 +6,6 @@ prompt style taken from a chat template carried by the GGUF."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ import pytest
 
 from tests.docmaker import make_all
 from tests.support.chat_model import with_chat_template
-from tests.support.service import ROOT, ServiceProcess, cli_env, free_port, upload, wait_indexed
+from tests.support.service import ServiceProcess, free_port, rag_cli, upload, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -104,15 +102,8 @@ def test_stream_and_openai_route_carry_the_evidence(bundled: ServiceProcess, han
 
 def test_rag_ask_prints_the_quote(bundled: ServiceProcess, handbook: Any) -> None:
     _, question, fact = handbook["txt"]
-    out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "ask", question, "--collection", "handbook", "--url", bundled.url],
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
+    out = rag_cli("ask", question, "--collection", "handbook", "--url", bundled.url, timeout=300)
+    assert out.returncode == 0, out.stderr
     quote_lines = [line for line in out.stdout.splitlines() if line.startswith("supported by [")]
     assert quote_lines and fact in quote_lines[0], out.stdout
 
@@ -153,30 +144,16 @@ def test_rag_eval_reports_abstention_evidence_and_f1_in_one_table(
         {"question": "Who painted the whiteboard in the inspection room?", "answers": []},
     ]
     qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "eval", str(qa), "--collection", "handbook", "--url", bundled.url,
-         "--generate", "1", "--generate-unanswerable", "1", "--json"],
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
+    base = ["eval", str(qa), "--collection", "handbook", "--url", bundled.url, "--generate", "1"]
+    out = rag_cli(*base, "--generate-unanswerable", "1", "--json", timeout=600)
+    assert out.returncode == 0, out.stderr
     gen = json.loads(out.stdout)["generation"]
     assert gen["sample"] == 1 and gen["unanswerable_sample"] == 1
     assert gen["f1"] is not None and gen["f1"] > 0
     assert gen["evidence_contains_answer"] == 1.0 and gen["supported"] == 1.0
     assert gen["abstained"] == 0.0 and gen["abstention"] in (0.0, 1.0)
-    table = subprocess.run(
-        [sys.executable, "-m", "api.cli", "eval", str(qa), "--collection", "handbook", "--url", bundled.url,
-         "--generate", "1"],
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    ).stdout
+    done = rag_cli(*base, timeout=600)
+    assert done.returncode == 0, done.stderr
+    table = done.stdout
     for row in ("abstention (unanswerable)", "false abstention (answerable)", "evidence contains answer", "F1"):
         assert row in table, table

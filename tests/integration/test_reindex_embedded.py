@@ -6,8 +6,6 @@ cron schedules."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +18,9 @@ import pytest
 from tests.docmaker import make_all, make_document
 from tests.support.service import (
     AUTH_HEADERS,
-    ROOT,
     ServiceProcess,
-    cli_env,
     free_port,
+    rag_cli,
     upload,
     wait_for,
     wait_indexed,
@@ -344,9 +341,7 @@ def test_folder_sync_mirrors_the_folder(sync_service: tuple[ServiceProcess, Path
 
 
 def _cli(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120
-    )
+    done = rag_cli(*args)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -8,8 +8,6 @@ behave the same.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ import httpx
 import pytest
 
 from tests.support.qdrant_server import run_qdrant_server
-from tests.support.service import ROOT, ServiceProcess, cli_env, running, wait_indexed
+from tests.support.service import ServiceProcess, rag_cli, running, wait_indexed
 
 pytestmark = pytest.mark.slow
 
@@ -203,22 +201,15 @@ def test_evaluation_endpoint_reports_every_measure(client: httpx.Client) -> None
 def test_rag_eval_cli_prints_a_table_and_json(stack: Stack, tmp_path: Path) -> None:
     qa = tmp_path / "qa.jsonl"
     qa.write_text("\n".join(json.dumps(q) for q in QA) + "\n")
-    base = [sys.executable, "-m", "api.cli", "eval", str(qa), "--collection", "kb", "--url", stack.service.url]
-    env = cli_env()
-    out = subprocess.run([*base, "--generate", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    base = ["eval", str(qa), "--collection", "kb", "--url", stack.service.url]
+    out = rag_cli(*base, "--generate", "0", timeout=300)
     assert out.returncode == 0, out.stderr
     assert "answer-recall@1" in out.stdout and "MRR" in out.stdout and "abstention" in out.stdout
-    out = subprocess.run(
-        [*base, "--generate", "0", "--json", "--mode", "dense"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    out = rag_cli(*base, "--generate", "0", "--json", "--mode", "dense", timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["mode"] == "dense" and data["answer_recall"]["@10"] == 1.0
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"answers": []}\n')
-    out = subprocess.run(
-        [sys.executable, "-m", "api.cli", "eval", str(bad), "-c", "kb", "--url", stack.service.url],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    out = rag_cli("eval", str(bad), "-c", "kb", "--url", stack.service.url, timeout=60)
     assert out.returncode == 2 and "line 1" in out.stderr

@@ -199,6 +199,13 @@ def test_openai_client_models_chat_and_embeddings(service: ServiceProcess, handb
     assert many.usage.prompt_tokens > 0
 
 
+def _long_story(client: httpx.Client) -> dict[str, Any]:
+    """A streamed chat with the base model that would run to 3000 tokens."""
+    base = client.get("/v1/models").json()["data"][0]["id"]
+    return {"model": base, "messages": [{"role": "user", "content": "Tell a long story."}], "stream": True,
+            "max_tokens": 3000}  # fmt: skip
+
+
 def test_a_client_that_hangs_up_stops_the_generation(tmp_path: Path) -> None:
     # One sequence slot and no queue: while an answer runs, any other ask gets 429.
     # The chat format makes the base model ramble on to max_tokens.
@@ -211,9 +218,7 @@ def test_a_client_that_hangs_up_stops_the_generation(tmp_path: Path) -> None:
     )
     with running("serve", env, tmp_path / "serve.log") as proc:
         with proc.client() as c:
-            base = c.get("/v1/models").json()["data"][0]["id"]
-            body = {"model": base, "messages": [{"role": "user", "content": "Tell a long story."}], "stream": True,
-                    "max_tokens": 3000}
+            body = _long_story(c)
             with c.stream("POST", "/v1/chat/completions", json=body) as r:
                 assert r.status_code == 200
                 events = _sse(r.iter_lines())  # kept referenced: dropping it closes the stream
@@ -241,9 +246,7 @@ def test_a_crashed_model_process_fails_its_answer_and_the_service_recovers(tmp_p
     with running("serve", env, tmp_path / "serve.log") as proc:
         [child] = child_pids(proc.proc.pid, "rag.generation.child")
         with proc.client() as c:
-            base = c.get("/v1/models").json()["data"][0]["id"]
-            body = {"model": base, "messages": [{"role": "user", "content": "Tell a long story."}], "stream": True,
-                    "max_tokens": 3000}
+            body = _long_story(c)
             with c.stream("POST", "/v1/chat/completions", json=body) as r:
                 assert r.status_code == 200
                 events = _sse(r.iter_lines())

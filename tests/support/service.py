@@ -22,6 +22,8 @@ __all__ = [
     "child_pids",
     "cli_env",
     "free_port",
+    "rag_cli",
+    "read_http_head",
     "running",
     "split_env",
     "upload",
@@ -40,6 +42,28 @@ AUTH_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 def cli_env() -> dict[str, str]:
     """The environment of a ``rag`` client command run by a test: the admin key."""
     return {**os.environ, "RAG_API_KEY": ADMIN_KEY}
+
+
+def rag_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``rag <args>`` as a client command (the test admin key in its environment);
+    the caller checks the exit status."""
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def read_http_head(sock: socket.socket, timeout: float = 60) -> bytes:
+    """What a raw socket receives up to the end of an HTTP response's headers
+    (or until the peer closes)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    return data
 
 
 def free_port() -> int:

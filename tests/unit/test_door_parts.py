@@ -27,7 +27,7 @@ from rag.errors import (
 )
 from rag.filenames import MAX_NAME_CHARS, clean_filename
 from rag.registry import Database
-from tests.support.service import free_port, wait_for
+from tests.support.service import free_port, read_http_head, wait_for
 
 
 @pytest.fixture
@@ -212,17 +212,6 @@ def limited_server() -> Iterator[tuple[int, list[int]]]:
     thread.join(30)
 
 
-def _response(sock: socket.socket, timeout: float = 30) -> bytes:
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        data += piece
-    return data
-
-
 def _readable(sock: socket.socket) -> bool:
     import select
 
@@ -239,7 +228,7 @@ def test_a_declared_content_length_over_the_limit_is_refused_before_any_body(
             b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
             b"Content-Length: 10737418240\r\n\r\n"
         )  # 10 GiB announced, not one byte sent
-        head = _response(sock)
+        head = read_http_head(sock, 30)
         assert head.startswith(b"HTTP/1.1 413"), head
         assert b"connection: close" in head.lower()
     assert len(reached) == before
@@ -257,7 +246,7 @@ def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(limited_server
             assert sent < 40 * LIMIT, "the server kept reading far past the limit"
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             sent += len(chunk)
-        head = _response(sock)
+        head = read_http_head(sock, 30)
         assert head.startswith(b"HTTP/1.1 413"), head
         assert sent > LIMIT
     assert len(reached) == before
@@ -279,7 +268,7 @@ def test_a_multipart_upload_over_the_limit_streamed_in_chunks_never_reaches_the_
         while not _readable(sock):
             assert time.monotonic() - started < 120
             sock.sendall(b"4000\r\n" + b"z" * 0x4000 + b"\r\n")
-        head = _response(sock)
+        head = read_http_head(sock, 30)
         assert head.startswith(b"HTTP/1.1 413"), head
     assert len(reached) == before
 
