@@ -13,6 +13,8 @@
 #                    (RAG_LLM_PROMPT_STEPS=0), /v1/chat/completions alternating per
 #                    stream count; then /ask (retrieval + generation) on the first,
 #                    over the data directory of bench/device/askdata.sh ($ASK_DATA)
+#   e2e.sh prompt    bench/device/prompt_phase.py: a burst's prompt phase packed as
+#                    llama-batched-bench packs it and as the scheduler does
 #   e2e.sh peer      the same client against llama-server from the same llama.cpp:
 #                    default sampling, then -bs ($PEER_ROUNDS rounds)
 # Results under $OUT (at most 8 files come back per call).
@@ -24,7 +26,7 @@ while [ ! -f build.done ]; do sleep 5; done
 [ "$(cat build.done)" = 0 ] || { tail -30 build.log; exit 1; }
 cp -a build/bin/*.so* llama_cpp/lib/ 2>/dev/null
 [ -f model.gguf ] || cat parts/model.* > model.gguf
-[ -d minilm ] || tar xzf parts/minilm.tgz
+[ -d minilm ] || [ ! -f parts/minilm.tgz ] || tar xzf parts/minilm.tgz
 echo "model sha256 $(sha256sum model.gguf | cut -c1-16)"
 export PYTHONPATH=$W:$W/site:$REPO PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 cd $REPO
@@ -40,6 +42,10 @@ NP=${NP:-64}                 # sequence slots, on every side
 step=${1:-harness}
 KEY=bench-admin-key-0123456789abcdef
 
+if [ "$step" = prompt ]; then  # where the prompt phase of a burst goes (no scheduler)
+  python3 bench/device/prompt_phase.py $M 2>&1 | grep "^prompt phase" | tee $OUT/prompt-phase.log
+  exit 0
+fi
 if [ "$step" = harness ]; then
   python3 bench/generation.py --model $M --batched-bench $B/llama-batched-bench --threads 16 --n-gpu-layers -1 \
     --flash-attn on --rounds $ROUNDS --streams $STREAMS --slot-ctx $SLOT --skip single,high_level,batched,prefix \

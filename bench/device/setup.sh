@@ -2,7 +2,7 @@
 # Device call 1, from the repository root, carrying .device/c0 (made here by
 # bench/device/bundle.sh): unpack llama.cpp and the bindings under /root/w,
 # install the wheels into /root/w/site, and start the CUDA build of llama.cpp
-# (libraries, llama-bench, llama-batched-bench, llama-server) in the
+# (libraries, llama-bench, llama-batched-bench, llama-server; $TARGETS) in the
 # background. Then one call per folder: bench/device/part.sh .device/cN (the
 # model's parts, the embedder and the /ask data directory).
 set -e
@@ -16,5 +16,5 @@ cmake -S llama.cpp -B build -G Ninja -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=9
   -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
   -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
   -DBUILD_SHARED_LIBS=ON > cmake.log 2>&1 || { tail -30 cmake.log; exit 1; }
-setsid nohup bash -c 'cmake --build build -j16 --target llama llama-bench llama-batched-bench llama-server > build.log 2>&1; echo $? > build.done' < /dev/null > /dev/null 2>&1 &
+setsid nohup bash -c "cmake --build build -j16 --target ${TARGETS:-llama llama-bench llama-batched-bench llama-server} > build.log 2>&1; echo \$? > build.done" < /dev/null > /dev/null 2>&1 &
 sleep 3; tail -2 build.log

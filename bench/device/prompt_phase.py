@@ -1,0 +1,85 @@
+"""On the GPU machine: where the prompt phase of a burst goes. 16 prompts of
+512 tokens through llama-cpp-python's ctypes API on the service's context (64
+slots of 1,024 cells, n_batch 2,048, n_ubatch 512, in-graph greedy sampling;
+no scheduler), packed in 2,048-token calls two ways:
+
+- ``bench``: four consecutive sequences per call in ascending order, as
+  llama-batched-bench packs them (``split_equal`` makes micro-batches of 4
+  sequences × 128 tokens, and llama.cpp reuses the graph while the set of
+  sequences stays the same);
+- ``single``: four sequences per call in descending order, one sequence per
+  micro-batch, as the scheduler packs them now (a graph per micro-batch);
+
+each with the outputs read after the last call only (``-async``) or after
+every call (``-sync``, as the scheduler does), with the prompt cache's
+full-size SWA cache (the service's default) and without it. Prints the
+median of 7 bursts (after 2 warm-ups) from the first ``llama_decode`` to the
+sampled tokens in hand.
+
+Usage: python3 bench/device/prompt_phase.py MODEL.gguf [--smoke]
+(``--smoke``: 4 prompts of 64 tokens, a few bursts, on whatever device:
+checks the script, measures nothing.)
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import bench.generation as bg
+from rag.generation.batch import Batch
+from rag.generation.llama import LlamaModel
+
+S, N, PER_CALL, BURSTS = 16, 512, 4, 9
+if "--smoke" in sys.argv:
+    S, N, PER_CALL, BURSTS = 4, 64, 2, 3
+
+
+def burst(m: LlamaModel, prompts: list[list[int]], packing: str, sync_each: bool) -> float:
+    lc, ctx = m._lc, m._ctx
+    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+    lc.llama_synchronize(ctx)
+    b = Batch(lc, 2048, 64)
+    t0 = time.perf_counter()
+    for call in range(S // PER_CALL):
+        seqs = list(range(call * PER_CALL, (call + 1) * PER_CALL))
+        if packing == "single":
+            seqs.reverse()
+        b.clear()
+        outs = [b.add_run(prompts[s], 0, s, True) for s in seqs]
+        assert lc.llama_decode(ctx, b.as_raw()) == 0
+        if sync_each or call == S // PER_CALL - 1:
+            for i in outs:
+                lc.llama_get_sampled_token_ith(ctx, i)
+    lc.llama_synchronize(ctx)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    path = Path(sys.argv[1])
+    for swa_full in (True, False):
+        m = LlamaModel(path, n_ctx=1024, threads=16 if S == 16 else 2, n_gpu_layers=-1, parallel=64, flash_attn="on",
+                       prompt_cache=swa_full, n_batch=2048)
+        assert m._scheduler is not None
+        m._scheduler.stop()  # drive the context from here
+        try:
+            for packing in ("bench", "single"):
+                for sync_each in (False, True):
+                    times = []
+                    for r in range(BURSTS):
+                        prompts = [bg.prompt_of(m, N, salt=f"{r} {s} ") for s in range(S)]
+                        times.append(burst(m, prompts, packing, sync_each))
+                    ms = [1000 * t for t in times[2:]]  # after 2 warm-ups
+                    label = f"{packing}-{'sync' if sync_each else 'async'}"
+                    print(f"prompt phase swa_full={swa_full!s:<5} {label:<13} median {statistics.median(ms):6.1f} ms "
+                          f"(min {min(ms):.1f}, max {max(ms):.1f})", flush=True)
+        finally:
+            m._free()
+
+
+if __name__ == "__main__":
+    main()
