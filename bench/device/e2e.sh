@@ -15,6 +15,8 @@
 #                    over the data directory of bench/device/askdata.sh ($ASK_DATA)
 #   e2e.sh prompt    bench/device/prompt_phase.py: a burst's prompt phase packed as
 #                    llama-batched-bench packs it and as the scheduler does
+#   e2e.sh raw       bench/device/rawdecode.py --service: decode steps without the
+#                    scheduler, reading the sampled tokens back each step or not
 #   e2e.sh peer      the same client against llama-server from the same llama.cpp:
 #                    default sampling, then -bs ($PEER_ROUNDS rounds)
 # Results under $OUT (at most 8 files come back per call).
@@ -44,6 +46,10 @@ KEY=bench-admin-key-0123456789abcdef
 
 if [ "$step" = prompt ]; then  # where the prompt phase of a burst goes (no scheduler)
   python3 bench/device/prompt_phase.py $M 2>&1 | grep "^prompt phase" | tee $OUT/prompt-phase.log
+  exit 0
+fi
+if [ "$step" = raw ]; then  # 128 decode steps of 16 streams without the scheduler (rawdecode.py)
+  python3 bench/device/rawdecode.py $M --service 2>&1 | grep "^raw" | tee $OUT/rawdecode.log
   exit 0
 fi
 if [ "$step" = harness ]; then

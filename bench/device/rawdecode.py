@@ -1,7 +1,11 @@
 """On the GPU machine: 16 sequences decoded through llama-cpp-python's ctypes
 API the way llama-batched-bench does it (fixed tokens, no scheduler), with the
 logits copied out and with the service's in-graph greedy sampling, to split a
-service step's time into llama.cpp's and the scheduler's."""
+service step's time into llama.cpp's and the scheduler's. ``--service``: on
+the service's benchmark context (64 slots of 1,024 cells, as e2e.sh), and
+also without reading anything back between steps (llama-batched-bench's
+way, which real generation cannot do: each step needs the last one's
+tokens)."""
 
 from __future__ import annotations
 
@@ -16,9 +20,12 @@ from rag.generation.batch import Batch
 from rag.generation.llama import LlamaModel
 
 S = 16
-for backend_sampling, label in ((False, "logits out"), (True, "in-graph greedy")):
-    m = LlamaModel(Path(sys.argv[1]), n_ctx=832, threads=16, n_gpu_layers=-1, parallel=S, flash_attn="on",
-                   prompt_cache=False, backend_sampling=backend_sampling)
+SERVICE = "--service" in sys.argv
+variants = [(False, "logits out"), (True, "in-graph greedy")] + ([(True, "no read-back")] if SERVICE else [])
+for backend_sampling, label in variants:
+    m = LlamaModel(Path(sys.argv[1]), n_ctx=1024 if SERVICE else 832, threads=16, n_gpu_layers=-1,
+                   parallel=64 if SERVICE else S, flash_attn="on", prompt_cache=SERVICE,
+                   backend_sampling=backend_sampling)
     # Stop the scheduler thread and drive the context from here.
     assert m._scheduler is not None
     m._scheduler.stop()
@@ -32,6 +39,7 @@ for backend_sampling, label in ((False, "logits out"), (True, "in-graph greedy")
         assert lc.llama_decode(ctx, b.as_raw()) == 0
     lc.llama_synchronize(ctx)
     times = []
+    t_start = time.perf_counter()
     for i in range(128):
         b.clear()
         for s in range(S):
@@ -39,14 +47,19 @@ for backend_sampling, label in ((False, "logits out"), (True, "in-graph greedy")
         t0 = time.perf_counter()
         assert lc.llama_decode(ctx, b.as_raw()) == 0
         t1 = time.perf_counter()
-        if backend_sampling:
+        if label == "no read-back":
+            pass
+        elif backend_sampling:
             [lc.llama_get_sampled_token_ith(ctx, s) for s in range(S)]
+            lc.llama_synchronize(ctx)
         else:
             lc.llama_get_logits_ith(ctx, 0)
-        lc.llama_synchronize(ctx)
+            lc.llama_synchronize(ctx)
         times.append((t1 - t0, time.perf_counter() - t1))
+    lc.llama_synchronize(ctx)
+    total = time.perf_counter() - t_start
     d = np.array(times[8:]) * 1000
     step = d.sum(1).mean()
     print(f"raw {label}: llama_decode {d[:, 0].mean():.2f} ms + wait {d[:, 1].mean():.2f} ms = {step:.2f} ms/step "
-          f"-> {S / step * 1000:.0f} tok/s", flush=True)
+          f"-> {S / step * 1000:.0f} tok/s; 128 steps in {1000 * total:.1f} ms", flush=True)
     m._free()
