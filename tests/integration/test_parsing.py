@@ -151,7 +151,7 @@ def test_parse_then_chunk(fmt: str, docs: Docs, parsed: dict[str, list[Block]]) 
 
 def test_model_download_is_refused() -> None:
     """If the model package were missing, unstructured's installer must not run."""
-    from ingest.parsing import configure_unstructured
+    from ingest.unstructured_setup import configure_unstructured
 
     configure_unstructured()
     from unstructured.nlp import tokenize

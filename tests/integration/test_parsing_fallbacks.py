@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from ingest import ocr
-from ingest.parsing import Block, decode_text, is_supported, parse_file
+from ingest.decoding import decode_text
+from ingest.parsing import Block, is_supported, parse_file
 from rag.errors import DocumentParseError
 from tests.docmaker import make_all
 
