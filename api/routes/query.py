@@ -8,7 +8,7 @@ from api.auth import ReadScope
 from api.deps import ServiceDep
 from api.schemas import AskRequest, AskResponse, EvaluationRequest, SearchRequest, SearchResponse, SourcePublic
 from api.sse import event_stream, sse
-from rag.answering import AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
+from rag.answering import AnswerDelta, AnswerDone, AnswerEvent, AnswerSources, final_answer
 from rag.evaluation import QAItem, evaluate, render_table
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["query"])
@@ -38,29 +38,19 @@ async def search(name: str, body: SearchRequest, service: ServiceDep) -> SearchR
     dependencies=[ReadScope],
 )
 async def ask(name: str, body: AskRequest, service: ServiceDep) -> AskResponse | StreamingResponse:
-    where = body.filter.to_filter() if body.filter else None
-    if body.stream:
-        events = service.ask_stream(
-            name,
-            body.question,
-            top_k=body.top_k,
-            max_tokens=body.max_tokens,
-            mode=body.mode,
-            where=where,
-            rerank=body.rerank,
-            ignore_eos=body.ignore_eos,
-        )
-        return await event_stream(events, _ask_event)
-    answer = await service.ask(
+    events = service.ask_stream(
         name,
         body.question,
         top_k=body.top_k,
         max_tokens=body.max_tokens,
         mode=body.mode,
-        where=where,
+        where=body.filter.to_filter() if body.filter else None,
         rerank=body.rerank,
+        ignore_eos=body.stream and body.ignore_eos,
     )
-    return AskResponse.of(answer)
+    if body.stream:
+        return await event_stream(events, _ask_event)
+    return AskResponse.of(await final_answer(events))
 
 
 def _ask_event(event: AnswerEvent) -> list[bytes]:
