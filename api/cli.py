@@ -4,6 +4,10 @@
 ``ingest``, ``ask``, ``eval``, ``reindex`` and ``runs`` are clients of a running
 service over HTTP (in the embedded mode the service holds the store, so a second
 process can't open it).
+
+Why one module of about 450 lines: one Typer command per function, each an
+option list and a few lines that start a process or call the HTTP API; the
+logic they run lives in ``runtime/``, ``rag/`` and the API.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Request and response bodies of the HTTP API."""
+"""Request and response bodies of the HTTP API.
+
+Why one module of about 450 lines: about 25 small pydantic models, each a few
+fields with their descriptions (the OpenAPI schema), most of them mapping one
+record type; they share the filter and source shapes. ``openai_schemas.py``
+holds the OpenAI-compatible ones.
+"""
 
 from __future__ import annotations
 

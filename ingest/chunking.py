@@ -25,6 +25,11 @@ Cost: ``count_tokens`` is called once per sentence that fits a chunk, about
 log2(words per chunk) times per chunk cut from a longer sentence, a few times
 per chunk for its overlap, and once per emitted chunk to verify the bound; every
 call sees at most ``max_chars`` characters.
+
+Why one module of about 500 lines: it is one algorithm (sections, packing,
+sentence then word then character cuts, overlap, the final bound check) whose
+steps share the bounds and the token counter; the property tests
+(``tests/unit/test_chunking_properties.py``) hold it as a whole.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ the limits do not depend on the parser's cooperation:
 A document that hits a limit fails with ``ParseLimitError`` naming the limit and
 its setting. ``InlineParser`` runs the same checks in the calling process, one
 parse at a time, without the time and memory bounds (benchmarks, debugging).
+
+Why one module of about 600 lines: the parent's side (parse server, limits,
+kill) and the child's side (the same limits checked inside, the result sent
+back) speak one protocol and share its limits and messages.
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@
 Built once at start-up (``create_app``, the worker, the CLI) from the environment
 (prefix ``RAG_``) or an ``.env`` file, then passed down. Nothing reads the
 environment at import time. Tests build their own ``Settings(...)``.
+
+Why one module of about 450 lines: it is the one ``Settings`` class (every
+field with its description, which the docs and ``--help`` show) and the
+validators that refuse unworkable combinations, which read several fields at
+once; splitting the fields would split the validators from what they check.
 """
 
 from __future__ import annotations
