@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             score_s = {}
             for name in ("text", "scans"):
                 started = time.perf_counter()
-                collection_id = runtime.registry.get_collection(name).id
+                with runtime.registry.unit_of_work() as uow:
+                    collection_id = uow.collections.get(name).id
                 all_hits = runtime.retriever.search_many(
                     collection_id, [row["question"] for row in items], 5, mode="hybrid", rerank=False
                 )

@@ -87,12 +87,19 @@ def export_onnx(model_path: Path, cache_dir: Path, precision: Precision = "fp32"
             from onnxruntime.quantization import QuantType, quantize_dynamic
         except ImportError as exc:
             raise ConfigurationError("int8 quantisation needs the onnx package (pip install onnx)") from exc
-        partial = target.with_suffix(".partial")
+        partial = _partial(target)
         # Per-channel scales: per-tensor int8 weights moved MiniLM's vectors to
         # cosine 0.90-0.97 of the fp32 ones; per channel, 0.99 and above.
         quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True)
         partial.replace(target)
     return target
+
+
+def _partial(target: Path) -> Path:
+    """Where ``target`` is written before its rename: one name per process and
+    thread, since processes that start at once on one data directory (``rag api``
+    beside ``rag worker``) each export, and must not write into one file."""
+    return target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
 
 
 def _export_fp32(model_path: Path, target: Path) -> None:
@@ -122,7 +129,7 @@ def _export_fp32(model_path: Path, target: Path) -> None:
             return self.model(**dict(zip(names, inputs, strict=True))).last_hidden_state
 
     axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
-    partial = target.with_suffix(".partial")
+    partial = _partial(target)
     with torch.no_grad():
         torch.onnx.export(
             Wrapped(),
