@@ -3,6 +3,9 @@ runs on the CPU, PyTorch where a GPU would run it (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 
 from rag import embedder
@@ -30,5 +33,20 @@ def test_auto_without_a_device_looks_for_a_gpu(gpu: bool, backend: str, monkeypa
     assert resolve_embedding_backend("auto", None) == backend
 
 
-def test_auto_is_the_default(tmp_path: object) -> None:
+def test_auto_is_the_default(tmp_path: Path) -> None:
     assert Settings(_env_file=None, data_dir=tmp_path).embedding_backend == "auto"  # type: ignore[call-arg]
+
+
+def test_each_process_and_thread_writes_its_own_partial_export(tmp_path: Path) -> None:
+    """``rag api`` and ``rag worker`` started at once on one data directory both
+    export: neither may write into the other's file before the rename."""
+    from rag.embedding_onnx import _partial
+
+    target = tmp_path / "model.onnx"
+    names: list[Path] = []
+    thread = threading.Thread(target=lambda: names.append(_partial(target)))
+    thread.start()
+    thread.join()
+    names.append(_partial(target))
+    assert len(set(names)) == 2
+    assert all(n.parent == target.parent and n.name.startswith("model.onnx.") for n in names)
