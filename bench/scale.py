@@ -23,7 +23,9 @@ Each (engine, size) runs in a fresh child process, so RSS is its own:
   starts it by itself in the background after ``RAG_STORE_INDEX_AFTER`` points),
   then the top-10 recall of HNSW search against exact search (50 queries);
 * search: p50/p95 of ``VectorStore.search`` per mode, top 10, hybrid with 40
-  candidates per side (the service's default); Edge also before the index build;
+  candidates per side (the service's default); Edge also before the index build,
+  and dense and hybrid with a filter that a third of the chunks match (and the
+  HNSW recall under that filter);
 * RSS: the process's resident memory after the queries, and its growth since the
   empty store was opened; disk: the store's folder.
 
@@ -188,7 +190,16 @@ def fill(store: Any, cid: str, corpus: Corpus, n: int) -> float:
     return spent
 
 
-def time_queries(store: Any, cid: str, queries: list[tuple[str, list[float], Any]], mode: str) -> dict[str, float]:
+def team_filter() -> Any:
+    """Chunks of one team: a third of them (documents cycle red, blue, green)."""
+    from rag.store import SearchFilter
+
+    return SearchFilter(metadata={"team": "red"})
+
+
+def time_queries(
+    store: Any, cid: str, queries: list[tuple[str, list[float], Any]], mode: str, where: Any = None
+) -> dict[str, float]:
     times = []
     warm = 5 if len(queries) >= 50 else 1
     for i, (_, dense, lexical) in enumerate(queries):
@@ -198,7 +209,7 @@ def time_queries(store: Any, cid: str, queries: list[tuple[str, list[float], Any
         if mode in ("lexical", "hybrid"):
             kwargs["lexical"] = lexical
         t = time.perf_counter()
-        hits = store.search(cid, 10, candidates=40, **kwargs)
+        hits = store.search(cid, 10, candidates=40, where=where, **kwargs)
         elapsed = time.perf_counter() - t
         if i >= warm:  # warm-up
             times.append(elapsed)
@@ -206,12 +217,12 @@ def time_queries(store: Any, cid: str, queries: list[tuple[str, list[float], Any
     return percentiles(times)
 
 
-def hnsw_recall(store: Any, cid: str, queries: list[tuple[str, list[float], Any]]) -> float:
+def hnsw_recall(store: Any, cid: str, queries: list[tuple[str, list[float], Any]], where: Any = None) -> float:
     """Top-10 dense recall of the HNSW search against exact search."""
     found = total = 0
     for _, dense, _ in queries:
-        exact = {(h.document_id, h.chunk_index) for h in store.search(cid, 10, dense=dense, exact=True)}
-        approx = {(h.document_id, h.chunk_index) for h in store.search(cid, 10, dense=dense)}
+        exact = {(h.document_id, h.chunk_index) for h in store.search(cid, 10, dense=dense, where=where, exact=True)}
+        approx = {(h.document_id, h.chunk_index) for h in store.search(cid, 10, dense=dense, where=where)}
         found += len(exact & approx)
         total += len(exact)
     return found / total
@@ -280,6 +291,9 @@ def run_one(engine: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
             result["hnsw_recall_at_10"] = hnsw_recall(store, cid, queries[:50])
         log(f"{engine} {n:,}: searching")
         result["search"] = {m: time_queries(store, cid, queries, m) for m in MODES}
+        if engine == "edge":  # with a filter that a third of the chunks match
+            result["filtered"] = {m: time_queries(store, cid, queries, m, team_filter()) for m in ("dense", "hybrid")}
+            result["filtered"]["hnsw_recall_at_10"] = hnsw_recall(store, cid, queries[:50], team_filter())
         result["rss_mb"] = rss_mb()
         result["rss_growth_mb"] = result["rss_mb"] - base_rss
         result["disk_mb"] = disk_mb(store_dir)
@@ -353,6 +367,16 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
             f"{r['disk_mb']:,.0f} MB",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    for r in results:
+        if "filtered" in r:
+            f = r["filtered"]
+            lines += [
+                "",
+                f"Filtered (metadata team = red, a third of the chunks) at {r['chunks']:,} chunks: dense p50 "
+                f"{f['dense']['p50_ms']:.2f} / p95 {f['dense']['p95_ms']:.2f} ms, hybrid p50 "
+                f"{f['hybrid']['p50_ms']:.2f} / p95 {f['hybrid']['p95_ms']:.2f} ms, "
+                f"HNSW recall@10 {f['hnsw_recall_at_10']:.3f}.",
+            ]
     for r in results:
         if "service" in r:
             sv = r["service"]
