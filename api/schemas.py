@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag.answering import Answer
 from rag.intake import UploadResult
+from rag.options import AskOptions, SearchOptions
 from rag.quality import GoldenQuestion
 from rag.registry import CollectionRecord, DocumentRecord, RunRecord, ScheduleRecord, VersionRecord
 from rag.retrieval import SearchHit
@@ -176,6 +177,15 @@ class SearchRequest(_Strict):
     filter: FilterSpec | None = None
     rerank: bool | None = Field(default=None, description="Default: re-rank when a re-ranker is configured.")
 
+    def options(self) -> SearchOptions:
+        return _search_options(self.top_k, self.mode, self.filter, self.rerank)
+
+
+def _search_options(
+    top_k: int | None, mode: SearchModeName | None, spec: FilterSpec | None, rerank: bool | None
+) -> SearchOptions:
+    return SearchOptions(top_k=top_k, mode=mode, where=spec.to_filter() if spec else None, rerank=rerank)
+
 
 class SourcePublic(BaseModel):
     rank: int
@@ -265,6 +275,13 @@ class AskRequest(_Strict):
         description="Answer as Server-Sent Events: `sources`, then `delta` events, then `done`.",
     )
     ignore_eos: bool = Field(default=False, description="Generate `max_tokens` tokens (benchmarks).")
+
+    def options(self) -> AskOptions:
+        return AskOptions(
+            search=_search_options(self.top_k, self.mode, self.filter, self.rerank),
+            max_tokens=self.max_tokens,
+            ignore_eos=self.stream and self.ignore_eos,  # a plain answer always stops at the end of text
+        )
 
 
 class AskResponse(GroundingPublic):

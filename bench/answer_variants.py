@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from rag.evaluation import exact_match, f1_score
+from rag.options import SearchOptions
 from rag.prompt import PromptBuilder
 from rag.settings import Settings
 from runtime import build_runtime
@@ -52,7 +53,7 @@ def main() -> None:
     scores: dict[str, list[tuple[float, float]]] = {v: [] for v in chosen}
     started = time.perf_counter()
     for n, q in enumerate(sample, start=1):
-        hits = runtime.service.search("squad", q["question"], 5)
+        hits = runtime.service.search("squad", q["question"], SearchOptions(top_k=5))
         for name in chosen:
             examples, k, reverse, max_tokens = VARIANTS[name]
             passages = [h.text for h in hits[:k]]

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from ingest.parsing import parse_file
     from rag.evaluation import contains_answer
     from rag.intake import Upload
+    from rag.options import SearchOptions
     from rag.settings import Settings
     from runtime import build_runtime
 
@@ -176,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 with runtime.registry.unit_of_work() as uow:
                     collection_id = uow.collections.get(name).id
-                all_hits = runtime.retriever.search_many(
-                    collection_id, [row["question"] for row in items], 5, mode="hybrid", rerank=False
-                )
+                options = SearchOptions(top_k=5, mode="hybrid", rerank=False)
+                all_hits = runtime.retriever.search_many(collection_id, [row["question"] for row in items], options)
                 found = sum(
                     1
                     for row, hits in zip(items, all_hits, strict=True)

@@ -19,6 +19,7 @@ import string
 import time
 from pathlib import Path
 
+from rag.options import SearchOptions
 from rag.prompt import PromptBuilder, ResolvedPromptStyle
 from rag.settings import Settings
 from runtime import build_runtime
@@ -62,7 +63,7 @@ def main() -> None:
     scores: dict[str, list[tuple[float, float]]] = {s: [] for s in styles}
     started = time.perf_counter()
     for q in sample:
-        hits = runtime.service.search(args.collection, q["question"], args.top_k)
+        hits = runtime.service.search(args.collection, q["question"], SearchOptions(top_k=args.top_k))
         for style in styles:
             prompt = PromptBuilder(style, model.tokenize, model.detokenize).build(
                 q["question"], [h.text for h in hits], budget=settings.llm_n_ctx - args.max_tokens

@@ -94,6 +94,7 @@ def score_modes(runtime: Any, items: Sequence[Any]) -> dict[str, dict[str, float
     """Every answerable question in every mode, through the service's retriever
     (questions embedded in batches; hybrid candidates from --candidates)."""
     from rag.evaluation import first_correct_rank
+    from rag.options import SearchOptions
 
     with runtime.registry.unit_of_work() as uow:
         collection = uow.collections.get("squad")
@@ -104,7 +105,7 @@ def score_modes(runtime: Any, items: Sequence[Any]) -> dict[str, dict[str, float
         started = time.perf_counter()
         log(f"  {mode}: {len(answerable)} questions")
         all_hits = runtime.retriever.search_many(
-            collection.id, [i.question for i in answerable], depth, mode=mode, rerank=False
+            collection.id, [i.question for i in answerable], SearchOptions(top_k=depth, mode=mode, rerank=False)
         )
         ranks = [first_correct_rank(item, hits) for item, hits in zip(answerable, all_hits, strict=True)]
         n = len(ranks)

@@ -26,10 +26,11 @@ from rag.blobs import BlobStore
 from rag.embedder import EmbedderSet
 from rag.errors import BackendError, FileTooLargeError, InvalidRequestError, RagError
 from rag.folders import FolderFile, scan_folder
+from rag.options import SearchOptions
 from rag.quality import RECALL_AT, answer_recall, passes_gate
 from rag.registry import Database, DocumentRecord, DocumentStatus, RunRecord, RunStatus, RunUpdate, VersionStatus
 from rag.reindex import ReindexService
-from rag.retrieval import Retriever
+from rag.retrieval import Retriever, SearchHit
 from rag.store import VectorStore
 
 __all__ = ["ReindexRunner", "RunCounts"]
@@ -310,12 +311,11 @@ class ReindexRunner:
             return
         # Both versions are judged as the service searches (RAG_SEARCH_MODE), without
         # the re-ranker (the worker loads none): the served one, then the candidate.
-        current = answer_recall(
-            golden, lambda q, k: self._retriever.search(cid, q, k, rerank=False)[0], RECALL_AT
-        )
-        candidate = answer_recall(
-            golden, lambda q, k: self._retriever.search(cid, q, k, rerank=False, version=version)[0], RECALL_AT
-        )
+        def hits(version: int | None) -> Callable[[str, int], list[SearchHit]]:
+            return lambda q, k: self._retriever.search(cid, q, SearchOptions(top_k=k, rerank=False), version=version)[0]
+
+        current = answer_recall(golden, hits(None), RECALL_AT)
+        candidate = answer_recall(golden, hits(version), RECALL_AT)
         self._update_run(run_id, RunUpdate(score_current=current, score_candidate=candidate))
         if not passes_gate(current, candidate, self._margin):
             raise _Rejected(

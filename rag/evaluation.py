@@ -27,7 +27,6 @@ question is unanswerable from the collection. The measures:
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import random
 import time
@@ -38,6 +37,7 @@ from typing import Any
 
 from rag.answering import NO_ANSWER
 from rag.errors import InvalidRequestError
+from rag.options import AskOptions, SearchOptions
 from rag.quality import contains_answer, normalize_answer
 from rag.retrieval import SearchHit
 from rag.service import RagService
@@ -171,11 +171,8 @@ async def evaluate(
     service.get_collection(collection)  # 404 before any work
     ranks: list[int | None] = []
     abstained_unanswerable = abstained_answerable = 0
-    all_hits = await asyncio.to_thread(
-        functools.partial(
-            service.search_batch, collection, [i.question for i in items], depth, mode=mode, rerank=rerank
-        )
-    )
+    options = SearchOptions(top_k=depth, mode=mode, rerank=rerank)
+    all_hits = await asyncio.to_thread(service.search_batch, collection, [i.question for i in items], options)
     for item, hits in zip(items, all_hits, strict=True):
         abstains = service.answering.abstains(hits)
         if item.answerable:
@@ -187,9 +184,7 @@ async def evaluate(
     rng = random.Random(seed)
     for item in rng.sample(list(items), min(latency_sample, len(items))):
         started = time.perf_counter()
-        await asyncio.to_thread(
-            functools.partial(service.search, collection, item.question, depth, mode=mode, rerank=rerank)
-        )
+        await asyncio.to_thread(service.search, collection, item.question, options)
         latencies.append(time.perf_counter() - started)
     answerable = len(ranks)
     unanswerable = len(items) - answerable
@@ -231,7 +226,7 @@ async def _generate(
     records: list[dict[str, Any]] = []
     for item in sample:
         started = time.perf_counter()
-        answer = await service.ask(collection, item.question, mode=mode, rerank=rerank)
+        answer = await service.ask(collection, item.question, AskOptions(SearchOptions(mode=mode, rerank=rerank)))
         elapsed = time.perf_counter() - started
         grounding = answer.grounding
         quote = grounding.evidence[0].text if grounding and grounding.evidence else ""

@@ -2,10 +2,11 @@
 
 ``/search``, ``/ask``, the OpenAI chat route, ``rag eval`` and the re-index
 quality gate all call ``Retriever.search`` (one query) or ``search_many`` (a
-batch, embedded together). Steps: embed the query with the model that built
-the version being read (dense and hybrid modes), encode its lexical terms
-(lexical and hybrid), query the store (hybrid: both sides fused by reciprocal
-rank in Qdrant), re-score with the cross-encoder when asked.
+batch, embedded together) with a ``SearchOptions``. Steps: embed the query
+with the model that built the version being read (dense and hybrid modes),
+encode its lexical terms (lexical and hybrid), query the store (hybrid: both
+sides fused by reciprocal rank in Qdrant), re-score with the cross-encoder when
+asked.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, InvalidRequestError
 from rag.lexical import LexicalEncoder
+from rag.options import SearchOptions
 from rag.registry import Database
 from rag.settings import SearchMode, Settings
 from rag.store import ScoredChunk, SearchFilter, VectorStore
@@ -90,15 +92,7 @@ class Retriever:
         )
 
     def search(
-        self,
-        collection_id: str,
-        query: str,
-        top_k: int | None = None,
-        *,
-        mode: SearchMode | None = None,
-        where: SearchFilter | None = None,
-        rerank: bool | None = None,
-        version: int | None = None,
+        self, collection_id: str, query: str, options: SearchOptions = SearchOptions(), *, version: int | None = None
     ) -> tuple[list[SearchHit], dict[str, float]]:
         """The ``top_k`` best chunks for ``query`` (default ``RAG_TOP_K``) and the
         seconds spent embedding (embed_s: dense and lexical), in the store
@@ -109,7 +103,7 @@ class Retriever:
         if not query.strip():
             raise InvalidRequestError("the query is empty")
         started = time.perf_counter()
-        hits, timings = self._search(collection_id, [query], top_k, mode, where, rerank, version)
+        hits, timings = self._search(collection_id, [query], options, version)
         timings["total_s"] = time.perf_counter() - started
         return hits[0], timings
 
@@ -117,18 +111,15 @@ class Retriever:
         self,
         collection_id: str,
         queries: Sequence[str],
-        top_k: int | None = None,
+        options: SearchOptions = SearchOptions(),
         *,
-        mode: SearchMode | None = None,
-        where: SearchFilter | None = None,
-        rerank: bool | None = None,
         version: int | None = None,
     ) -> list[list[SearchHit]]:
         """``search`` for many queries, embedded in batches (far faster than one
         by one); the same hits as ``search`` for each."""
         if any(not q.strip() for q in queries):
             raise InvalidRequestError("a query is empty")
-        return self._search(collection_id, queries, top_k, mode, where, rerank, version)[0]
+        return self._search(collection_id, queries, options, version)[0]
 
     def use_reranker(self, rerank: bool | None) -> bool:
         if rerank and self.reranker is None:
@@ -140,15 +131,13 @@ class Retriever:
         self,
         collection_id: str,
         queries: Sequence[str],
-        top_k: int | None,
-        mode: SearchMode | None,
-        where: SearchFilter | None,
-        rerank: bool | None,
+        options: SearchOptions,
         version: int | None,
     ) -> tuple[list[list[SearchHit]], dict[str, float]]:
-        mode = mode or self.mode
-        use_reranker = self.use_reranker(rerank)
-        k = top_k or self.top_k
+        mode = options.mode or self.mode
+        where = options.where
+        use_reranker = self.use_reranker(options.rerank)
+        k = options.top_k or self.top_k
         if version is not None:
             store = self._store.at_version(collection_id, version)
             return self._run(store, collection_id, queries, self._model_of(collection_id, version), k, mode,

@@ -8,7 +8,6 @@ reached through the ``enqueue`` callable handed in at wiring time.
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -21,20 +20,22 @@ from rag.blobs import BlobStore
 from rag.embedder import Embedder
 from rag.errors import InvalidRequestError, NotFoundError, RagError, UnsupportedFileTypeError
 from rag.filenames import clean_filename, escape_name
-from rag.generation import Sampling
 from rag.intake import Intake, Upload, UploadResult, check_metadata
+from rag.options import AskOptions, SearchOptions
 from rag.prompt import Turn
 from rag.registry import CollectionRecord, Database, DocumentRecord, DocumentStatus, VersionStatus
 from rag.retrieval import Retriever, SearchHit
 from rag.settings import SearchMode
-from rag.store import MetadataValue, SearchFilter, VectorStore
+from rag.store import MetadataValue, VectorStore
 
 __all__ = [
     "COLLECTION_MODEL_PREFIX",
+    "AskOptions",
     "CollectionInfo",
     "Library",
     "RagService",
     "SearchHit",
+    "SearchOptions",
 ]
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -211,114 +212,60 @@ class RagService:
             self.library.blobs.delete(digest)
 
     # --- retrieval -----------------------------------------------------------
-    def search(
-        self,
-        name: str,
-        query: str,
-        top_k: int | None = None,
-        *,
-        mode: SearchMode | None = None,
-        where: SearchFilter | None = None,
-        rerank: bool | None = None,
-    ) -> list[SearchHit]:
+    def search(self, name: str, query: str, options: SearchOptions = SearchOptions()) -> list[SearchHit]:
         """The ``top_k`` best chunks for ``query`` (see ``Retriever.search``)."""
-        return self.search_timed(name, query, top_k, mode=mode, where=where, rerank=rerank)[0]
+        return self.search_timed(name, query, options)[0]
 
     def search_timed(
-        self,
-        name: str,
-        query: str,
-        top_k: int | None = None,
-        *,
-        mode: SearchMode | None = None,
-        where: SearchFilter | None = None,
-        rerank: bool | None = None,
+        self, name: str, query: str, options: SearchOptions = SearchOptions()
     ) -> tuple[list[SearchHit], dict[str, float]]:
         """``search``, plus the seconds spent in each part (embed_s, store_s,
         rerank_s) and in all (total_s)."""
         if not query.strip():
             raise InvalidRequestError("the query is empty")
         collection = self._collection(name)
-        return self.retriever.search(collection.id, query, top_k, mode=mode, where=where, rerank=rerank)
+        return self.retriever.search(collection.id, query, options)
 
     def search_batch(
-        self,
-        name: str,
-        queries: list[str],
-        top_k: int | None = None,
-        *,
-        mode: SearchMode | None = None,
-        where: SearchFilter | None = None,
-        rerank: bool | None = None,
+        self, name: str, queries: list[str], options: SearchOptions = SearchOptions()
     ) -> list[list[SearchHit]]:
         """``search`` for many queries at once (embedded in batches)."""
         if any(not q.strip() for q in queries):
             raise InvalidRequestError("a query is empty")
         collection = self._collection(name)
-        return self.retriever.search_many(collection.id, queries, top_k, mode=mode, where=where, rerank=rerank)
+        return self.retriever.search_many(collection.id, queries, options)
 
-    async def ask(
-        self,
-        name: str,
-        question: str,
-        *,
-        top_k: int | None = None,
-        max_tokens: int | None = None,
-        mode: SearchMode | None = None,
-        where: SearchFilter | None = None,
-        rerank: bool | None = None,
-    ) -> Answer:
-        events = self.ask_stream(
-            name, question, top_k=top_k, max_tokens=max_tokens, mode=mode, where=where, rerank=rerank
-        )
-        return await final_answer(events)
+    async def ask(self, name: str, question: str, options: AskOptions = AskOptions()) -> Answer:
+        return await final_answer(self.ask_stream(name, question, options))
 
     async def ask_stream(
-        self,
-        name: str,
-        question: str,
-        *,
-        top_k: int | None = None,
-        max_tokens: int | None = None,
-        history: Sequence[Turn] = (),
-        mode: SearchMode | None = None,
-        where: SearchFilter | None = None,
-        rerank: bool | None = None,
-        sampling: Sampling | None = None,
-        ignore_eos: bool = False,
+        self, name: str, question: str, options: AskOptions = AskOptions(), *, history: Sequence[Turn] = ()
     ) -> AsyncIterator[AnswerEvent]:
         """The answer as it is generated: ``AnswerSources``, then ``AnswerDelta``
         pieces, then ``AnswerDone``. Closing the iterator early (client gone)
-        stops the generation. Greedy unless ``sampling``; ``ignore_eos``
-        generates ``max_tokens`` tokens (benchmarks)."""
+        stops the generation."""
         if not question.strip():
             raise InvalidRequestError("the question is empty")
-        max_tokens = self.answering.check_max_tokens(max_tokens)
+        max_tokens = self.answering.check_max_tokens(options.max_tokens)
         started = time.perf_counter()
-        sources = await asyncio.to_thread(
-            functools.partial(self.search, name, question, top_k, mode=mode, where=where, rerank=rerank)
-        )
+        sources = await asyncio.to_thread(self.search, name, question, options.search)
         timings = {"retrieval_s": time.perf_counter() - started}
-        inner = self.answering.stream(question, sources, max_tokens, history, started, timings, sampling, ignore_eos)
+        inner = self.answering.stream(
+            question, sources, max_tokens, history, started, timings, options.sampling, options.ignore_eos
+        )
         async with aclosing(inner):  # type: ignore[type-var]
             async for event in inner:
                 yield event
 
     async def chat_stream(
-        self,
-        model: str,
-        messages: Sequence[tuple[str, str]],
-        *,
-        max_tokens: int | None = None,
-        top_k: int | None = None,
-        sampling: Sampling | None = None,
-        ignore_eos: bool = False,
+        self, model: str, messages: Sequence[tuple[str, str]], options: AskOptions = AskOptions()
     ) -> AsyncIterator[AnswerEvent]:
         """An OpenAI-style conversation: ``messages`` are (role, text) pairs,
         the last one the user's question. ``model`` is the base model (no
-        retrieval) or ``rag/<collection>`` (grounded in that collection).
-        System and developer messages are accepted and left out: the prompt's
-        own instructions apply (the bundled base model echoes instructions)."""
+        retrieval: ``options.search`` is not used) or ``rag/<collection>``
+        (grounded in that collection). System and developer messages are
+        accepted and left out: the prompt's own instructions apply (the bundled
+        base model echoes instructions)."""
         history: list[Turn] = []
         for role, text in messages:
             if role in ("user", "assistant"):
@@ -330,27 +277,21 @@ class RagService:
         question = history.pop()[1]
         if model.startswith(COLLECTION_MODEL_PREFIX):
             collection = model[len(COLLECTION_MODEL_PREFIX) :]
-            inner = self.ask_stream(collection, question, top_k=top_k, max_tokens=max_tokens, history=history,
-                                    sampling=sampling, ignore_eos=ignore_eos)
+            inner = self.ask_stream(collection, question, options, history=history)
         else:
             if self.pool is None or model != self.pool.model_name:
                 raise NotFoundError(f"model {model!r} does not exist (see GET /v1/models)")
-            max_tokens = self.answering.check_max_tokens(max_tokens)
+            max_tokens = self.answering.check_max_tokens(options.max_tokens)
             started = time.perf_counter()
-            inner = self.answering.stream(question, None, max_tokens, history, started, {}, sampling, ignore_eos)
+            inner = self.answering.stream(
+                question, None, max_tokens, history, started, {}, options.sampling, options.ignore_eos
+            )
         async with aclosing(inner):  # type: ignore[type-var]
             async for event in inner:
                 yield event
 
-    async def chat(
-        self,
-        model: str,
-        messages: Sequence[tuple[str, str]],
-        *,
-        max_tokens: int | None = None,
-        sampling: Sampling | None = None,
-    ) -> Answer:
-        return await final_answer(self.chat_stream(model, messages, max_tokens=max_tokens, sampling=sampling))
+    async def chat(self, model: str, messages: Sequence[tuple[str, str]], options: AskOptions = AskOptions()) -> Answer:
+        return await final_answer(self.chat_stream(model, messages, options))
 
     def model_ids(self) -> list[str]:
         """OpenAI-style model ids: the base model, ``rag/<collection>`` for each

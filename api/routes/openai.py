@@ -35,6 +35,7 @@ from rag.answering import Answer, AnswerDelta, AnswerDone, AnswerEvent, AnswerSo
 from rag.auth import Role
 from rag.errors import NotFoundError
 from rag.generation import Sampling
+from rag.options import AskOptions
 from rag.service import COLLECTION_MODEL_PREFIX
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -70,7 +71,7 @@ async def chat_completions(
     created = int(time.time())
     grounded = body.model.startswith(COLLECTION_MODEL_PREFIX)
     if not body.stream:
-        answer = await service.chat(body.model, messages, max_tokens=max_tokens, sampling=sampling)
+        answer = await service.chat(body.model, messages, AskOptions(max_tokens=max_tokens, sampling=sampling))
         message = AssistantMessage(content=answer.answer)
         choice = ChatChoice(message=message, finish_reason=_finish(answer.finish_reason))
         return ChatCompletion(
@@ -83,8 +84,9 @@ async def chat_completions(
             timings={k: round(v, 4) for k, v in answer.timings.items()},
             **_grounding(answer, grounded),
         )
-    events = service.chat_stream(body.model, messages, max_tokens=max_tokens, sampling=sampling,
-                                 ignore_eos=body.ignore_eos)
+    events = service.chat_stream(
+        body.model, messages, AskOptions(max_tokens=max_tokens, sampling=sampling, ignore_eos=body.ignore_eos)
+    )
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     state: dict[str, list[SourcePublic] | None] = {"sources": None}

@@ -16,16 +16,7 @@ router = APIRouter(prefix="/v1/collections/{name}", tags=["query"])
 
 @router.post("/search", response_model=SearchResponse, dependencies=[ReadScope])
 async def search(name: str, body: SearchRequest, service: ServiceDep) -> SearchResponse:
-    hits, timings = await run_in_threadpool(
-        lambda: service.search_timed(
-            name,
-            body.query,
-            body.top_k,
-            mode=body.mode,
-            where=body.filter.to_filter() if body.filter else None,
-            rerank=body.rerank,
-        )
-    )
+    hits, timings = await run_in_threadpool(service.search_timed, name, body.query, body.options())
     return SearchResponse(
         results=[SourcePublic.of(h) for h in hits], timings={k: round(v, 6) for k, v in timings.items()}
     )
@@ -38,16 +29,7 @@ async def search(name: str, body: SearchRequest, service: ServiceDep) -> SearchR
     dependencies=[ReadScope],
 )
 async def ask(name: str, body: AskRequest, service: ServiceDep) -> AskResponse | StreamingResponse:
-    events = service.ask_stream(
-        name,
-        body.question,
-        top_k=body.top_k,
-        max_tokens=body.max_tokens,
-        mode=body.mode,
-        where=body.filter.to_filter() if body.filter else None,
-        rerank=body.rerank,
-        ignore_eos=body.stream and body.ignore_eos,
-    )
+    events = service.ask_stream(name, body.question, body.options())
     if body.stream:
         return await event_stream(events, _ask_event)
     return AskResponse.of(await final_answer(events))

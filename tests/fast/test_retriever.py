@@ -12,6 +12,7 @@ import pytest
 from rag.embedder import EmbedderSet
 from rag.errors import BackendError
 from rag.lexical import LexicalEncoder
+from rag.options import SearchOptions
 from rag.registry import Database, VersionStatus
 from rag.retrieval import Retriever
 from rag.store import ChunkPoint, VectorStore
@@ -77,10 +78,8 @@ def test_the_served_version_is_searched_with_its_own_model(world: Any) -> None:
     assert set(timings) == {"embed_s", "store_s", "total_s"}
     # A given version is searched with the model that built it.
     assert retriever.search(cid, "dogs in the park", version=2)[0][0].filename == "1.txt"
-    assert [[h.filename for h in hits] for hits in retriever.search_many(cid, ["cats", "dogs"], 1)] == [
-        ["0.txt"],
-        ["1.txt"],
-    ]
+    batch = retriever.search_many(cid, ["cats", "dogs"], SearchOptions(top_k=1))
+    assert [[h.filename for h in hits] for hits in batch] == [["0.txt"], ["1.txt"]]
 
 
 def test_a_query_caught_by_a_version_switch_is_retried_with_the_new_model(world: Any) -> None:
@@ -89,7 +88,7 @@ def test_a_query_caught_by_a_version_switch_is_retried_with_the_new_model(world:
     # dimensions), the registry still says version 1 (16): the query is embedded
     # for 1, Qdrant refuses it, and the retry embeds it for 2.
     store.point_alias(cid, 2)
-    hits, _ = retriever.search(cid, "how long do cats sleep", mode="dense")
+    hits, _ = retriever.search(cid, "how long do cats sleep", SearchOptions(mode="dense"))
     assert [h.filename for h in hits] == ["0.txt"] and store.searches == 2
 
 

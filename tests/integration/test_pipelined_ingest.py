@@ -8,6 +8,7 @@ import concurrent.futures
 from pathlib import Path
 
 from rag.intake import Upload
+from rag.options import SearchOptions
 from rag.settings import Settings
 from runtime import build_runtime
 from tests.docmaker import make_all
@@ -41,7 +42,7 @@ def test_documents_indexed_together_share_batches(tmp_path: Path) -> None:
         # deterministically that requests of several documents share a batch.
         assert batcher.batches >= 1
         for fmt, (path, question, answer) in docs.items():
-            hits = runtime.service.search("c", question, 3)
+            hits = runtime.service.search("c", question, SearchOptions(top_k=3))
             assert any(answer in h.text and h.filename == path.name for h in hits), fmt
         info = runtime.service.get_collection("c")
         assert info.points == info.chunks == chunks
