@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -49,6 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("/work/shared/eval/squad-dev")
@@ -366,19 +367,6 @@ def _run_child(kind: str, args: argparse.Namespace, *extra: str) -> dict[str, An
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     report["child_wall_s"] = round(time.perf_counter() - t0, 1)
     return report
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {os.cpu_count()} CPUs, load average {load:.1f} at start"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -33,6 +32,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "squad-dev"
@@ -173,18 +174,6 @@ def time_search(
     }
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs visible, torch threads {_torch_threads()}, {platform.system()}"
-
-
 def _torch_threads() -> int:
     import torch
 
@@ -226,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
     timing_questions = [i.question for i in items][:: max(1, len(items) // args.timing_sample)][: args.timing_sample]
     report: dict[str, Any] = {
-        "machine": machine(),
+        "machine": machine(f"torch threads {_torch_threads()}", platform.system()),
         "command": " ".join(["python -m bench.retrieval", *(argv if argv is not None else sys.argv[1:])]),
         "questions": len(items),
         "answerable": sum(1 for i in items if i.answerable),
