@@ -3,14 +3,12 @@ prompt, its progress, its text through the stop matcher, and its future."""
 
 from __future__ import annotations
 
-import asyncio
 import codecs
-import concurrent.futures
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 
+from rag.generation.handle import FutureHandle
 from rag.generation.stops import StopMatcher
 from rag.generation.types import Generation, Sampling
 
@@ -19,7 +17,7 @@ __all__ = ["GenerationJob"]
 log = logging.getLogger(__name__)
 
 
-class GenerationJob:
+class GenerationJob(FutureHandle):
     """One request inside a model's scheduler. ``on_text`` is called on the
     scheduler thread with each new piece of text and returns False to stop
     (client gone); ``cancel`` may be called from any thread."""
@@ -34,15 +32,13 @@ class GenerationJob:
         sampling: Sampling | None = None,
         logprobs: bool = False,
     ) -> None:
+        super().__init__()
         self.tokens = tokens
         self.max_tokens = max_tokens
         self.on_text = on_text
         self.ignore_eog = ignore_eog
         self.sampling = sampling
         self.logprobs: list[float] | None = [] if logprobs else None
-        self.token_times: list[float] = []  # when each token was sampled (benchmarks)
-        self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
-        self._cancelled = threading.Event()
         self._matcher = StopMatcher(stop)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.submitted = time.perf_counter()
@@ -56,19 +52,6 @@ class GenerationJob:
         self.out_index = -1  # this job's output row in the current batch
         self.unsent: list[int] = []  # sampled tokens whose text is not yet emitted
         self.ending: str | None = None  # why it ends, once known; released when its text is out
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def result(self, timeout: float | None = None) -> Generation:
-        return self.future.result(timeout)
-
-    async def wait(self) -> Generation:
-        return await asyncio.wrap_future(self.future)
 
     # --- scheduler side ----------------------------------------------------
     def emit(self, piece: str) -> bool:

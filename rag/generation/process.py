@@ -36,7 +36,6 @@ parent → child                                                  child → pare
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import itertools
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import BackendError, ConfigurationError
+from rag.generation.handle import FutureHandle
 from rag.generation.types import Generation, Sampling, TextModel
 from rag.logs import current_log_format
 
@@ -70,33 +70,21 @@ CALL_TIMEOUT_S = 60.0
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
-class RemoteJob:
+class RemoteJob(FutureHandle):
     """A generation running in the model process; the surface of
     ``GenerationJob`` (job.py) that callers use."""
 
     def __init__(self, owner: ModelProcess, job_id: int, on_text: Callable[[str], bool] | None) -> None:
+        super().__init__()
         self._owner = owner
         self.id = job_id
         self.on_text = on_text
-        self.token_times: list[float] = []
-        self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
-        self._cancelled = threading.Event()
 
     def cancel(self) -> None:
         if self._cancelled.is_set() or self.future.done():
             return
         self._cancelled.set()
         self._owner._send_quietly(("cancel", self.id))
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def result(self, timeout: float | None = None) -> Generation:
-        return self.future.result(timeout)
-
-    async def wait(self) -> Generation:
-        return await asyncio.wrap_future(self.future)
 
 
 class ModelProcess(TextModel):

@@ -5,8 +5,6 @@ service uses (``rag.generation.TextModel``, ``rag.embedder.Embedder``)."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import hashlib
 import math
 import re
@@ -17,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import BackendError
-from rag.generation import Generation
+from rag.generation import Generation, TextModel
+from rag.generation.handle import FutureHandle
 
 __all__ = ["FakeJob", "FakeTextModel", "HashEmbedder", "first_passage_words"]
 
@@ -73,29 +72,11 @@ def first_passage_words(prompt: str, n: int = 6) -> str:
     return "echo " + " ".join((question[-1] if question else "").split()[:n])
 
 
-class FakeJob:
-    """A generation running on its own thread: ``GenerationHandle``."""
-
-    def __init__(self) -> None:
-        self.future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
-        self.token_times: list[float] = []
-        self._cancelled = threading.Event()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    def result(self, timeout: float | None = None) -> Generation:
-        return self.future.result(timeout)
-
-    async def wait(self) -> Generation:
-        return await asyncio.wrap_future(self.future)
+class FakeJob(FutureHandle):
+    """A generation running on its own thread (``FakeTextModel._run``)."""
 
 
-class FakeTextModel:
+class FakeTextModel(TextModel):
     """A text model whose tokens are Unicode code points and whose answer is
     ``answer(prompt)`` (default: ``first_passage_words``), emitted one word per
     token. ``hold`` (an Event) keeps every generation waiting until it is set;
@@ -156,9 +137,6 @@ class FakeTextModel:
             target=self._run, args=(job, prompt, len(tokens), max_tokens, stop, on_text), daemon=True
         ).start()
         return job
-
-    def generate(self, tokens: list[int], **options: Any) -> Generation:
-        return self.submit(tokens, **options).result()
 
     def close(self) -> None:
         self.closed = True
