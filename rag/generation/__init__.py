@@ -7,7 +7,9 @@ module             holds
 ``pool``           ``load_models(settings)`` and ``ModelPool``: in-process or child
 ``llama``          ``LlamaModel``: loading a model and its context, text, requests
 ``scheduler``      the thread that batches every running request of a context
+``slots``          ``Slot``: a sequence's KV cache and sampler; ``place``: prompt reuse
 ``job``            ``GenerationJob``: one request inside the scheduler
+``handle``         ``FutureHandle``: future, token times and cancel of every job kind
 ``batch``          ``Batch``: a ``llama_batch`` over NumPy arrays
 ``sampler``        ``BatchGreedy``: greedy sampling of the whole batch in the graph
 ``stops``          ``StopMatcher``: stop strings in streamed text

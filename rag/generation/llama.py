@@ -27,7 +27,8 @@ from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
 from rag.generation.native import backend_init, default_gpu_layers, llama_cpp
 from rag.generation.sampler import BatchGreedy
-from rag.generation.scheduler import Scheduler, Slot
+from rag.generation.scheduler import Scheduler
+from rag.generation.slots import Slot
 from rag.generation.types import FlashAttention, KvCacheType, Sampling, TextModel
 
 __all__ = ["LlamaModel"]

@@ -26,10 +26,8 @@ lowest free slots, so that their next tokens go in one micro-batch. With
 step, as they arrive (the policy before; it stalls no stream, and on a CPU,
 where the work is the tokens, it costs nothing more).
 
-Prompt reuse: each slot remembers the tokens in its KV cache; a new request
-goes to the free slot sharing the longest prefix with it, or copies that prefix
-from whichever slot holds it (``llama_memory_seq_cp``), and only the rest of
-the prompt is evaluated.
+Where a prompt goes and how much of it the KV cache already holds (prompt
+reuse), and each slot's sampler chain: ``rag/generation/slots.py``.
 """
 
 from __future__ import annotations
@@ -39,36 +37,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from rag.errors import BackendError
 from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
-from rag.generation.types import Sampling
+from rag.generation.slots import Slot, place
 
-__all__ = ["Scheduler", "Slot"]
+__all__ = ["Scheduler"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Slot:
-    seq_id: int
-    sampler: Any  # greedy, for sampling on the CPU side
-    cached: list[int] = field(default_factory=list)  # tokens in this sequence's KV cache
-    job: GenerationJob | None = None
-    last_used: float = 0.0
-    backend_chain: Any = None  # greedy, attached to the context (at its creation, or since random sampling)
-    owned_chain: Any = None  # backend_chain when this scheduler made it (freed here)
-    custom: Any = None  # the current job's own sampler chain (random sampling)
-    custom_on_backend: bool = False  # attached to the context in place of backend_chain
-
-    @property
-    def resident(self) -> int:
-        """Tokens of ``cached`` already in the KV cache: a running sequence's
-        last sampled token enters it only with the next step."""
-        return self.job.n_past if self.job is not None else len(self.cached)
 
 
 class Scheduler:
@@ -139,46 +117,8 @@ class Scheduler:
             self._wake.set()
             self._thread.join(timeout=60)
         if not self._thread.is_alive():
-            lc = self._lc
             for slot in self._slots:
-                if slot.custom_on_backend:
-                    lc.llama_set_sampler(self._ctx, slot.seq_id, None)
-                for chain in (slot.custom, slot.owned_chain):
-                    if chain is not None:
-                        lc.llama_sampler_free(chain)
-                slot.custom = slot.owned_chain = None
-                slot.custom_on_backend = False
-
-    def _use_sampling(self, slot: Slot, sampling: Sampling | None) -> None:
-        """The slot's sampler for its next job: greedy (what the context was
-        created with), or a chain of the job's own, attached to the context in
-        place of greedy where llama.cpp can run it in the decode graph (a
-        change of a sequence's sampler makes llama.cpp plan its graph again)."""
-        lc = self._lc
-        if slot.custom is not None:
-            if slot.custom_on_backend:
-                # A chain is set up for the graph once: greedy comes back as a new one.
-                assert self._greedy_chain is not None
-                fresh = self._greedy_chain()
-                lc.llama_set_sampler(self._ctx, slot.seq_id, fresh)
-                if slot.owned_chain is not None:
-                    lc.llama_sampler_free(slot.owned_chain)
-                slot.backend_chain = slot.owned_chain = fresh
-            lc.llama_sampler_free(slot.custom)
-            slot.custom, slot.custom_on_backend = None, False
-        if sampling is None:
-            return
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        if sampling.top_k > 0:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(sampling.top_k))
-        if sampling.top_p < 1.0:
-            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(sampling.top_p, 1))
-        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(sampling.temperature))
-        seed = lc.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed
-        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
-        slot.custom = chain
-        if self._backend_sampling and self._greedy_chain is not None:
-            slot.custom_on_backend = bool(lc.llama_set_sampler(self._ctx, slot.seq_id, chain))
+                slot.free_samplers(self._lc, self._ctx)
 
     # --- scheduler -----------------------------------------------------------
     def _run(self) -> None:
@@ -224,55 +164,26 @@ class Scheduler:
             self._waiting.append(job)
 
     def _admit(self) -> None:
-        lc = self._lc
         while self._waiting:
             job = self._waiting[0]
             if job.cancelled:
                 self._waiting.pop(0)
                 job.finish("cancelled")
                 continue
-            free = [s for s in self._slots if s.job is None]
-            if not free:
+            placed = place(
+                self._lc, self._mem, job, self._slots,
+                lowest_free=self._prompt_steps > 0, prompt_cache=self.prompt_cache, min_copy=self._min_copy,
+            )
+            if placed is None:
                 return
             self._waiting.pop(0)
-            if self._prompt_steps > 0:
-                # The lowest free slot keeps the running sequences' ids together
-                # (one micro-batch for their next tokens); a prefix cached
-                # elsewhere is copied below (cheap on a GPU).
-                slot = min(free, key=lambda s: s.seq_id)
-                keep = _common_prefix(slot.cached, job.tokens)
-            else:
-                # Longest prefix already in a free slot; else copy it from any slot.
-                slot, keep = max(((s, _common_prefix(s.cached, job.tokens)) for s in free),
-                                 key=lambda p: (p[1], -p[0].last_used))
-            if not self.prompt_cache:
-                keep = 0
-            keep = min(keep, len(job.tokens) - 1)  # the last prompt token is evaluated for its logits
-            if keep == 0 or not lc.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1):
-                lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-                keep = 0
-            if self.prompt_cache:
-                donor, donor_keep = max(
-                    ((s, min(_common_prefix(s.cached[: s.resident], job.tokens), len(job.tokens) - 1))
-                     for s in self._slots if s is not slot),
-                    key=lambda p: p[1], default=(None, 0),
-                )
-                if donor is not None and donor_keep > keep + self._min_copy:
-                    # Slots are separate KV streams: llama.cpp copies a whole
-                    # stream (device to device), then the copy is cut back.
-                    lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-                    lc.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, -1, -1)
-                    if lc.llama_memory_seq_rm(self._mem, slot.seq_id, donor_keep, -1):
-                        keep = donor_keep
-                    else:
-                        lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-                        keep = 0
+            slot, keep = placed
             slot.cached = job.tokens[:keep]
             slot.job = job
             slot.last_used = time.perf_counter()
-            lc.llama_sampler_reset(slot.sampler)
+            self._lc.llama_sampler_reset(slot.sampler)
             if job.sampling is not None or slot.custom is not None:
-                self._use_sampling(slot, job.sampling)
+                slot.use_sampling(self._lc, self._ctx, job.sampling, self._greedy_chain, self._backend_sampling)
             job.slot = slot.seq_id
             job.n_past = keep
             job.cached = keep
@@ -463,16 +374,4 @@ class Scheduler:
         # generated tokens but the last (never fed back).
         slot.cached = slot.cached[: job.n_past]
         job.finish(reason)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    # Compare in blocks first: prompts share long prefixes.
-    step = 256
-    while i + step <= n and a[i : i + step] == b[i : i + step]:
-        i += step
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 

@@ -14,7 +14,8 @@ import pytest
 
 from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
-from rag.generation.scheduler import Scheduler, Slot
+from rag.generation.scheduler import Scheduler
+from rag.generation.slots import Slot
 
 N_BATCH = 2048
 N_UBATCH = 512
