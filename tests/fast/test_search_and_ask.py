@@ -119,6 +119,15 @@ def test_abstains_without_generating(pets: TestClient, model: FakeTextModel, cli
     assert model.prompts == []
 
 
+def test_ask_ignores_eos_only_when_streamed(pets: TestClient, model: FakeTextModel) -> None:
+    body = {"question": "How many hours do cats sleep?", "ignore_eos": True}
+    assert pets.post("/v1/collections/pets/ask", json=body).status_code == 200
+    with pets.stream("POST", "/v1/collections/pets/ask", json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        assert "event: done" in "".join(r.iter_text())
+    assert [o["ignore_eog"] for o in model.options] == [False, True]
+
+
 def test_ask_takes_filters_and_modes(pets: TestClient) -> None:
     body = pets.post(
         "/v1/collections/pets/ask",
