@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from rag.evaluation import exact_match, f1_score
+from rag.generation import GenerationParams
 from rag.options import SearchOptions
 from rag.prompt import PromptBuilder
 from rag.settings import Settings
@@ -61,7 +62,7 @@ def main() -> None:
                 passages.reverse()
             builder = PromptBuilder("completion", model.tokenize, model.detokenize, examples=examples)
             prompt = builder.build(q["question"], passages, budget=settings.llm_n_ctx - max_tokens)
-            answer = model.generate(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop).text
+            answer = model.generate(prompt.tokens, GenerationParams(max_tokens=max_tokens, stop=prompt.stop)).text
             scores[name].append((exact_match(answer, q["answers"]), f1_score(answer, q["answers"])))
         if n % 10 == 0:
             print(f"{n} questions, {time.perf_counter() - started:.0f}s", flush=True)

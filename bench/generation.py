@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.generation import TextModel, resolve_model_path
+from rag.generation import GenerationParams, TextModel, resolve_model_path
 from rag.generation.llama import LlamaModel
 from rag.generation.process import ModelProcess
 from rag.settings import Settings
@@ -111,7 +111,7 @@ def service_single(model: TextModel, args: argparse.Namespace, pps: list[int]) -
         for r in range(args.reps):
             tokens = prompt_of(model, n, salt=f"{r} ")
             started = time.perf_counter()
-            g = model.generate(tokens, max_tokens=1, ignore_eog=True)
+            g = model.generate(tokens, GenerationParams(max_tokens=1, ignore_eog=True))
             times.append(time.perf_counter() - started)
             assert g.cached_tokens <= 1, "each prompt must be new"
         result[f"pp{n}"] = n / statistics.median(times)
@@ -119,8 +119,8 @@ def service_single(model: TextModel, args: argparse.Namespace, pps: list[int]) -
     speeds = []
     for r in range(args.reps):
         arrivals: list[float] = []
-        model.generate(prompt_of(model, 2, salt=f"{r} "), max_tokens=args.gen_tokens + 1, ignore_eog=True,
-                       on_text=functools.partial(_arrived, arrivals))
+        params = GenerationParams(max_tokens=args.gen_tokens + 1, ignore_eog=True)
+        model.generate(prompt_of(model, 2, salt=f"{r} "), params, on_text=functools.partial(_arrived, arrivals))
         speeds.append((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]))
     result[f"tg{args.gen_tokens}"] = statistics.median(speeds)
     return result
@@ -174,9 +174,9 @@ def service_batched(path: Path, args: argparse.Namespace, streams: list[int]) ->
         model = make_model(path, args, n_ctx=args.batch_prompt + args.batch_gen + 64, parallel=s, n_batch=512,
                            prompt_cache=False)
         try:
-            model.generate(prompt_of(model, 8), max_tokens=4)  # warm-up
-            jobs = [model.submit(prompt_of(model, args.batch_prompt, salt=f"{i} "), max_tokens=args.batch_gen,
-                                 ignore_eog=True) for i in range(s)]
+            model.generate(prompt_of(model, 8), GenerationParams(max_tokens=4))  # warm-up
+            params = GenerationParams(max_tokens=args.batch_gen, ignore_eog=True)
+            jobs = [model.submit(prompt_of(model, args.batch_prompt, salt=f"{i} "), params) for i in range(s)]
             for j in jobs:
                 j.result()
             result[s] = steady_rate(jobs)
@@ -246,7 +246,7 @@ def caller_round(model: TextModel, s: int, args: argparse.Namespace, salt: str) 
         return on_text
 
     started = time.perf_counter()
-    jobs = [model.submit(p, max_tokens=args.batch_gen, ignore_eog=True, on_text=on_text_of(i))
+    jobs = [model.submit(p, GenerationParams(max_tokens=args.batch_gen, ignore_eog=True), on_text=on_text_of(i))
             for i, p in enumerate(prompts)]
     for job in jobs:
         job.future.add_done_callback(lambda _f: done_at.append(time.perf_counter()))
@@ -309,7 +309,7 @@ def prefix_reuse(path: Path, args: argparse.Namespace) -> dict[str, float]:
     model = make_model(path, args, n_ctx=4096, parallel=1, prompt_cache=True)
     try:
         def ttft(tokens: list[int]) -> tuple[float, int]:
-            g = model.generate(tokens, max_tokens=1, ignore_eog=True)
+            g = model.generate(tokens, GenerationParams(max_tokens=1, ignore_eog=True))
             return g.time_to_first_token_s, g.cached_tokens
 
         builder = PromptBuilder("gemma-chat", model.tokenize, model.detokenize)
@@ -320,7 +320,7 @@ def prefix_reuse(path: Path, args: argparse.Namespace) -> dict[str, float]:
             a = builder.build(f"What is the code, take {r}?", [f"{r} {p}" for p in passages], budget=1900).tokens
             b = builder.build(f"Who reviewed it, take {r}?", [f"{r + 100} {p}" for p in passages],
                               budget=1900).tokens
-            model.generate([1, 2], max_tokens=1)  # evict: the cache holds an unrelated prompt
+            model.generate([1, 2], GenerationParams(max_tokens=1))  # evict: the cache holds an unrelated prompt
             t, c = ttft(a)
             assert c <= 1
             cold.append(t)
@@ -440,7 +440,7 @@ def main() -> None:
                 model = make_model(path, how, n_ctx=4096, parallel=1, prompt_cache=cache)
                 try:
                     # Warm-up as llama-bench's: one prompt of the largest size first.
-                    model.generate(prompt_of(model, max(pps), salt="w "), max_tokens=4)
+                    model.generate(prompt_of(model, max(pps), salt="w "), GenerationParams(max_tokens=4))
                     row[name] = service_single(model, args, pps)
                 finally:
                     model.close()

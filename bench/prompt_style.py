@@ -19,6 +19,7 @@ import string
 import time
 from pathlib import Path
 
+from rag.generation import GenerationParams
 from rag.options import SearchOptions
 from rag.prompt import PromptBuilder, ResolvedPromptStyle
 from rag.settings import Settings
@@ -68,7 +69,7 @@ def main() -> None:
             prompt = PromptBuilder(style, model.tokenize, model.detokenize).build(
                 q["question"], [h.text for h in hits], budget=settings.llm_n_ctx - args.max_tokens
             )
-            answer = model.generate(prompt.tokens, max_tokens=args.max_tokens, stop=prompt.stop).text
+            answer = model.generate(prompt.tokens, GenerationParams(max_tokens=args.max_tokens, stop=prompt.stop)).text
             em = max(float(normalize(answer) == normalize(g)) for g in q["answers"])
             scores[style].append((em, max(f1(answer, g) for g in q["answers"])))
     runtime.close()

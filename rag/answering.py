@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from rag import metrics
 from rag.errors import InvalidRequestError, RagError
-from rag.generation import Generation, ModelPool, Sampling, TextModel
+from rag.generation import Generation, GenerationParams, ModelPool, Sampling, TextModel
 from rag.generation.stream import TextStream
 from rag.grounding import Grounding, GroundingJudge
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
@@ -154,8 +154,9 @@ class Answering:
             if sources is not None:
                 used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
                 yield AnswerSources(sources=used, grounded=True)
-            job = model.submit(prompt.tokens, max_tokens=max_tokens, stop=prompt.stop, on_text=pieces.push,
-                               ignore_eog=ignore_eos, sampling=sampling, logprobs=sources is not None)
+            params = GenerationParams(max_tokens=max_tokens, stop=prompt.stop, ignore_eog=ignore_eos, sampling=sampling,
+                                      logprobs=sources is not None)
+            job = model.submit(prompt.tokens, params, on_text=pieces.push)
             job.future.add_done_callback(lambda _: pieces.end())
             try:
                 async for piece in pieces:

@@ -8,9 +8,11 @@ import sys
 
 MODEL = sys.argv[1]
 LOAD = (
-    "from pathlib import Path; from rag.generation.llama import LlamaModel; "
+    "from pathlib import Path; from rag.generation import GenerationParams; "
+    "from rag.generation.llama import LlamaModel; "
     f"m = LlamaModel(Path({MODEL!r}), n_ctx=256, n_gpu_layers=-1, parallel=1); "
-    "print('answer', repr(m.generate(m.tokenize('The capital of France is'), max_tokens=6).text)); m.close()"
+    "print('answer', repr(m.generate(m.tokenize('The capital of France is'), GenerationParams(max_tokens=6)).text)); "
+    "m.close()"
 )
 CASES = {
     "nothing first": LOAD,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rag.generation import GenerationParams
 from rag.generation.llama import LlamaModel
 
 MODEL = Path("/root/w/model.gguf")
@@ -15,8 +16,8 @@ PROMPT = (
 
 for kv in ("f16", "q8_0", "q4_0"):
     m = LlamaModel(MODEL, n_ctx=4096, threads=16, n_gpu_layers=-1, parallel=4, flash_attn="on", kv_cache_type=kv)
-    g = m.generate(m.tokenize(PROMPT), max_tokens=16, stop=("\n",))
-    job = m.submit(m.tokenize("Once upon a time"), max_tokens=129, ignore_eog=True)
+    g = m.generate(m.tokenize(PROMPT), GenerationParams(max_tokens=16, stop=("\n",)))
+    job = m.submit(m.tokenize("Once upon a time"), GenerationParams(max_tokens=129, ignore_eog=True))
     job.result()
     t = job.token_times
     print(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rag.generation import GenerationParams
 from rag.generation.llama import LlamaModel
 
 model_path, folder = Path(sys.argv[1]), Path(sys.argv[2])
@@ -17,7 +18,7 @@ def answer(lora: Path | None = None, scale: float = 1.0) -> str:
     m = LlamaModel(model_path, n_ctx=256, n_gpu_layers=-1, parallel=1, flash_attn="on", lora_path=lora,
                    lora_scale=scale)
     try:
-        return m.generate(m.tokenize("The capital of France is"), max_tokens=12).text
+        return m.generate(m.tokenize("The capital of France is"), GenerationParams(max_tokens=12)).text
     finally:
         m.close()
 

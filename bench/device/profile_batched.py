@@ -20,6 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import bench.generation as bg
+from rag.generation import GenerationParams
 from rag.generation.llama import LlamaModel
 
 
@@ -47,7 +48,7 @@ def profile(path: Path, streams: int, batch_greedy: bool, overlap: bool, threads
 
             return call
 
-    m.generate(bg.prompt_of(m, 8), max_tokens=4)  # warm-up
+    m.generate(bg.prompt_of(m, 8), GenerationParams(max_tokens=4))  # warm-up
     sched._lc = Timed()
     steps = [0, 0.0]
     step = sched._step
@@ -59,7 +60,8 @@ def profile(path: Path, streams: int, batch_greedy: bool, overlap: bool, threads
         steps[1] += time.perf_counter() - t
 
     sched._step = timed_step  # type: ignore[method-assign]
-    jobs = [m.submit(bg.prompt_of(m, 512, salt=f"{i} "), max_tokens=128, ignore_eog=True) for i in range(streams)]
+    params = GenerationParams(max_tokens=128, ignore_eog=True)
+    jobs = [m.submit(bg.prompt_of(m, 512, salt=f"{i} "), params) for i in range(streams)]
     for j in jobs:
         j.result()
     agg = bg.steady_rate(jobs)

@@ -26,12 +26,21 @@ loads llama.cpp's libraries before anything else.
 
 from rag.generation.bundled import resolve_model_path
 from rag.generation.pool import ModelPool, load_models
-from rag.generation.types import FlashAttention, Generation, GenerationHandle, KvCacheType, Sampling, TextModel
+from rag.generation.types import (
+    FlashAttention,
+    Generation,
+    GenerationHandle,
+    GenerationParams,
+    KvCacheType,
+    Sampling,
+    TextModel,
+)
 
 __all__ = [
     "FlashAttention",
     "Generation",
     "GenerationHandle",
+    "GenerationParams",
     "KvCacheType",
     "ModelPool",
     "Sampling",

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from rag.generation.types import Generation, Sampling
+from rag.generation.types import Generation, GenerationParams
 from rag.logs import configure_logging
 
 __all__ = ["main"]
@@ -68,8 +68,8 @@ def _serve(conn: Connection) -> None:
                 break  # the parent is gone
             kind = message[0]
             if kind == "submit":
-                _, job_id, tokens, max_tokens, stop, ignore_eog, sampling, logprobs = message
-                _submit(model, jobs, outbox, texts, job_id, tokens, max_tokens, stop, ignore_eog, sampling, logprobs)
+                _, job_id, tokens, params = message
+                _submit(model, jobs, outbox, texts, job_id, tokens, params)
             elif kind == "cancel":
                 job = jobs.get(message[1])
                 if job is not None:
@@ -118,15 +118,10 @@ def _submit(
     texts: _StepTexts,
     job_id: int,
     tokens: list[int],
-    max_tokens: int,
-    stop: list[str],
-    ignore_eog: bool,
-    sampling: Sampling | None,
-    logprobs: bool,
+    params: GenerationParams,
 ) -> None:
     try:
-        job = model.submit(tokens, max_tokens=max_tokens, stop=stop, on_text=functools.partial(texts.add, job_id),
-                           ignore_eog=ignore_eog, sampling=sampling, logprobs=logprobs)
+        job = model.submit(tokens, params, functools.partial(texts.add, job_id))
     except Exception as exc:
         outbox.put(("error", job_id, str(exc)))
         return

@@ -6,11 +6,11 @@ from __future__ import annotations
 import codecs
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from rag.generation.handle import FutureHandle
 from rag.generation.stops import StopMatcher
-from rag.generation.types import Generation, Sampling
+from rag.generation.types import Generation, GenerationParams
 
 __all__ = ["GenerationJob"]
 
@@ -25,21 +25,17 @@ class GenerationJob(FutureHandle):
     def __init__(
         self,
         tokens: list[int],
-        max_tokens: int,
-        stop: Sequence[str],
-        on_text: Callable[[str], bool] | None,
-        ignore_eog: bool = False,
-        sampling: Sampling | None = None,
-        logprobs: bool = False,
+        params: GenerationParams,
+        on_text: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__()
         self.tokens = tokens
-        self.max_tokens = max_tokens
+        self.max_tokens = params.max_tokens
         self.on_text = on_text
-        self.ignore_eog = ignore_eog
-        self.sampling = sampling
-        self.logprobs: list[float] | None = [] if logprobs else None
-        self._matcher = StopMatcher(stop)
+        self.ignore_eog = params.ignore_eog
+        self.sampling = params.sampling
+        self.logprobs: list[float] | None = [] if params.logprobs else None
+        self._matcher = StopMatcher(params.stop)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.submitted = time.perf_counter()
         self.started = 0.0

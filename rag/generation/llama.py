@@ -18,7 +18,7 @@ import ctypes
 import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from rag.generation.native import backend_init, default_gpu_layers, llama_cpp
 from rag.generation.sampler import BatchGreedy
 from rag.generation.scheduler import Scheduler
 from rag.generation.slots import Slot
-from rag.generation.types import FlashAttention, KvCacheType, Sampling, TextModel
+from rag.generation.types import FlashAttention, GenerationParams, KvCacheType, TextModel
 
 __all__ = ["LlamaModel"]
 
@@ -271,32 +271,19 @@ class LlamaModel(TextModel):
         return self._piece(token, special=True).decode("utf-8", errors="replace")
 
     # --- requests ------------------------------------------------------------
-    # --- requests ------------------------------------------------------------
     def submit(
-        self,
-        tokens: list[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        on_text: Callable[[str], bool] | None = None,
-        ignore_eog: bool = False,
-        sampling: Sampling | None = None,
-        logprobs: bool = False,
+        self, tokens: list[int], params: GenerationParams, on_text: Callable[[str], bool] | None = None
     ) -> GenerationJob:
-        """Queue a generation (greedy unless ``sampling``); the returned job
-        completes with a ``Generation`` (or ``BackendError``). ``ignore_eog``
-        generates past end-of-generation tokens (benchmarks: a fixed number of
-        tokens); ``logprobs`` records each generated token's log-probability
-        where the logits are read on the CPU (not with sampling in the decode
-        graph)."""
+        """Queue a generation; the returned job completes with a
+        ``Generation`` (or ``BackendError``)."""
         if not tokens:
             raise ValueError("an empty prompt")
-        if len(tokens) + max_tokens > self.n_ctx:
+        if len(tokens) + params.max_tokens > self.n_ctx:
             raise ValueError("prompt and max_tokens exceed the context window")
         scheduler = self._scheduler
         if scheduler is None or scheduler.closed:
             raise BackendError("the model is closed")
-        job = GenerationJob(list(tokens), max_tokens, stop, on_text, ignore_eog, sampling, logprobs)
+        job = GenerationJob(list(tokens), params, on_text)
         scheduler.put(job)
         return job
 

@@ -46,14 +46,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from rag.errors import BackendError, ConfigurationError
 from rag.generation.handle import FutureHandle
-from rag.generation.types import Generation, Sampling, TextModel
+from rag.generation.types import Generation, GenerationParams, TextModel
 from rag.logs import current_log_format
 
 __all__ = ["ModelProcess", "RemoteJob"]
@@ -149,26 +149,18 @@ class ModelProcess(TextModel):
         return result
 
     def submit(
-        self,
-        tokens: list[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        on_text: Callable[[str], bool] | None = None,
-        ignore_eog: bool = False,
-        sampling: Sampling | None = None,
-        logprobs: bool = False,
+        self, tokens: list[int], params: GenerationParams, on_text: Callable[[str], bool] | None = None
     ) -> RemoteJob:
         if not tokens:
             raise ValueError("an empty prompt")
-        if len(tokens) + max_tokens > self.n_ctx:
+        if len(tokens) + params.max_tokens > self.n_ctx:
             raise ValueError("prompt and max_tokens exceed the context window")
         with self._lock:
             self._check_ready()
             job = RemoteJob(self, next(self._ids), on_text)
             self._jobs[job.id] = job
             try:
-                self._send(("submit", job.id, list(tokens), max_tokens, list(stop), ignore_eog, sampling, logprobs))
+                self._send(("submit", job.id, list(tokens), params))
             except BackendError:
                 del self._jobs[job.id]
                 raise

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-__all__ = ["FlashAttention", "Generation", "GenerationHandle", "KvCacheType", "Sampling", "TextModel"]
+__all__ = ["FlashAttention", "Generation", "GenerationHandle", "GenerationParams", "KvCacheType", "Sampling",
+           "TextModel"]
 
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
 FlashAttention = Literal["auto", "on", "off"]
@@ -43,6 +44,22 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 40
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What one generation asks for, the same for every ``TextModel``: at most
+    ``max_tokens`` tokens, ending at the first of ``stop``; greedy unless
+    ``sampling``. ``ignore_eog`` generates past end-of-generation tokens
+    (benchmarks: a fixed number of tokens); ``logprobs`` records each generated
+    token's log-probability where the logits are read on the CPU (not with
+    sampling in the decode graph). Picklable: the model process gets it as is."""
+
+    max_tokens: int
+    stop: Sequence[str] = ()
+    ignore_eog: bool = False
+    sampling: Sampling | None = None
+    logprobs: bool = False
 
 
 class GenerationHandle(Protocol):
@@ -77,32 +94,16 @@ class TextModel(Protocol):
     def token_text(self, token: int) -> str: ...
 
     def submit(
-        self,
-        tokens: list[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        on_text: Callable[[str], bool] | None = None,
-        ignore_eog: bool = False,
-        sampling: Sampling | None = None,
-        logprobs: bool = False,
-    ) -> GenerationHandle: ...
+        self, tokens: list[int], params: GenerationParams, on_text: Callable[[str], bool] | None = None
+    ) -> GenerationHandle:
+        """Queue a generation; ``on_text`` gets each new piece of its text
+        and returns False to stop it (the client left)."""
+        ...
 
     def generate(
-        self,
-        tokens: list[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        on_text: Callable[[str], bool] | None = None,
-        ignore_eog: bool = False,
-        sampling: Sampling | None = None,
-        logprobs: bool = False,
+        self, tokens: list[int], params: GenerationParams, on_text: Callable[[str], bool] | None = None
     ) -> Generation:
         """Blocking form of ``submit``."""
-        return self.submit(
-            tokens, max_tokens=max_tokens, stop=stop, on_text=on_text, ignore_eog=ignore_eog, sampling=sampling,
-            logprobs=logprobs,
-        ).result()
+        return self.submit(tokens, params, on_text).result()
 
     def close(self) -> None: ...

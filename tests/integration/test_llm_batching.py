@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.generation import GenerationParams
 from rag.generation.llama import LlamaModel
 
 pytestmark = pytest.mark.slow
@@ -30,8 +31,8 @@ def model(model_path: Path) -> Iterator[LlamaModel]:
 
 
 def test_concurrent_requests_decode_together_and_match_one_at_a_time(model: LlamaModel) -> None:
-    alone = [model.generate(model.tokenize(p), max_tokens=24) for p in PROMPTS]
-    jobs = [model.submit(model.tokenize(p), max_tokens=24) for p in PROMPTS]
+    alone = [model.generate(model.tokenize(p), GenerationParams(max_tokens=24)) for p in PROMPTS]
+    jobs = [model.submit(model.tokenize(p), GenerationParams(max_tokens=24)) for p in PROMPTS]
     together = [j.result(timeout=300) for j in jobs]
     # Greedy decoding: the same answer whether alone or batched with others.
     # Only its beginning: batched matrix products round differently, and the
@@ -48,15 +49,15 @@ def test_prompts_first_gives_the_same_answers_and_reuses_a_prefix(model_path: Pa
     # arriving while others decode, and a prefix cached in another slot.
     m = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=4, n_batch=256, n_ubatch=64, prompt_steps=2)
     try:
-        alone = [m.generate(m.tokenize(p), max_tokens=16) for p in PROMPTS]
+        alone = [m.generate(m.tokenize(p), GenerationParams(max_tokens=16)) for p in PROMPTS]
         long_prompt = m.tokenize("The handbook of the operations team, read before the first shift. " * 12)
         assert len(long_prompt) > 64
-        running = m.submit(long_prompt, max_tokens=40, ignore_eog=True)
-        jobs = [m.submit(m.tokenize(p), max_tokens=16) for p in PROMPTS[:3]]
+        running = m.submit(long_prompt, GenerationParams(max_tokens=40, ignore_eog=True))
+        jobs = [m.submit(m.tokenize(p), GenerationParams(max_tokens=16)) for p in PROMPTS[:3]]
         for a, b in zip(alone[:3], [j.result(timeout=300) for j in jobs], strict=True):
             assert a.text.split("\n")[0][:30] == b.text.split("\n")[0][:30]
         assert running.result(timeout=300).completion_tokens == 40
-        again = m.generate(long_prompt + m.tokenize(" And then?")[1:], max_tokens=2)
+        again = m.generate(long_prompt + m.tokenize(" And then?")[1:], GenerationParams(max_tokens=2))
         assert again.cached_tokens >= len(long_prompt) - 1
     finally:
         m.close()
@@ -64,17 +65,17 @@ def test_prompts_first_gives_the_same_answers_and_reuses_a_prefix(model_path: Pa
 
 def test_a_repeated_prefix_is_not_evaluated_again(model: LlamaModel) -> None:
     tokens = model.tokenize(PROMPTS[1])
-    first = model.generate(tokens, max_tokens=8, stop=("\n",))
-    again = model.generate(tokens, max_tokens=8, stop=("\n",))
+    first = model.generate(tokens, GenerationParams(max_tokens=8, stop=("\n",)))
+    again = model.generate(tokens, GenerationParams(max_tokens=8, stop=("\n",)))
     assert again.cached_tokens == len(tokens) - 1
     assert again.text == first.text
     longer = model.tokenize(PROMPTS[1] + " ORCHID-2093.\n\nQuestion: Who uses it?\nShort answer:")
-    follow = model.generate(longer, max_tokens=8, stop=("\n",))
+    follow = model.generate(longer, GenerationParams(max_tokens=8, stop=("\n",)))
     assert follow.cached_tokens >= len(tokens) - 1
 
 
 def test_stop_strings_end_the_answer_and_are_not_in_it(model: LlamaModel) -> None:
-    g = model.generate(model.tokenize(PROMPTS[0]), max_tokens=64, stop=("\n", "Question:"))
+    g = model.generate(model.tokenize(PROMPTS[0]), GenerationParams(max_tokens=64, stop=("\n", "Question:")))
     assert g.finish_reason == "stop" and "\n" not in g.text and "1889" in g.text
 
 
@@ -85,16 +86,16 @@ def test_on_text_returning_false_cancels(model: LlamaModel) -> None:
         seen.append(piece)
         return len(seen) < 3
 
-    g = model.generate(model.tokenize(PROMPTS[3]), max_tokens=200, on_text=on_text)
+    g = model.generate(model.tokenize(PROMPTS[3]), GenerationParams(max_tokens=200), on_text=on_text)
     assert g.finish_reason == "cancelled" and g.completion_tokens < 20
-    job = model.submit(model.tokenize(PROMPTS[3]), max_tokens=200)
+    job = model.submit(model.tokenize(PROMPTS[3]), GenerationParams(max_tokens=200))
     job.cancel()
     assert job.result(timeout=60).finish_reason == "cancelled"
 
 
 def test_the_context_window_is_enforced(model: LlamaModel) -> None:
     with pytest.raises(ValueError):
-        model.submit([1] * 1000, max_tokens=100)
+        model.submit([1] * 1000, GenerationParams(max_tokens=100))
 
 
 def test_a_prefix_is_copied_from_a_busy_slot(model_path: Path) -> None:
@@ -103,17 +104,18 @@ def test_a_prefix_is_copied_from_a_busy_slot(model_path: Path) -> None:
         # Longer than the 64 tokens below which a CPU re-evaluates rather than copies.
         context = "The tower is 330 metres tall and was designed by the engineer Gustave Eiffel's company. " * 4
         base = f"Context:\n[1] {context}\n\nQuestion: How tall is it?\nShort answer: 330 metres.\n\n"
-        m.generate(m.tokenize(base), max_tokens=2)
-        first = m.submit(m.tokenize(base + "Question: Where is it?\nShort answer:"), max_tokens=40, ignore_eog=True)
+        m.generate(m.tokenize(base), GenerationParams(max_tokens=2))
+        first_prompt = m.tokenize(base + "Question: Where is it?\nShort answer:")
+        first = m.submit(first_prompt, GenerationParams(max_tokens=40, ignore_eog=True))
         second_prompt = m.tokenize(base + "Question: Who built it?\nShort answer:")
-        second = m.submit(second_prompt, max_tokens=8, stop=("\n",)).result(timeout=300)
+        second = m.submit(second_prompt, GenerationParams(max_tokens=8, stop=("\n",))).result(timeout=300)
         first.result(timeout=300)
         # The first request took the slot holding `base`; the second found only
         # the other slot free and copied the prefix from the busy one.
         assert second.cached_tokens >= len(m.tokenize(base)) - 2
         fresh = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=1, prompt_cache=False)
         try:
-            assert fresh.generate(second_prompt, max_tokens=8, stop=("\n",)).text == second.text
+            assert fresh.generate(second_prompt, GenerationParams(max_tokens=8, stop=("\n",))).text == second.text
         finally:
             fresh.close()
     finally:

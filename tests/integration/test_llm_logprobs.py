@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.generation import GenerationParams
 from rag.generation.llama import LlamaModel
 from rag.generation.process import ModelProcess
 
@@ -23,8 +24,8 @@ def test_logprobs_of_each_generated_token_in_process_and_in_a_child(model_path: 
     local = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=1, n_batch=256)
     try:
         tokens = local.tokenize(PROMPT)
-        plain = local.generate(tokens, max_tokens=12, stop=("\n",))
-        scored = local.generate(tokens, max_tokens=12, stop=("\n",), logprobs=True)
+        plain = local.generate(tokens, GenerationParams(max_tokens=12, stop=("\n",)))
+        scored = local.generate(tokens, GenerationParams(max_tokens=12, stop=("\n",), logprobs=True))
     finally:
         local.close()
     assert plain.token_logprobs == []
@@ -35,7 +36,7 @@ def test_logprobs_of_each_generated_token_in_process_and_in_a_child(model_path: 
 
     remote = ModelProcess(model_path, n_ctx=1024, threads=2, parallel=1, n_batch=256)
     try:
-        there = remote.generate(tokens, max_tokens=12, stop=("\n",), logprobs=True)
+        there = remote.generate(tokens, GenerationParams(max_tokens=12, stop=("\n",), logprobs=True))
     finally:
         remote.close()
     assert there.text == scored.text

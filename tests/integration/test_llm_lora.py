@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rag.errors import ConfigurationError
-from rag.generation import load_models
+from rag.generation import GenerationParams, load_models
 from rag.generation.llama import LlamaModel
 from rag.settings import Settings
 from tests.support.lora import write_lora
@@ -20,7 +20,7 @@ PROMPT = "The capital of France is"
 
 def _answer(model: LlamaModel) -> str:
     try:
-        return model.generate(model.tokenize(PROMPT), max_tokens=12).text
+        return model.generate(model.tokenize(PROMPT), GenerationParams(max_tokens=12)).text
     finally:
         model.close()
 

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 
 from rag.errors import BackendError, ConfigurationError
-from rag.generation import ModelPool, load_models
+from rag.generation import GenerationParams, ModelPool, load_models
 from rag.generation.llama import LlamaModel
 from rag.generation.process import ModelProcess
 from rag.settings import Settings
 
 pytestmark = pytest.mark.slow
 
+LINE = GenerationParams(max_tokens=12, stop=("\n",))
+LONG = GenerationParams(max_tokens=400, ignore_eog=True)  # cancelled long before its end
 PROMPT = (
     "Context:\n[1] The Eiffel Tower was completed in 1889 in Paris.\n\n"
     "Question: When was the Eiffel Tower completed?\nShort answer:"
@@ -48,11 +50,11 @@ def test_the_child_answers_as_the_model_does_in_process(remote: ModelProcess, mo
         assert remote.tokenize(PROMPT) == tokens
         assert remote.detokenize(tokens[1:]) == local.detokenize(tokens[1:])
         assert remote.token_text(tokens[0]) == local.token_text(tokens[0]) == "<bos>"
-        here = local.generate(tokens, max_tokens=12, stop=("\n",))
+        here = local.generate(tokens, LINE)
     finally:
         local.close()
     pieces: list[str] = []
-    there = remote.generate(tokens, max_tokens=12, stop=("\n",), on_text=lambda p: pieces.append(p) is None)
+    there = remote.generate(tokens, LINE, on_text=lambda p: pieces.append(p) is None)
     assert there.text == here.text and "1889" in there.text
     assert "".join(pieces).strip() == there.text
     assert there.completion_tokens == here.completion_tokens and there.finish_reason == here.finish_reason
@@ -60,7 +62,8 @@ def test_the_child_answers_as_the_model_does_in_process(remote: ModelProcess, mo
 
 
 def test_concurrent_requests_and_token_times(remote: ModelProcess) -> None:
-    jobs = [remote.submit(remote.tokenize(f"{i} {PROMPT}"), max_tokens=16, ignore_eog=True) for i in range(6)]
+    params = GenerationParams(max_tokens=16, ignore_eog=True)
+    jobs = [remote.submit(remote.tokenize(f"{i} {PROMPT}"), params) for i in range(6)]
     results = [j.result(timeout=300) for j in jobs]
     assert all(r.completion_tokens == 16 and r.finish_reason == "length" for r in results)
     assert all(len(j.token_times) == 16 and j.token_times == sorted(j.token_times) for j in jobs)
@@ -70,10 +73,10 @@ def test_concurrent_requests_and_token_times(remote: ModelProcess) -> None:
 def test_on_text_false_and_cancel_stop_the_generation(remote: ModelProcess) -> None:
     tokens = remote.tokenize("Once upon a time, in a small village,")
     seen: list[str] = []
-    g = remote.generate(tokens, max_tokens=400, ignore_eog=True, on_text=lambda p: len(seen) < 2 and not seen.append(p))
+    g = remote.generate(tokens, LONG, on_text=lambda p: len(seen) < 2 and not seen.append(p))
     assert g.finish_reason == "cancelled" and g.completion_tokens < 400
     started = threading.Event()
-    job = remote.submit(tokens, max_tokens=400, ignore_eog=True, on_text=lambda _: started.set() or True)
+    job = remote.submit(tokens, LONG, on_text=lambda _: started.set() or True)
     assert started.wait(120), "no text came"  # cancelled mid-answer, not before nor after
     job.cancel()
     result = job.result(timeout=60)
@@ -82,9 +85,9 @@ def test_on_text_false_and_cancel_stop_the_generation(remote: ModelProcess) -> N
 
 def test_bad_requests_are_refused_before_they_reach_the_child(remote: ModelProcess) -> None:
     with pytest.raises(ValueError):
-        remote.submit([], max_tokens=4)
+        remote.submit([], GenerationParams(max_tokens=4))
     with pytest.raises(ValueError):
-        remote.submit([2] * 1000, max_tokens=100)
+        remote.submit([2] * 1000, GenerationParams(max_tokens=100))
 
 
 def test_a_crashed_child_fails_its_requests_and_is_started_again(model_path: Path) -> None:
@@ -94,14 +97,14 @@ def test_a_crashed_child_fails_its_requests_and_is_started_again(model_path: Pat
         assert first_pid is not None
         tokens = m.tokenize("Once upon a time, in a small village,")
         started = threading.Event()
-        job = m.submit(tokens, max_tokens=400, ignore_eog=True, on_text=lambda _: started.set() is None)
+        job = m.submit(tokens, LONG, on_text=lambda _: started.set() is None)
         assert started.wait(120)
         os.kill(first_pid, signal.SIGKILL)  # as a segfault in llama.cpp would end it
         with pytest.raises(BackendError, match="exited"):
             job.result(timeout=60)
         _wait_until(lambda: m.alive and m.pid != first_pid)
         assert m.restarts == 1
-        assert m.generate(tokens, max_tokens=4).completion_tokens == 4
+        assert m.generate(tokens, GenerationParams(max_tokens=4)).completion_tokens == 4
     finally:
         m.close()
     assert not m.alive

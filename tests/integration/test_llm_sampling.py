@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.generation import Generation, GenerationParams
 from rag.generation.llama import LlamaModel
 from rag.generation.types import Sampling
 
@@ -21,13 +22,16 @@ def test_random_sampling_follows_its_seed_and_greedy_comes_back(model_path: Path
                    backend_sampling=backend_sampling)
     try:
         tokens = m.tokenize(PROMPT)
-        greedy = m.generate(tokens, max_tokens=12, ignore_eog=True)
+
+        def twelve(sampling: Sampling | None = None) -> Generation:
+            return m.generate(tokens, GenerationParams(max_tokens=12, ignore_eog=True, sampling=sampling))
+
+        greedy = twelve()
         hot = Sampling(temperature=1.5, top_p=0.95, seed=7)
-        first = m.generate(tokens, max_tokens=12, ignore_eog=True, sampling=hot)
-        second = m.generate(tokens, max_tokens=12, ignore_eog=True, sampling=hot)
-        others = {m.generate(tokens, max_tokens=12, ignore_eog=True, sampling=Sampling(1.5, 0.95, seed=s)).text
-                  for s in range(1, 5)}
-        again = m.generate(tokens, max_tokens=12, ignore_eog=True)
+        first = twelve(hot)
+        second = twelve(hot)
+        others = {twelve(Sampling(1.5, 0.95, seed=s)).text for s in range(1, 5)}
+        again = twelve()
     finally:
         m.close()
     assert first.completion_tokens == 12 and first.text == second.text  # same seed, same draws

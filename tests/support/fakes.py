@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import BackendError
-from rag.generation import Generation, TextModel
+from rag.generation import Generation, GenerationParams, TextModel
 from rag.generation.handle import FutureHandle
 
 __all__ = ["FakeJob", "FakeTextModel", "HashEmbedder", "first_passage_words"]
@@ -116,25 +116,18 @@ class FakeTextModel(TextModel):
         return chr(token)
 
     def submit(
-        self,
-        tokens: list[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        on_text: Callable[[str], bool] | None = None,
-        ignore_eog: bool = False,
-        sampling: Any = None,
-        logprobs: bool = False,
+        self, tokens: list[int], params: GenerationParams, on_text: Callable[[str], bool] | None = None
     ) -> FakeJob:
+        max_tokens = params.max_tokens
         if len(tokens) + max_tokens > self.n_ctx:
             raise ValueError(f"{len(tokens)} prompt tokens + {max_tokens} exceed the context of {self.n_ctx}")
         prompt = self.detokenize(tokens)
         self.prompts.append(prompt)
-        self.options.append({"ignore_eog": ignore_eog, "sampling": sampling})
+        self.options.append({"ignore_eog": params.ignore_eog, "sampling": params.sampling})
         job = FakeJob()
         self.jobs.append(job)
         threading.Thread(
-            target=self._run, args=(job, prompt, len(tokens), max_tokens, stop, on_text), daemon=True
+            target=self._run, args=(job, prompt, len(tokens), max_tokens, params.stop, on_text), daemon=True
         ).start()
         return job
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from rag.generation import GenerationParams
 from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
 from rag.generation.scheduler import Scheduler
@@ -109,13 +110,13 @@ def burst(fake: FakeLlama, prompt_steps: int, *, prompts: int = 16, length: int 
     step computes, as over HTTP; every job runs to the end."""
     scheduler = make_scheduler(fake, prompts + 1, prompt_steps)
     try:
-        first = GenerationJob([1, 2, 3], max_tokens=3 * gen + 40, stop=[], on_text=None, ignore_eog=True)
+        first = GenerationJob([1, 2, 3], GenerationParams(max_tokens=3 * gen + 40, ignore_eog=True))
         fake.gate = threading.Event()
         gate = fake.gate
         scheduler.put(first)
         assert fake.gated.wait(10)
-        jobs = [GenerationJob([1] + [100 + i] * (length - 1), max_tokens=gen, stop=[], on_text=None,
-                              ignore_eog=True) for i in range(prompts)]
+        jobs = [GenerationJob([1] + [100 + i] * (length - 1), GenerationParams(max_tokens=gen, ignore_eog=True))
+                for i in range(prompts)]
         for job in jobs:  # the scheduler thread is inside llama_decode: it takes them together
             scheduler.put(job)
         gate.set()
