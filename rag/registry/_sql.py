@@ -1,8 +1,11 @@
-"""Dialect-specific SQL the repositories share."""
+"""What the repositories share: the session they work in, typed updates
+applied to a row, and dialect-specific SQL."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import literal_column
 from sqlalchemy.dialects import postgresql, sqlite
@@ -10,7 +13,27 @@ from sqlalchemy.orm import Session
 
 from rag.registry.tables import Base
 
-__all__ = ["insert_if_absent"]
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = ["Repository", "apply_changes", "insert_if_absent"]
+
+
+class Repository:
+    """One concern's queries, inside the unit of work that owns ``session``."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+
+def apply_changes(row: Base, change: DataclassInstance) -> None:
+    """Copies each field of ``change`` (a ``*Update`` dataclass whose fields
+    are named as the row's columns) that is not None onto ``row``; an enum is
+    stored as its value. None leaves a column as it is."""
+    for f in dataclasses.fields(change):
+        value = getattr(change, f.name)
+        if value is not None:
+            setattr(row, f.name, value.value if isinstance(value, Enum) else value)
 
 
 def insert_if_absent(session: Session, table: type[Base], values: dict[str, Any], *, key: list[str]) -> bool:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
 
 from rag.errors import AlreadyExistsError, NotFoundError
-from rag.registry._sql import insert_if_absent
+from rag.registry._sql import Repository, insert_if_absent
 from rag.registry.records import CollectionRecord, DocumentStatus, utc, utcnow
 from rag.registry.tables import CollectionRow, DocumentRow
 
@@ -19,10 +18,7 @@ def _record(row: CollectionRow) -> CollectionRecord:
     return CollectionRecord(id=row.id, name=row.name, created_at=utc(row.created_at) or utcnow())
 
 
-class CollectionRepository:
-    def __init__(self, session: Session) -> None:
-        self._s = session
-
+class CollectionRepository(Repository):
     def create(self, name: str) -> CollectionRecord:
         record = CollectionRecord(id=str(uuid.uuid4()), name=name, created_at=utcnow())
         values = {"id": record.id, "name": record.name, "created_at": record.created_at}

@@ -6,10 +6,9 @@ import uuid
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
 
 from rag.errors import NotFoundError
-from rag.registry._sql import insert_if_absent
+from rag.registry._sql import Repository, insert_if_absent
 from rag.registry.records import DocumentRecord, DocumentStatus, utc, utcnow
 from rag.registry.tables import DocumentRow
 
@@ -35,10 +34,7 @@ def _record(row: DocumentRow) -> DocumentRecord:
     )
 
 
-class DocumentRepository:
-    def __init__(self, session: Session) -> None:
-        self._s = session
-
+class DocumentRepository(Repository):
     def add(
         self,
         *,

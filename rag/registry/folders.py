@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
 
+from rag.registry._sql import Repository
 from rag.registry.records import FolderFileRecord
 from rag.registry.tables import FolderBindingRow, FolderFileRow
 
 __all__ = ["FolderRepository"]
 
 
-class FolderRepository:
-    def __init__(self, session: Session) -> None:
-        self._s = session
-
+class FolderRepository(Repository):
     def set_binding(self, collection_id: str, path: str | None) -> None:
         row = self._s.get(FolderBindingRow, collection_id)
         if path is None:

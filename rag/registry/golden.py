@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
+from rag.registry._sql import Repository
 from rag.registry.records import GoldenRecord
 from rag.registry.tables import GoldenRow
 
 __all__ = ["GoldenRepository"]
 
 
-class GoldenRepository:
-    def __init__(self, session: Session) -> None:
-        self._s = session
-
+class GoldenRepository(Repository):
     def replace(self, collection_id: str, items: list[GoldenRecord]) -> int:
         self._s.execute(delete(GoldenRow).where(GoldenRow.collection_id == collection_id))
         self._s.add_all(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from rag.registry._sql import insert_if_absent
+from rag.registry._sql import Repository, insert_if_absent
 from rag.registry.records import ApiKeyRecord, utc, utcnow
 from rag.registry.tables import ApiKeyRow
 
@@ -25,10 +24,7 @@ def _record(row: ApiKeyRow) -> ApiKeyRecord:
     )
 
 
-class ApiKeyRepository:
-    def __init__(self, session: Session) -> None:
-        self._s = session
-
+class ApiKeyRepository(Repository):
     def add(
         self,
         *,

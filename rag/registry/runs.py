@@ -7,9 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
-from rag.registry._sql import insert_if_absent
+from rag.registry._sql import Repository, apply_changes, insert_if_absent
 from rag.registry.records import OPEN_RUN_STATUSES, RunRecord, RunStatus, RunUpdate, utc, utcnow
 from rag.registry.tables import ReindexLockRow, RunRow
 
@@ -41,10 +40,7 @@ def _record(row: RunRow) -> RunRecord:
     )
 
 
-class RunRepository:
-    def __init__(self, session: Session) -> None:
-        self._s = session
-
+class RunRepository(Repository):
     def create(
         self,
         collection_id: str,
@@ -82,22 +78,7 @@ class RunRepository:
         row = self._s.get(RunRow, run_id)
         if row is None:
             return None
-        if change.status is not None:
-            row.status = change.status.value
-        for name in ("added", "updated", "deleted", "unchanged", "failed", "from_version", "to_version"):
-            number: int | None = getattr(change, name)
-            if number is not None:
-                setattr(row, name, number)
-        if change.score_current is not None:
-            row.score_current = change.score_current
-        if change.score_candidate is not None:
-            row.score_candidate = change.score_candidate
-        if change.error is not None:
-            row.error = change.error
-        if change.started_at is not None:
-            row.started_at = change.started_at
-        if change.finished_at is not None:
-            row.finished_at = change.finished_at
+        apply_changes(row, change)
         return _record(row)
 
     def get(self, run_id: str) -> RunRecord | None:

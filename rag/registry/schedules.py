@@ -7,10 +7,9 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
 from rag.errors import NotFoundError
-from rag.registry._sql import insert_if_absent
+from rag.registry._sql import Repository, apply_changes, insert_if_absent
 from rag.registry.records import ScheduleRecord, ScheduleUpdate, utc, utcnow
 from rag.registry.tables import ScheduleClaimRow, ScheduleRow
 
@@ -30,10 +29,7 @@ def _record(row: ScheduleRow) -> ScheduleRecord:
     )
 
 
-class ScheduleRepository:
-    def __init__(self, session: Session) -> None:
-        self._s = session
-
+class ScheduleRepository(Repository):
     def create(self, collection_id: str, *, cron: str, timezone: str, kind: str, enabled: bool) -> ScheduleRecord:
         now = utcnow()
         row = ScheduleRow(
@@ -67,14 +63,7 @@ class ScheduleRepository:
 
     def update(self, collection_id: str, schedule_id: str, change: ScheduleUpdate) -> ScheduleRecord:
         row = self._row(collection_id, schedule_id)
-        if change.cron is not None:
-            row.cron = change.cron
-        if change.timezone is not None:
-            row.timezone = change.timezone
-        if change.kind is not None:
-            row.kind = change.kind
-        if change.enabled is not None:
-            row.enabled = change.enabled
+        apply_changes(row, change)
         row.updated_at = utcnow()
         return _record(row)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
+from rag.registry._sql import Repository
 from rag.registry.records import VersionRecord, VersionStatus, utc, utcnow
 from rag.registry.tables import VersionRow
 
@@ -28,10 +28,7 @@ def _record(row: VersionRow) -> VersionRecord:
     )
 
 
-class VersionRepository:
-    def __init__(self, session: Session) -> None:
-        self._s = session
-
+class VersionRepository(Repository):
     def add(
         self,
         collection_id: str,
