@@ -14,6 +14,7 @@ import random
 import time
 from pathlib import Path
 
+from bench.report import print_squad_scores
 from rag.evaluation import exact_match, f1_score
 from rag.generation import GenerationParams
 from rag.options import SearchOptions
@@ -68,10 +69,7 @@ def main() -> None:
             print(f"{n} questions, {time.perf_counter() - started:.0f}s", flush=True)
     runtime.close()
     print(f"{len(sample)} answerable squad-dev questions (seed {args.seed}), {time.perf_counter() - started:.0f}s")
-    print("| variant | exact match | F1 |\n|---|---|---|")
-    for name in chosen:
-        ems, f1s = zip(*scores[name], strict=True)
-        print(f"| {name} | {sum(ems) / len(ems):.3f} | {sum(f1s) / len(f1s):.3f} |")
+    print_squad_scores("variant", scores)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import emit
+
 DEFAULT_DATA = Path("/work/shared/eval/squad-dev")
 
 
@@ -112,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "backends": results,
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, args.json)
     return 0
 
 

@@ -41,6 +41,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.report import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/eval/squad-dev beside the checkout, or beside the checkout a worktree belongs to.
 DEFAULT_DATA = next(
@@ -210,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_start": [round(x, 2) for x in load_at_start],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, args.json)
     return 0
 
 

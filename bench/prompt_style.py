@@ -11,36 +11,21 @@ must not be running on that data directory (Qdrant local mode is one process).
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import random
-import re
-import string
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script too, as bench/generation.py
+
+from bench.report import print_squad_scores
+from rag.evaluation import exact_match, f1_score
 from rag.generation import GenerationParams
 from rag.options import SearchOptions
 from rag.prompt import PromptBuilder, ResolvedPromptStyle
 from rag.settings import Settings
 from runtime import build_runtime
-
-
-def normalize(text: str) -> str:
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def f1(prediction: str, gold: str) -> float:
-    p, g = normalize(prediction).split(), normalize(gold).split()
-    common = collections.Counter(p) & collections.Counter(g)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(p), same / len(g)
-    return 2 * precision * recall / (precision + recall)
 
 
 def main() -> None:
@@ -70,15 +55,11 @@ def main() -> None:
                 q["question"], [h.text for h in hits], budget=settings.llm_n_ctx - args.max_tokens
             )
             answer = model.generate(prompt.tokens, GenerationParams(max_tokens=args.max_tokens, stop=prompt.stop)).text
-            em = max(float(normalize(answer) == normalize(g)) for g in q["answers"])
-            scores[style].append((em, max(f1(answer, g) for g in q["answers"])))
+            scores[style].append((exact_match(answer, q["answers"]), f1_score(answer, q["answers"])))
     runtime.close()
     print(f"{len(sample)} answerable squad-dev questions, top-{args.top_k} retrieved chunks as context, "
           f"{time.perf_counter() - started:.0f}s")
-    print("| prompt style | exact match | F1 |\n|---|---|---|")
-    for style in styles:
-        ems, f1s = zip(*scores[style], strict=True)
-        print(f"| {style} | {sum(ems) / len(ems):.3f} | {sum(f1s) / len(f1s):.3f} |")
+    print_squad_scores("prompt style", scores)
 
 
 if __name__ == "__main__":
