@@ -42,6 +42,15 @@ def _limit(parser: Parser, path: Path) -> ParseLimitError:
     return caught.value
 
 
+def _limit_alone(limits: ParseLimits, path: Path) -> ParseLimitError:
+    """``_limit`` in a parse server of its own, started with ``limits``."""
+    parser = ProcessParser(limits)
+    try:
+        return _limit(parser, path)
+    finally:
+        parser.close()
+
+
 def test_pdf_stream_stops_inflating_at_the_limit(parser: ProcessParser, files: Path) -> None:
     bomb = pdf_bomb(files / "bomb.pdf", inflated_mb=64)
     assert bomb.stat().st_size < 100_000
@@ -64,11 +73,7 @@ def test_office_zip_bombs_fail_before_inflating(parser: ProcessParser, files: Pa
 
 def test_compression_ratio_limit(files: Path) -> None:
     bomb = office_bomb(files / "ratio", "docx", inflated_mb=4)
-    parser = ProcessParser(ParseLimits(max_decompressed_mb=256, max_compression_ratio=200))
-    try:
-        error = _limit(parser, bomb)
-    finally:
-        parser.close()
+    error = _limit_alone(ParseLimits(max_decompressed_mb=256, max_compression_ratio=200), bomb)
     assert error.limit == "compression_ratio"
     assert "RAG_PARSE_MAX_COMPRESSION_RATIO" in error.message
 
@@ -76,11 +81,7 @@ def test_compression_ratio_limit(files: Path) -> None:
 def test_memory_limit_kills_a_parse_within_the_size_limits(files: Path) -> None:
     # 30 MB of XML, 5 million elements: no size limit catches it, memory does.
     bomb = office_element_bomb(files / "elements", paragraphs=5_000_000)
-    parser = ProcessParser(ParseLimits(memory_mb=300, max_decompressed_mb=256, max_compression_ratio=1e9))
-    try:
-        error = _limit(parser, bomb)
-    finally:
-        parser.close()
+    error = _limit_alone(ParseLimits(memory_mb=300, max_decompressed_mb=256, max_compression_ratio=1e9), bomb)
     assert error.limit == "memory"
     assert "RAG_PARSE_MEMORY_MB" in error.message
 
@@ -136,12 +137,8 @@ def test_element_and_text_limits(parser: ProcessParser, files: Path) -> None:
     many = make_document("txt", files / "many", title="Many", paragraphs=[f"Paragraph {i}." for i in range(1500)])
     error = _limit(parser, many)
     assert error.limit == "elements" and "RAG_PARSE_MAX_ELEMENTS" in error.message
-    tight = ProcessParser(ParseLimits(max_text_chars=1000))
-    try:
-        text = huge_line(files / "line.txt", size=5000)
-        assert _limit(tight, text).limit == "text_size"
-    finally:
-        tight.close()
+    text = huge_line(files / "line.txt", size=5000)
+    assert _limit_alone(ParseLimits(max_text_chars=1000), text).limit == "text_size"
 
 
 def test_pathological_text_parses_quickly(parser: ProcessParser, files: Path) -> None:
