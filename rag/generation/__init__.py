@@ -4,6 +4,7 @@
 module             holds
 =================  ==============================================================
 ``types``          ``Generation``, ``GenerationHandle``, ``TextModel`` (protocols)
+                   and ``GenerationParams`` (what one request asks for)
 ``pool``           ``load_models(settings)`` and ``ModelPool``: in-process or child
 ``llama``          ``LlamaModel``: loading a model and its context, text, requests
 ``scheduler``      the thread that batches every running request of a context
