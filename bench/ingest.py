@@ -117,6 +117,24 @@ def _warm_up(runtime: Any, tmp: Path, timeout: float) -> float:
     return time.perf_counter() - started
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of the children it reaped,
+    plus those its live child processes reaped: the parse server's reaped parses."""
+    own = os.times()
+    total = own.user + own.system + own.children_user + own.children_system
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():  # ppid; then utime stime cutime cstime
+            total += sum(int(f) for f in fields[11:15]) / tick
+    return total
+
+
 def _peak_rss_mb() -> dict[str, float]:
     return {
         "self": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -147,6 +165,7 @@ def child_e2e(args: argparse.Namespace) -> dict[str, Any]:
             backend = runtime.embedder.backend
             log(f"e2e x{args.scale}: uploading {len(files) * len(names)} files ({backend}, warm-up {warm_up_s:.1f} s)")
             load_before = os.getloadavg()
+            cpu_before = _cpu_s()
             started = time.perf_counter()
             ids: list[str] = []
             for name in names:
@@ -157,6 +176,7 @@ def child_e2e(args: argparse.Namespace) -> dict[str, Any]:
             uploaded = time.perf_counter() - started
             documents = _wait_indexed(runtime, ids, args.timeout)
             seconds = time.perf_counter() - started
+            cpu = _cpu_s() - cpu_before
             failed = [f"{d.filename}: {d.error}" for d in documents if d and d.status is not DocumentStatus.INDEXED]
             chunks = sum(d.chunk_count or 0 for d in documents if d)
             batcher = runtime.indexer.batcher(runtime.embedder)
@@ -169,6 +189,7 @@ def child_e2e(args: argparse.Namespace) -> dict[str, Any]:
                 "chunks": chunks,
                 "upload_s": round(uploaded, 2),
                 "seconds": round(seconds, 2),
+                "cpu_s": round(cpu, 1),
                 "chunks_per_s": round(chunks / seconds, 1),
                 "embed_batches": batcher.batches,
                 "mean_batch": round(batcher.texts / max(batcher.batches, 1), 1),
@@ -212,10 +233,13 @@ def child_stages(args: argparse.Namespace) -> dict[str, Any]:
             preload()  # the service's parse server has these loaded before the first upload
             parse_s: dict[str, float] = {}
             parsed = {}
+            cpu: dict[str, float] = {}
+            c0 = _cpu_s()
             for path in files:
                 t0 = time.perf_counter()
                 parsed[path.name] = parse_file(path, path.name)
                 parse_s[path.name] = round(time.perf_counter() - t0, 2)
+            cpu["parse"] = _cpu_s() - c0
             log(f"stages: parse {sum(parse_s.values()):.1f} s")
             max_tokens = min(settings.chunk_max_tokens, embedder.chunk_token_limit)
             t0 = time.perf_counter()
@@ -231,9 +255,10 @@ def child_stages(args: argparse.Namespace) -> dict[str, Any]:
             chunk_s = time.perf_counter() - t0
             texts = {name: [runtime.indexer.indexed_text(c) for c in cs] for name, cs in chunks.items()}
             everything = [t for ts in texts.values() for t in ts]
-            t0 = time.perf_counter()
+            c0, t0 = _cpu_s(), time.perf_counter()
             vectors = embedder.embed(everything)
             embed_s = time.perf_counter() - t0
+            cpu["embed"] = _cpu_s() - c0
             log(f"stages: chunk {chunk_s:.1f} s, embed {len(everything)} chunks {embed_s:.1f} s")
             lexical = LexicalEncoder(
                 k1=settings.lexical_k1, b=settings.lexical_b, avg_len=settings.resolved_lexical_avg_length
@@ -273,6 +298,7 @@ def child_stages(args: argparse.Namespace) -> dict[str, Any]:
         "chunk_s": round(chunk_s, 2),
         "embed_s": round(embed_s, 2),
         "upsert_s": round(upsert_s, 2),
+        "cpu_s": {k: round(v, 1) for k, v in cpu.items()},
         "embed_chunks_per_s": round(len(everything) / embed_s, 1),
     }
 
@@ -309,6 +335,7 @@ def child_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
         pdf_reader = PDFReader()  # UnstructuredReader's PDFs need unstructured[pdf] (torch layout models)
         failed = []
         load_before = os.getloadavg()
+        cpu_before = _cpu_s()
         started = time.perf_counter()
         documents = []
         for path in files:
@@ -322,6 +349,7 @@ def child_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
         read_s = time.perf_counter() - started
         nodes = pipeline.run(documents=documents)
         seconds = time.perf_counter() - started
+        cpu = _cpu_s() - cpu_before
         client.close()
     return {
         "files": len(files),
@@ -329,6 +357,7 @@ def child_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
         "chunks": len(nodes),
         "read_s": round(read_s, 2),
         "seconds": round(seconds, 2),
+        "cpu_s": round(cpu, 1),
         "chunks_per_s": round(len(nodes) / seconds, 1),
         "peak_rss_mb": _peak_rss_mb(),
         "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
@@ -442,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     if "llamaindex" in report:
         summary["llamaindex_s"] = report["llamaindex"]["seconds"]
         summary["speedup_vs_llamaindex"] = round(report["llamaindex"]["seconds"] / one["seconds"], 2)
+        # Work done, whatever else ran on the machine: CPU seconds of each side's processes.
+        summary["cpu_s"] = {"ours_1x": one.get("cpu_s"), "llamaindex": report["llamaindex"].get("cpu_s")}
     report["summary"] = summary
     text = json.dumps(report, indent=2)
     print(text)
