@@ -67,10 +67,10 @@ def pdftoppm_missing_reason() -> str | None:
 
 
 def scanned_document(filename: str) -> str:
-    """The PDF a page image was rendered from: 'Martin_Luther.pdf.p03.png' ->
-    'Martin_Luther.pdf'. (``split(".p")`` cut at '.pdf' and ``rsplit(".p", 1)``
+    """The PDF a page image (or one-page PDF) was cut from: 'Martin_Luther.pdf.p03.png'
+    -> 'Martin_Luther.pdf'. (``split(".p")`` cut at '.pdf' and ``rsplit(".p", 1)``
     at '.png': two runs scored the scans 0.0 that way.)"""
-    return re.sub(r"\.p\d+\.png$", "", filename)
+    return re.sub(r"\.p\d+\.(png|pdf)$", "", filename)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,17 +81,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=os.cpu_count() or 1, help="files indexed at once (default: one per core)"
     )
+    parser.add_argument(
+        "--collections",
+        default="text,scans",
+        help="text: the pages as one PDF per document; pages: each page a one-page PDF with its text layer "
+        "(the scans' structure without OCR); scans: each page a PNG read by OCR",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    names = [n for n in args.collections.split(",") if n]
+    if not set(names) <= {"text", "pages", "scans"}:
+        parser.error(f"unknown collection in {args.collections!r}")
 
     # Both checks before anything slow is imported or started.
     reason = pdftoppm_missing_reason()
-    if reason:
+    if reason and "scans" in names:
         sys.exit(reason)
     from ingest.ocr import ocr_unavailable_reason
 
     reason = ocr_unavailable_reason()
-    if reason:
+    if reason and "scans" in names:
         sys.exit(reason)
 
     import pypdfium2
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-ocr-") as tmp:
         work = Path(tmp)
-        originals, images = [], []
+        originals, images, one_page = [], [], []
         started = time.perf_counter()
         for pdf in pdfs:
             source = pypdfium2.PdfDocument(str(pdf))
@@ -120,8 +129,17 @@ def main(argv: list[str] | None = None) -> int:
             (work / "text").mkdir(exist_ok=True)
             cut.save(str(work / "text" / pdf.name))
             cut.close()
+            (work / "pages").mkdir(exist_ok=True)
+            for number in pages:
+                single = pypdfium2.PdfDocument.new()
+                single.import_pages(source, [number])
+                one_page.append(work / "pages" / f"{pdf.name}.p{number + 1:02d}.pdf")
+                single.save(str(one_page[-1]))
+                single.close()
             source.close()
             originals.append(work / "text" / pdf.name)
+            if "scans" not in names:
+                continue
             (work / "png").mkdir(exist_ok=True)
             prefix = work / "png" / pdf.stem
             subprocess.run(
@@ -135,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 image.rename(target)
                 images.append(target)
         render_s = time.perf_counter() - started
-        log(f"{len(images)} pages rendered at {args.dpi} dpi from {len(pdfs)} PDFs in {render_s:.1f} s")
+        log(f"{len(one_page)} pages cut, {len(images)} rendered at {args.dpi} dpi, in {render_s:.1f} s")
+        files_of = {"text": originals, "pages": one_page, "scans": images}
 
         # Questions answered by the chosen pages' text layer.
         page_text = {p.name: "\n".join(b.text for b in parse_file(p, p.name)) for p in originals}
@@ -165,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"{path.name}: {outcome.status} {outcome.error}")
                 return outcome.chunks
 
-            for name, files in (("text", originals), ("scans", images)):
+            for name in names:
+                files = files_of[name]
                 runtime.service.create_collection(name)
                 started = time.perf_counter()
                 with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
@@ -175,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
             recall = {}
             score_s = {}
-            for name in ("text", "scans"):
+            for name in names:
                 started = time.perf_counter()
                 with runtime.registry.unit_of_work() as uow:
                     collection_id = uow.collections.get(name).id
@@ -185,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                     1
                     for row, hits in zip(items, all_hits, strict=True)
                     if any(
-                        (scanned_document(hit.filename) if name == "scans" else hit.filename) == row["document"]
+                        (scanned_document(hit.filename) if name != "text" else hit.filename) == row["document"]
                         and contains_answer(hit.text, row["answers"])
                         for hit in hits
                     )
@@ -197,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             runtime.close()
 
     report = {
-        "pages": len(images),
+        "pages": len(one_page),
+        "collections": names,
         "dpi": args.dpi,
         "concurrency": args.concurrency,
         "documents": [p.name for p in pdfs],
@@ -206,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "chunks": chunks,
         "render_seconds": round(render_s, 1),
         "index_seconds": {k: round(v, 1) for k, v in timing.items()},
-        "scans_seconds_per_page": round(timing["scans"] / len(images), 2),
+        "scans_seconds_per_page": round(timing["scans"] / len(images), 2) if images else None,
         "score_seconds": {k: round(v, 1) for k, v in score_s.items()},
         "total_seconds": round(time.perf_counter() - started_all, 1),
         "load_average_at_start": [round(x, 2) for x in load_at_start],

@@ -17,6 +17,8 @@ from bench import ocr
         # '.p' inside the name itself, and a name with dots
         ("Victoria_and_Albert.p.pdf.p01.png", "Victoria_and_Albert.p.pdf"),
         ("a.png.pdf.p02.png", "a.png.pdf"),
+        # the one-page PDFs of --collections pages
+        ("Martin_Luther.pdf.p03.pdf", "Martin_Luther.pdf"),
     ],
 )
 def test_a_page_image_maps_back_to_its_pdf(image: str, document: str) -> None:
