@@ -20,11 +20,20 @@ from rag.embedder import Embedder, EmbedderSet, Reranker
 from rag.errors import BackendError, InvalidRequestError
 from rag.lexical import LexicalEncoder
 from rag.options import SearchOptions
-from rag.registry import Database
+from rag.registry import Database, VersionRecord
 from rag.settings import SearchMode, Settings
 from rag.store import ScoredChunk, SearchFilter, VectorStore
 
-__all__ = ["Retriever", "SearchHit"]
+__all__ = ["Retriever", "SearchHit", "Served"]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A collection and its served version (``None``: nothing indexed yet), read
+    together in one registry transaction by ``Retriever.served``."""
+
+    collection_id: str
+    version: VersionRecord | None
 
 
 @dataclass(frozen=True)
@@ -91,25 +100,38 @@ class Retriever:
             rerank_candidates=settings.rerank_candidates,
         )
 
+    def served(self, name: str) -> Served:
+        """The collection called ``name`` and its served version, in one read
+        (``NotFoundError`` when there is no such collection)."""
+        with self._registry.unit_of_work() as uow:
+            collection = uow.collections.get(name)
+            return Served(collection.id, uow.versions.active(collection.id))
+
     def search(
-        self, collection_id: str, query: str, options: SearchOptions = SearchOptions(), *, version: int | None = None
+        self,
+        collection: str | Served,
+        query: str,
+        options: SearchOptions = SearchOptions(),
+        *,
+        version: int | None = None,
     ) -> tuple[list[SearchHit], dict[str, float]]:
         """The ``top_k`` best chunks for ``query`` (default ``RAG_TOP_K``) and the
         seconds spent embedding (embed_s: dense and lexical), in the store
         (store_s), re-ranking (rerank_s, when it ran) and in all (total_s).
         ``mode``: default ``RAG_SEARCH_MODE``. ``rerank``: default yes when a
         re-ranker is configured. ``version``: search that version instead of the
-        served one."""
+        served one. ``collection``: its id, or what ``served`` read (saves a
+        registry read on the request path)."""
         if not query.strip():
             raise InvalidRequestError("the query is empty")
         started = time.perf_counter()
-        hits, timings = self._search(collection_id, [query], options, version)
+        hits, timings = self._search(collection, [query], options, version)
         timings["total_s"] = time.perf_counter() - started
         return hits[0], timings
 
     def search_many(
         self,
-        collection_id: str,
+        collection: str | Served,
         queries: Sequence[str],
         options: SearchOptions = SearchOptions(),
         *,
@@ -119,7 +141,7 @@ class Retriever:
         by one); the same hits as ``search`` for each."""
         if any(not q.strip() for q in queries):
             raise InvalidRequestError("a query is empty")
-        return self._search(collection_id, queries, options, version)[0]
+        return self._search(collection, queries, options, version)[0]
 
     def use_reranker(self, rerank: bool | None) -> bool:
         if rerank and self.reranker is None:
@@ -129,7 +151,7 @@ class Retriever:
     # --- the steps ----------------------------------------------------------------
     def _search(
         self,
-        collection_id: str,
+        collection: str | Served,
         queries: Sequence[str],
         options: SearchOptions,
         version: int | None,
@@ -138,12 +160,16 @@ class Retriever:
         where = options.where
         use_reranker = self.use_reranker(options.rerank)
         k = options.top_k or self.top_k
+        collection_id = collection.collection_id if isinstance(collection, Served) else collection
         if version is not None:
             store = self._store.at_version(collection_id, version)
             return self._run(store, collection_id, queries, self._model_of(collection_id, version), k, mode,
                              where, use_reranker)
-        with self._registry.unit_of_work() as uow:
-            active = uow.versions.active(collection_id)
+        if isinstance(collection, Served):
+            active = collection.version
+        else:
+            with self._registry.unit_of_work() as uow:
+                active = uow.versions.active(collection_id)
         used = active.version if active is not None else None
         try:
             embedder = self.embedders.get(active.embedding_model if active is not None else None)

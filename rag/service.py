@@ -223,8 +223,7 @@ class RagService:
         rerank_s) and in all (total_s)."""
         if not query.strip():
             raise InvalidRequestError("the query is empty")
-        collection = self._collection(name)
-        return self.retriever.search(collection.id, query, options)
+        return self.retriever.search(self.retriever.served(name), query, options)
 
     def search_batch(
         self, name: str, queries: list[str], options: SearchOptions = SearchOptions()
@@ -232,8 +231,7 @@ class RagService:
         """``search`` for many queries at once (embedded in batches)."""
         if any(not q.strip() for q in queries):
             raise InvalidRequestError("a query is empty")
-        collection = self._collection(name)
-        return self.retriever.search_many(collection.id, queries, options)
+        return self.retriever.search_many(self.retriever.served(name), queries, options)
 
     async def ask(self, name: str, question: str, options: AskOptions = AskOptions()) -> Answer:
         return await final_answer(self.ask_stream(name, question, options))

@@ -64,8 +64,15 @@ class VersionRepository(Repository):
         return [v for v in self.list_for(collection_id) if v.status is status]
 
     def active(self, collection_id: str) -> VersionRecord | None:
-        found = self.with_status(collection_id, VersionStatus.ACTIVE)
-        return found[-1] if found else None
+        """The served version (the newest active one; one at most in practice),
+        read with one indexed query: every search reads it."""
+        row = self._s.scalars(
+            select(VersionRow)
+            .where(VersionRow.collection_id == collection_id, VersionRow.status == VersionStatus.ACTIVE.value)
+            .order_by(VersionRow.version.desc())
+            .limit(1)
+        ).first()
+        return _record(row) if row is not None else None
 
     def next_number(self, collection_id: str) -> int:
         top = self._s.scalar(select(func.max(VersionRow.version)).where(VersionRow.collection_id == collection_id))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from rag.embedder import EmbedderSet
-from rag.errors import BackendError
+from rag.errors import BackendError, NotFoundError
 from rag.lexical import LexicalEncoder
 from rag.options import SearchOptions
 from rag.registry import Database, VersionStatus
@@ -98,3 +98,14 @@ def test_other_backend_errors_are_not_retried(world: Any) -> None:
     with pytest.raises(BackendError, match="connection reset"):
         retriever.search(cid, "cats")
     assert store.searches == 1
+
+
+def test_served_reads_the_collection_and_its_served_version_in_one_go(world: Any) -> None:
+    _, _, retriever, cid = world
+    served = retriever.served("c")
+    assert served.collection_id == cid and served.version is not None and served.version.version == 1
+    # What was read is what the search uses: the same hits as by id.
+    assert retriever.search(served, "how long do cats sleep")[0] == retriever.search(cid, "how long do cats sleep")[0]
+    assert retriever.search_many(served, ["dogs"]) == retriever.search_many(cid, ["dogs"])
+    with pytest.raises(NotFoundError):
+        retriever.served("no such collection")
