@@ -104,8 +104,7 @@ class Retriever:
         """The collection called ``name`` and its served version, in one read
         (``NotFoundError`` when there is no such collection)."""
         with self._registry.unit_of_work() as uow:
-            collection = uow.collections.get(name)
-            return Served(collection.id, uow.versions.active(collection.id))
+            return Served(*uow.versions.served_by_name(name))
 
     def search(
         self,

@@ -48,7 +48,7 @@ class Database:
     """Opens the engine and brings the schema to the newest revision."""
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"pool_pre_ping": not url.startswith("sqlite")}  # a file needs no ping
         if url.startswith("sqlite"):
             # The embedded worker runs in threads of the API process.
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}

@@ -7,9 +7,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
+from rag.errors import NotFoundError
 from rag.registry._sql import Repository
 from rag.registry.records import VersionRecord, VersionStatus, utc, utcnow
-from rag.registry.tables import VersionRow
+from rag.registry.tables import CollectionRow, VersionRow
 
 __all__ = ["VersionRepository"]
 
@@ -73,6 +74,23 @@ class VersionRepository(Repository):
             .limit(1)
         ).first()
         return _record(row) if row is not None else None
+
+    def served_by_name(self, name: str) -> tuple[str, VersionRecord | None]:
+        """The id of the collection called ``name`` and its served version, in
+        one query (every search starts with it)."""
+        found = self._s.execute(
+            select(CollectionRow.id, VersionRow)
+            .outerjoin(
+                VersionRow,
+                (VersionRow.collection_id == CollectionRow.id) & (VersionRow.status == VersionStatus.ACTIVE.value),
+            )
+            .where(CollectionRow.name == name)
+            .order_by(VersionRow.version.desc())
+            .limit(1)
+        ).first()
+        if found is None:
+            raise NotFoundError(f"collection {name!r} not found")
+        return found[0], (_record(found[1]) if found[1] is not None else None)
 
     def next_number(self, collection_id: str) -> int:
         top = self._s.scalar(select(func.max(VersionRow.version)).where(VersionRow.collection_id == collection_id))
