@@ -5,7 +5,9 @@
 #
 #   .device/c0/  llama.cpp.tgz   the llama.cpp vendored in llama-cpp-python==$LCP,
 #                                trimmed (no models/docs/tests/examples/web-UI sources,
-#                                no backends but CPU and CUDA); the server is kept
+#                                no backends but CPU and CUDA); the server is kept;
+#                                scripts/patches/llama.cpp-*.patch applied, as
+#                                scripts/install does for a CUDA build (PATCH=0: none)
 #                llama_cpp.tgz   llama-cpp-python's Python package (bindings)
 #                whl/            wheels (cp312, manylinux) of the service's packages
 #                                that the GPU image lacks, at this .venv's versions
@@ -38,6 +40,9 @@ find $L/tools/ui -mindepth 1 -maxdepth 1 ! -name CMakeLists.txt ! -name '*.in' !
 for b in $L/ggml/src/ggml-*/; do
   case $(basename $b) in ggml-cpu|ggml-cuda|ggml-blas) ;; *) rm -rf $b ;; esac
 done
+if [ "${PATCH:-1}" != 0 ]; then
+  for p in scripts/patches/llama.cpp-*.patch; do patch -s -p1 -d $L < "$p"; echo "applied $p"; done
+fi
 mkdir -p $L/tests $L/examples $L/pocs && : > $L/tests/CMakeLists.txt && : > $L/examples/CMakeLists.txt && : > $L/pocs/CMakeLists.txt
 tar czf $D/c0/llama.cpp.tgz -C $V/vendor llama.cpp
 tar czf $D/c0/llama_cpp.tgz -C $V llama_cpp
