@@ -32,6 +32,7 @@ reuse), and each slot's sampler chain: ``rag/generation/slots.py``.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import queue
 import threading
@@ -93,6 +94,8 @@ class Scheduler:
         self._eog: dict[int, bool] = {}
         self._incoming: queue.SimpleQueue[GenerationJob | None] = queue.SimpleQueue()
         self._waiting: list[GenerationJob] = []
+        # The slots holding a job, by sequence id: every step walks these, not all slots.
+        self._busy: list[Slot] = []
         self._wake = threading.Event()
         self.closed = False
         # Called on this thread once the text of a step has gone to the jobs'
@@ -107,7 +110,7 @@ class Scheduler:
 
     @property
     def active(self) -> int:
-        return sum(1 for s in self._slots if s.job is not None) + len(self._waiting) + self._incoming.qsize()
+        return len(self._busy) + len(self._waiting) + self._incoming.qsize()
 
     def stop(self) -> None:
         """Cancels the running jobs, fails the waiting ones, ends the thread."""
@@ -127,7 +130,7 @@ class Scheduler:
                 if not self._take_incoming():
                     break
                 self._admit()
-                if not any(s.job is not None for s in self._slots):
+                if not self._busy:
                     self._wake.wait()
                     self._wake.clear()
                     continue
@@ -180,6 +183,7 @@ class Scheduler:
             slot, keep = placed
             slot.cached = job.tokens[:keep]
             slot.job = job
+            bisect.insort(self._busy, slot, key=lambda s: s.seq_id)
             slot.last_used = time.perf_counter()
             self._lc.llama_sampler_reset(slot.sampler)
             if job.sampling is not None or slot.custom is not None:
@@ -204,10 +208,9 @@ class Scheduler:
             self._drain()
         if launched:
             self._collect(outputs)
-        for slot in self._slots:
-            job = slot.job
-            if job is not None and job.ending is not None and not job.unsent:
-                self._release(slot, job.ending)
+        for slot in [s for s in self._busy if s.job is not None and s.job.ending is not None and not s.job.unsent]:
+            assert slot.job is not None and slot.job.ending is not None
+            self._release(slot, slot.job.ending)
 
     def _fill(self) -> list[Slot]:
         """Packs the batch (see the module's note on prompt admission).
@@ -217,9 +220,9 @@ class Scheduler:
         if self._prompt_steps <= 0:
             return self._fill_mixed()
         outputs: list[Slot] = []
-        decoding = [s for s in self._slots if s.job is not None and s.job.n_past >= len(s.job.tokens)
+        decoding = [s for s in self._busy if s.job is not None and s.job.n_past >= len(s.job.tokens)
                     and s.job.ending is None]
-        prompts = [s for s in self._slots if s.job is not None and s.job.n_past < len(s.job.tokens)]
+        prompts = [s for s in self._busy if s.job is not None and s.job.n_past < len(s.job.tokens)]
         if prompts and decoding and self._held < self._prompt_steps:
             self._held += 1
             decoding = []  # they wait for this step
@@ -246,12 +249,12 @@ class Scheduler:
         stalls behind a long prompt; prompts fill what is left."""
         batch = self._batch
         outputs: list[Slot] = []
-        for slot in self._slots:
+        for slot in list(self._busy):
             job = slot.job
             if job is None or job.n_past < len(job.tokens) or job.ending is not None:
                 continue
             self._add_next_token(slot, outputs)
-        for slot in self._slots:
+        for slot in list(self._busy):
             job = slot.job
             if job is None or job.n_past >= len(job.tokens) or batch.room == 0:
                 continue
@@ -292,6 +295,7 @@ class Scheduler:
         # fail the running requests, start afresh and go on serving.
         log.error("llama_decode returned %d; failing %d requests", rc, len(outputs))
         lc.llama_memory_clear(self._mem, True)
+        self._busy.clear()
         for slot in self._slots:
             slot.cached = []
             job = slot.job
@@ -330,7 +334,7 @@ class Scheduler:
 
     def _drain(self) -> None:
         """Turns sampled tokens into text: stop strings, the caller's callback."""
-        for slot in self._slots:
+        for slot in self._busy:
             job = slot.job
             if job is None or not job.unsent:
                 continue
@@ -367,6 +371,8 @@ class Scheduler:
     def _release(self, slot: Slot, reason: str) -> None:
         job = slot.job
         slot.job = None
+        if slot in self._busy:
+            self._busy.remove(slot)
         slot.last_used = time.perf_counter()
         if job is None:
             return

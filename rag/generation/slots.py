@@ -125,7 +125,7 @@ def place(
         keep = 0
     if prompt_cache:
         donor, donor_keep = max(
-            ((s, min(common_prefix(s.cached[: s.resident], job.tokens), len(job.tokens) - 1))
+            ((s, min(common_prefix(s.cached, job.tokens, s.resident), len(job.tokens) - 1))
              for s in slots if s is not slot),
             key=lambda p: p[1], default=(None, 0),
         )
@@ -142,10 +142,18 @@ def place(
     return slot, keep
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
+def common_prefix(a: list[int], b: list[int], limit: int | None = None) -> int:
+    """The number of leading tokens ``a`` and ``b`` share (at most ``limit``)."""
+    n = min(len(a), len(b)) if limit is None else min(len(a), len(b), limit)
     i = 0
-    # Compare in blocks first: prompts share long prefixes.
+    # Prompts that differ mostly differ early (a question, a salt): a few
+    # tokens one by one before any block is copied for comparison. Placing a
+    # request compares it with every slot's cache.
+    while i < n and i < 16:
+        if a[i] != b[i]:
+            return i
+        i += 1
+    # Then in blocks: prompts that share a prefix share a long one.
     step = 256
     while i + step <= n and a[i : i + step] == b[i : i + step]:
         i += step

@@ -122,6 +122,7 @@ def burst(fake: FakeLlama, prompt_steps: int, *, prompts: int = 16, length: int 
         gate.set()
         for job in [first, *jobs]:
             assert job.result(10).completion_tokens == job.max_tokens
+        assert scheduler.active == 0  # a slot leaves the busy list before its job's result is set
         return fake.steps, jobs
     finally:
         scheduler.stop()
