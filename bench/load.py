@@ -65,6 +65,7 @@ async def one_stream(client: httpx.AsyncClient, args: argparse.Namespace, text: 
         body.update(question=text)
     arrivals: list[float] = []
     usage: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
     event = ""
     async with client.stream("POST", url, json=body) as response:
         if response.status_code != 200:
@@ -85,11 +86,34 @@ async def one_stream(client: httpx.AsyncClient, args: argparse.Namespace, text: 
                     arrivals.append(time.perf_counter())
                 if obj.get("usage"):
                     usage = obj["usage"]
+                if obj.get("timings"):
+                    timings = obj["timings"]
             elif event == "delta" and obj.get("text"):
                 arrivals.append(time.perf_counter())
             elif event == "done":
                 usage = obj.get("usage", {})
-    return {"arrivals": arrivals, "ended": time.perf_counter(), "usage": usage, "started": started}
+                timings = obj.get("timings", {})
+    return {"arrivals": arrivals, "ended": time.perf_counter(), "usage": usage, "started": started,
+            "timings": timings}
+
+
+def server_split(streams: list[dict[str, Any]]) -> dict[str, float]:
+    """Where a round's time went by the service's own timings (the last chunk's
+    or the done event's ``timings``; llama-server sends none): ``before_gen``,
+    from the handler's start to the model's scheduler taking the request
+    (retrieval, prompt building and its tokenizer calls, the hand-over to the
+    model process); ``outside``, the rest of the caller's time for the
+    stream (connection, request parsing, the last bytes' delivery)."""
+    before, outside = [], []
+    for x in streams:
+        t = x["timings"]
+        if "total_s" in t and "generation_s" in t:
+            before.append(t["total_s"] - t["generation_s"])
+            outside.append((x["ended"] - x["started"]) - t["total_s"])
+    if not before:
+        return {}
+    return {"server_before_gen_p50_s": _pct(before, 0.5), "server_before_gen_max_s": max(before),
+            "outside_server_p50_s": _pct(outside, 0.5)}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -116,6 +140,7 @@ async def one_round(client: httpx.AsyncClient, args: argparse.Namespace, s: int,
         "prompt_tokens": prompt_tokens / s, "completion_tokens": completion_tokens / s, "chunks": chunks / s,
         "ttft_p50_s": _pct(ttft, 0.5), "ttft_max_s": max(ttft, default=float("nan")),
         "gap_p50_s": _pct(gaps, 0.5), "gap_p95_s": _pct(gaps, 0.95), "gap_max_s": max(gaps, default=float("nan")),
+        **server_split(streams),
     }
 
 
@@ -136,7 +161,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"{summary['wall_s']['max']:.3f})  {m['tokens_per_s']:,.0f} tok/s (prompt+gen), "
                   f"gen {m['completion_tokens_per_s']:,.0f} tok/s  ttft p50 {1000 * m['ttft_p50_s']:.1f} ms  "
                   f"gap p50 {1000 * m['gap_p50_s']:.2f} ms p95 {1000 * m['gap_p95_s']:.2f} ms  "
-                  f"tokens {m['prompt_tokens']:.0f}+{m['completion_tokens']:.0f}  chunks {m['chunks']:.0f}",
+                  f"tokens {m['prompt_tokens']:.0f}+{m['completion_tokens']:.0f}  chunks {m['chunks']:.0f}"
+                  + (f"  before gen p50 {1000 * m['server_before_gen_p50_s']:.1f} max "
+                     f"{1000 * m['server_before_gen_max_s']:.1f} ms" if "server_before_gen_p50_s" in m else ""),
                   flush=True)
     return out
 

@@ -10,15 +10,26 @@
 #                    single stream and the 1,839-token prompt against llama-bench
 #   e2e.sh http      the same client (bench/load.py) against two services at once
 #                    (rag serve, model process, embedder on the GPU): now and before
-#                    (RAG_LLM_PROMPT_STEPS=0), /v1/chat/completions alternating per
-#                    stream count; then /ask (retrieval + generation) on the first,
-#                    over the data directory of bench/device/askdata.sh ($ASK_DATA)
+#                    ($BEFORE: settings of the service before, e.g.
+#                    LLAMA_SAMPLED_COPY_PER_ROW=1), /v1/chat/completions alternating
+#                    per stream count, llama-batched-bench's T ($TB_ROUNDS runs)
+#                    before and after; then on the first, alternating per stream
+#                    count, /ask (retrieval + generation, over the data directory of
+#                    bench/device/askdata.sh, $ASK_DATA) and chat with prompts as
+#                    long as /ask's ($ASK_WORDS words of filler), and chat with
+#                    random sampling ($SAMPLING)
 #   e2e.sh prompt    bench/device/prompt_phase.py: a burst's prompt phase packed as
 #                    llama-batched-bench packs it and as the scheduler does
 #   e2e.sh raw       bench/device/rawdecode.py --service: decode steps without the
-#                    scheduler, reading the sampled tokens back each step or not
+#                    scheduler, reading the sampled tokens back each step or not;
+#                    $RAW_ROUNDS rounds alternating one copy per row of sampled
+#                    tokens (LLAMA_SAMPLED_COPY_PER_ROW=1, stock llama.cpp) and the
+#                    patched one copy for adjacent rows (scripts/patches/)
+#   e2e.sh trace     bench/device/steptrace.py: the scheduler's phases per step for a
+#                    burst of 16 and of 64 streams (in-process)
 #   e2e.sh peer      the same client against llama-server from the same llama.cpp:
-#                    default sampling, then -bs ($PEER_ROUNDS rounds)
+#                    default sampling, then -bs ($PEER_ROUNDS rounds), then -bs with
+#                    random sampling ($SAMPLING)
 # Results under $OUT (at most 8 files come back per call).
 set -o pipefail
 REPO=$PWD
@@ -39,6 +50,11 @@ STREAMS=${STREAMS:-1,4,16,32,64}
 ROUNDS=${ROUNDS:-5}
 PEER_ROUNDS=${PEER_ROUNDS:-3}
 ASK_DATA=${ASK_DATA:-$W/parts/data-ask.tgz}
+ASK_WORDS=${ASK_WORDS:-680}  # chat prompts about as long as /ask's (~890 tokens)
+SAMPLING=${SAMPLING:---temperature 0.8 --top-p 0.95}
+BEFORE=${BEFORE:-LLAMA_SAMPLED_COPY_PER_ROW=1}
+TB_ROUNDS=${TB_ROUNDS:-3}
+RAW_ROUNDS=${RAW_ROUNDS:-3}
 SLOT=${SLOT:-1024}           # KV cells per sequence, on every side
 NP=${NP:-64}                 # sequence slots, on every side
 step=${1:-harness}
@@ -49,9 +65,26 @@ if [ "$step" = prompt ]; then  # where the prompt phase of a burst goes (no sche
   exit 0
 fi
 if [ "$step" = raw ]; then  # 128 decode steps of 16 streams without the scheduler (rawdecode.py)
-  python3 bench/device/rawdecode.py $M --service 2>&1 | grep "^raw" | tee $OUT/rawdecode.log
+  for r in $(seq 1 $RAW_ROUNDS); do
+    for per_row in 1 0; do
+      LLAMA_SAMPLED_COPY_PER_ROW=$per_row python3 bench/device/rawdecode.py $M --service ${RAW_ARGS---greedy-only} 2>&1 | grep "^raw" \
+        | sed "s/^raw/raw round=$r copy_per_row=$per_row/" | tee -a $OUT/rawdecode.log
+    done
+  done
   exit 0
 fi
+if [ "$step" = trace ]; then  # the scheduler's phases, step by step (steptrace.py)
+  for s in 16 64; do
+    python3 bench/device/steptrace.py $M --streams $s --rounds 3 2>&1 | grep "^trace" | tee -a $OUT/steptrace.log
+  done
+  exit 0
+fi
+batched_bench() {  # llama-batched-bench's T for the HTTP runs' work: $TB_ROUNDS runs, JSON lines
+  for _ in $(seq 1 $TB_ROUNDS); do
+    $B/llama-batched-bench -m $M -t 16 -tb 16 -c $((NP * SLOT)) -b 2048 -ub 512 -npp 512 -ntg 128 \
+      -npl $STREAMS -ngl 99 -fa on --output-format jsonl 2>/dev/null | grep '^{' >> $OUT/batched-bench.jsonl
+  done
+}
 if [ "$step" = harness ]; then
   python3 bench/generation.py --model $M --batched-bench $B/llama-batched-bench --threads 16 --n-gpu-layers -1 \
     --flash-attn on --rounds $ROUNDS --streams $STREAMS --slot-ctx $SLOT --skip single,high_level,batched,prefix \
@@ -88,15 +121,25 @@ serve() {  # port data-dir [VAR=value...]: rag serve with the model in a model p
 if [ "$step" = http ]; then
   : > $OUT/http.log
   rm -rf $W/data-ask $W/data-before && tar xzf $ASK_DATA -C $W
+  : > $OUT/batched-bench.jsonl
+  batched_bench
   serve 8000 $W/data-ask; now=$!
-  serve 8001 $W/data-before RAG_LLM_PROMPT_STEPS=0; before=$!
+  serve 8001 $W/data-before $BEFORE; before=$!
   wait_ready http://127.0.0.1:8000/readyz 240 && wait_ready http://127.0.0.1:8001/readyz 240 || exit 1
   for s in ${STREAMS//,/ }; do
     STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
     STREAMS=$s load 8001 before-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
   done
-  load 8000 service-ask model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS --api-key $KEY
-  kill $now $before; wait $now $before
+  kill $before; wait $before
+  for s in ${STREAMS//,/ }; do
+    STREAMS=$s load 8000 service-ask-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
+      --api-key $KEY
+    STREAMS=$s load 8000 service-chatlong-S$s model --kind chat --prompt-words $ASK_WORDS --rounds $ROUNDS \
+      --api-key $KEY
+  done
+  load 8000 service-sampled model --kind chat --rounds $ROUNDS --api-key $KEY $SAMPLING
+  kill $now; wait $now
+  batched_bench
   merge $OUT/http.json service before
   tail -c 12000 $W/serve-8000.log > $OUT/serve.log
   grep -h "prompt\|n_ctx\|n_batch" $W/serve-8001.log | tail -5 >> $OUT/serve.log
@@ -110,6 +153,7 @@ if [ "$step" = peer ]; then
     pid=$!
     wait_ready http://127.0.0.1:8080/health 120 && load 8080 llama-server-$variant model --kind chat \
       --rounds $PEER_ROUNDS
+    [ $variant = bs ] && load 8080 llama-server-bs-sampled model --kind chat --rounds $PEER_ROUNDS $SAMPLING
     kill $pid; wait $pid
   done
   merge $OUT/peer.json llama-server

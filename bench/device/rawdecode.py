@@ -5,10 +5,12 @@ service step's time into llama.cpp's and the scheduler's. ``--service``: on
 the service's benchmark context (64 slots of 1,024 cells, as e2e.sh), and
 also without reading anything back between steps (llama-batched-bench's
 way, which real generation cannot do: each step needs the last one's
-tokens)."""
+tokens). ``--greedy-only``: the in-graph greedy variant alone (e2e.sh raw
+runs it with and without LLAMA_SAMPLED_COPY_PER_ROW=1)."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,8 @@ from rag.generation.llama import LlamaModel
 S = 16
 SERVICE = "--service" in sys.argv
 variants = [(False, "logits out"), (True, "in-graph greedy")] + ([(True, "no read-back")] if SERVICE else [])
+if "--greedy-only" in sys.argv:
+    variants = [(True, "in-graph greedy")]
 for backend_sampling, label in variants:
     m = LlamaModel(Path(sys.argv[1]), n_ctx=1024 if SERVICE else 832, threads=16, n_gpu_layers=-1,
                    parallel=64 if SERVICE else S, flash_attn="on", prompt_cache=SERVICE,
@@ -39,6 +43,7 @@ for backend_sampling, label in variants:
         assert lc.llama_decode(ctx, b.as_raw()) == 0
     lc.llama_synchronize(ctx)
     times = []
+    sampled: list[int] = []  # every token read back: the same on every build that samples right
     t_start = time.perf_counter()
     for i in range(128):
         b.clear()
@@ -50,7 +55,7 @@ for backend_sampling, label in variants:
         if label == "no read-back":
             pass
         elif backend_sampling:
-            [lc.llama_get_sampled_token_ith(ctx, s) for s in range(S)]
+            sampled.extend(lc.llama_get_sampled_token_ith(ctx, s) for s in range(S))
             lc.llama_synchronize(ctx)
         else:
             lc.llama_get_logits_ith(ctx, 0)
@@ -61,5 +66,6 @@ for backend_sampling, label in variants:
     d = np.array(times[8:]) * 1000
     step = d.sum(1).mean()
     print(f"raw {label}: llama_decode {d[:, 0].mean():.2f} ms + wait {d[:, 1].mean():.2f} ms = {step:.2f} ms/step "
-          f"-> {S / step * 1000:.0f} tok/s; 128 steps in {1000 * total:.1f} ms", flush=True)
+          f"-> {S / step * 1000:.0f} tok/s; 128 steps in {1000 * total:.1f} ms"
+          + (f"; tokens sha1 {hashlib.sha1(repr(sampled).encode()).hexdigest()[:12]}" if sampled else ""), flush=True)
     m._free()

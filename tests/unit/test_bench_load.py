@@ -1,0 +1,25 @@
+"""bench/load.py: a round's time split by the service's own timings."""
+
+from __future__ import annotations
+
+from bench.load import server_split
+
+
+def stream(started: float, ended: float, timings: dict[str, float]) -> dict[str, object]:
+    return {"arrivals": [], "started": started, "ended": ended, "usage": {}, "timings": timings}
+
+
+def test_the_split_is_before_generation_and_outside_the_server() -> None:
+    streams = [
+        stream(0.0, 1.0, {"total_s": 0.9, "generation_s": 0.8}),
+        stream(0.0, 1.2, {"total_s": 1.0, "generation_s": 0.7}),
+        stream(0.0, 1.1, {"total_s": 1.0, "generation_s": 0.9}),
+    ]
+    split = server_split(streams)  # type: ignore[arg-type]
+    assert round(split["server_before_gen_p50_s"], 6) == 0.1
+    assert round(split["server_before_gen_max_s"], 6) == 0.3
+    assert round(split["outside_server_p50_s"], 6) == 0.1
+
+
+def test_a_server_without_timings_adds_nothing() -> None:
+    assert server_split([stream(0.0, 1.0, {})]) == {}  # type: ignore[list-item]
