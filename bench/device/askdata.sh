@@ -6,7 +6,9 @@
 # device loads (bundle.sh's fp16-stored MiniLM, loaded as fp32). The device
 # has no parser packages; an index records the embedding model it was built
 # with, so the model sits at the same path, /root/w/minilm, on both machines.
-# Output: .device/c5/data-ask.tgz (carried with the embedder; e2e.sh unpacks it).
+# torch here as on the GPU (the default backend on a CPU, ONNX, cannot export the
+# fp16-stored weights). Output: .device/c5/data-ask.tgz (carried with the
+# embedder; e2e.sh unpacks it).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 W=/root/w
@@ -14,7 +16,7 @@ PORT=${PORT:-8765}
 KEY=bench-admin-key-0123456789abcdef
 [ -d .device/cache/minilm ] || { echo "run bench/device/bundle.sh first" >&2; exit 1; }
 mkdir -p $W .device/c5 && rm -rf $W/minilm $W/data-ask && cp -r .device/cache/minilm $W/minilm
-RAG_DATA_DIR=$W/data-ask RAG_LLM_LOAD=false RAG_EMBEDDING_MODEL=$W/minilm RAG_EMBEDDING_DEVICE=cpu \
+RAG_DATA_DIR=$W/data-ask RAG_LLM_LOAD=false RAG_EMBEDDING_MODEL=$W/minilm RAG_EMBEDDING_DEVICE=cpu RAG_EMBEDDING_BACKEND=torch \
   RAG_BOOTSTRAP_ADMIN_KEY=$KEY $PY -m api.cli serve --host 127.0.0.1 --port $PORT > .device/cache/askdata.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
