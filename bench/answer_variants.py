@@ -12,23 +12,45 @@ import argparse
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.report import print_squad_scores
 from rag.evaluation import exact_match, f1_score
 from rag.generation import GenerationParams
 from rag.options import SearchOptions
-from rag.prompt import PromptBuilder
+from rag.prompt import PromptBuilder, copy_source
 from rag.settings import Settings
 from runtime import build_runtime
 
-# name -> (worked examples, passages, reversed order, max tokens)
+
+@dataclass(frozen=True)
+class Variant:
+    examples: bool = True  # worked examples open the prompt
+    passages: int = 3  # the best k of the retrieved passages
+    best_last: bool = False  # passages in reverse rank order
+    max_tokens: int = 24
+    extractive: bool = False  # the answer copied from the passages (rag/generation/extractive.py)
+
+
 VARIANTS = {
-    "completion, top 5": (False, 5, False, 24),
-    "completion, top 3": (False, 3, False, 24),
-    "examples, top 5": (True, 5, False, 24),
-    "examples, top 3": (True, 3, False, 24),
-    "examples, top 3, best passage last": (True, 3, True, 24),
+    "completion, top 5": Variant(examples=False, passages=5),
+    "completion, top 3": Variant(examples=False),
+    "examples, top 5": Variant(passages=5),
+    "examples, top 3": Variant(),
+    "examples, top 3, best passage last": Variant(best_last=True),
+    "examples, top 2": Variant(passages=2),
+    "examples, top 3, 8 tokens": Variant(max_tokens=8),
+    "examples, top 3, 16 tokens": Variant(max_tokens=16),
+    "examples, top 3, 32 tokens": Variant(max_tokens=32),
+    "extractive, top 3": Variant(extractive=True),
+    "extractive, top 2": Variant(passages=2, extractive=True),
+    "extractive, top 5": Variant(passages=5, extractive=True),
+    "extractive, top 3, best passage last": Variant(best_last=True, extractive=True),
+    "extractive, top 3, 8 tokens": Variant(max_tokens=8, extractive=True),
+    "extractive, top 3, 16 tokens": Variant(max_tokens=16, extractive=True),
+    "extractive, top 3, 32 tokens": Variant(max_tokens=32, extractive=True),
+    "extractive, top 3, no examples": Variant(examples=False, extractive=True),
 }
 
 
@@ -40,6 +62,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--variants", default=";".join(VARIANTS), help="names separated by ;")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--offset", type=int, default=0, help="skip the first questions of the sample")
+    parser.add_argument("--show", action="store_true", help="print every answer")
     args = parser.parse_args()
 
     settings = Settings(  # type: ignore[call-arg]
@@ -50,25 +74,34 @@ def main() -> None:
     assert runtime.pool is not None
     model = runtime.pool.models[0]
     rows = [json.loads(line) for line in args.qa.read_text().splitlines() if line.strip()]
-    sample = random.Random(args.seed).sample([r for r in rows if r["answers"]], args.sample)
+    # One seeded order of all answerable questions: --offset/--sample take
+    # consecutive slices of it (chunks of one run, merged by hand).
+    sample = [r for r in rows if r["answers"]]
+    random.Random(args.seed).shuffle(sample)
+    sample = sample[args.offset : args.offset + args.sample]
     chosen = [v for v in args.variants.split(";") if v]
     scores: dict[str, list[tuple[float, float]]] = {v: [] for v in chosen}
     started = time.perf_counter()
     for n, q in enumerate(sample, start=1):
         hits = runtime.service.search("squad", q["question"], SearchOptions(top_k=5))
         for name in chosen:
-            examples, k, reverse, max_tokens = VARIANTS[name]
-            passages = [h.text for h in hits[:k]]
-            if reverse:
+            v = VARIANTS[name]
+            passages = [h.text for h in hits[: v.passages]]
+            if v.best_last:
                 passages.reverse()
-            builder = PromptBuilder("completion", model.tokenize, model.detokenize, examples=examples)
-            prompt = builder.build(q["question"], passages, budget=settings.llm_n_ctx - max_tokens)
-            answer = model.generate(prompt.tokens, GenerationParams(max_tokens=max_tokens, stop=prompt.stop)).text
+            builder = PromptBuilder("completion", model.tokenize, model.detokenize, examples=v.examples)
+            prompt = builder.build(q["question"], passages, budget=settings.llm_n_ctx - v.max_tokens)
+            params = GenerationParams(max_tokens=v.max_tokens, stop=prompt.stop,
+                                      extractive=copy_source(prompt, model.tokenize) if v.extractive else None)
+            answer = model.generate(prompt.tokens, params).text
             scores[name].append((exact_match(answer, q["answers"]), f1_score(answer, q["answers"])))
+            if args.show:
+                print(f"  {name}: {answer!r} (gold {q['answers'][0]!r})", flush=True)
         if n % 10 == 0:
             print(f"{n} questions, {time.perf_counter() - started:.0f}s", flush=True)
     runtime.close()
-    print(f"{len(sample)} answerable squad-dev questions (seed {args.seed}), {time.perf_counter() - started:.0f}s")
+    print(f"{len(sample)} answerable squad-dev questions (seed {args.seed}, offset {args.offset}), "
+          f"{time.perf_counter() - started:.0f}s")
     print_squad_scores("variant", scores)
 
 

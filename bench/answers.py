@@ -99,11 +99,25 @@ class RecordSink(list[dict[str, Any]]):
         self._fh.close()
 
 
+def merge(paths: list[Path]) -> None:
+    """The generation rows of ``rag eval``'s table over the records of several
+    runs (chunks of one run)."""
+    from rag.evaluation import render_table, summarize_answers
+
+    records = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    generation = summarize_answers(records)
+    report = {"collection": "squad", "mode": "hybrid", "questions": len(records),
+              "answerable": generation["sample"], "unanswerable": generation["unanswerable_sample"],
+              "answer_recall": {}, "mrr": None, "abstention": None, "false_abstention": None,
+              "retrieval_latency_ms": {}, "generation": generation}
+    print(render_table(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/answers/data"))
     parser.add_argument("--squad", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--part", choices=("fit", "heldout"), required=True)
+    parser.add_argument("--part", choices=("fit", "heldout"))
     parser.add_argument("--answerable", type=int, default=100)
     parser.add_argument("--unanswerable", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -112,8 +126,17 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--abstain-threshold", type=float, default=None)
-    parser.add_argument("--out", type=Path, required=True, help="per-question records (JSON lines)")
+    parser.add_argument("--offset", type=int, default=0, help="skip this many answerable questions of the order")
+    parser.add_argument("--unanswerable-offset", type=int, default=0)
+    parser.add_argument("--no-extractive", action="store_true", help="free decoding (RAG_ANSWER_EXTRACTIVE=false)")
+    parser.add_argument("--out", type=Path, help="per-question records (JSON lines)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="only summarise these record files, as rag eval does")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge)
+        return
+    if args.out is None or args.part is None:
+        parser.error("--out and --part are required")
 
     from rag.evaluation import evaluate, render_table
     from rag.settings import Settings
@@ -128,6 +151,7 @@ def main() -> None:
         "embedding_threads": 1,
         "embedded_worker": False,
         "abstain_threshold": args.abstain_threshold,
+        "answer_extractive": not args.no_extractive,
     }
     if args.top_k:
         fields["top_k"] = args.top_k
@@ -136,11 +160,15 @@ def main() -> None:
     try:
         ensure_collection(runtime, args.squad / "documents")
         items = part_items(args.squad / "qa.jsonl", args.part)
+        # One seeded order of each kind: --offset / --unanswerable-offset take
+        # consecutive slices of it, so a long run goes in chunks (--merge).
         rng = random.Random(args.seed)
         answerable = [i for i in items if i.answerable]
         unanswerable = [i for i in items if not i.answerable]
-        chosen = rng.sample(answerable, min(args.answerable, len(answerable)))
-        chosen += rng.sample(unanswerable, min(args.unanswerable, len(unanswerable)))
+        rng.shuffle(answerable)
+        rng.shuffle(unanswerable)
+        chosen = answerable[args.offset : args.offset + args.answerable]
+        chosen += unanswerable[args.unanswerable_offset : args.unanswerable_offset + args.unanswerable]
         log(f"{args.part}: {len(items)} questions, generating for {len(chosen)}")
         details = RecordSink(args.out)
         started = time.perf_counter()
@@ -149,8 +177,8 @@ def main() -> None:
                 runtime.service,
                 "squad",
                 chosen,
-                generate_sample=args.answerable,
-                generate_unanswerable=args.unanswerable,
+                generate_sample=sum(i.answerable for i in chosen),
+                generate_unanswerable=sum(not i.answerable for i in chosen),
                 latency_sample=0,
                 seed=args.seed,
                 details=details,

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from rag import metrics
 from rag.errors import InvalidRequestError, RagError
-from rag.generation import Generation, GenerationParams, ModelPool, Sampling, TextModel
+from rag.generation import CopySource, Generation, GenerationParams, ModelPool, Sampling, TextModel
 from rag.generation.stream import TextStream
 from rag.grounding import Grounding, GroundingJudge
-from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn
+from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn, copy_source
 from rag.retrieval import SearchHit
 from rag.settings import Settings
 
@@ -89,6 +89,8 @@ class Answering:
     score_threshold: float
     # Evidence for answers and abstention after generation (rag/grounding.py).
     grounding: GroundingJudge = field(default_factory=GroundingJudge)
+    # Answers from passages copied from them (completion prompts; rag/generation/extractive.py).
+    extractive: bool = False
 
     @classmethod
     def from_settings(
@@ -101,6 +103,7 @@ class Answering:
             max_tokens=settings.max_tokens,
             score_threshold=settings.score_threshold,
             grounding=GroundingJudge(settings.abstain_threshold),
+            extractive=settings.answer_extractive,
         )
 
     def abstains(self, sources: list[SearchHit]) -> bool:
@@ -149,13 +152,15 @@ class Answering:
         retrieved = time.perf_counter()
         async with self.pool.acquire() as model:
             acquired = time.perf_counter()
-            prompt = await asyncio.to_thread(self._build_prompt, model, question, sources, max_tokens, history)
+            prompt, extractive = await asyncio.to_thread(
+                self._build_prompt, model, question, sources, max_tokens, history, sampling
+            )
             used: list[SearchHit] = []
             if sources is not None:
                 used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
                 yield AnswerSources(sources=used, grounded=True)
             params = GenerationParams(max_tokens=max_tokens, stop=prompt.stop, ignore_eog=ignore_eos, sampling=sampling,
-                                      logprobs=sources is not None)
+                                      logprobs=sources is not None, extractive=extractive)
             job = model.submit(prompt.tokens, params, on_text=pieces.push)
             job.future.add_done_callback(lambda _: pieces.end())
             try:
@@ -214,7 +219,11 @@ class Answering:
         sources: list[SearchHit] | None,
         max_tokens: int,
         history: Sequence[Turn],
-    ) -> BuiltPrompt:
+        sampling: Sampling | None = None,
+    ) -> tuple[BuiltPrompt, CopySource | None]:
+        """The prompt, and extractive decoding's source when the answer is to
+        be copied from the passages (greedy answers from passages, completion
+        prompts: an instruction-tuned model's chat answer cites and may refuse)."""
         builder = PromptBuilder(
             self.prompt_style,
             model.tokenize,
@@ -223,7 +232,9 @@ class Answering:
             retrieval=sources is not None,
         )
         passages = [s.text for s in sources] if sources is not None else []
-        return builder.build(question, passages, budget=self.n_ctx - max_tokens)
+        prompt = builder.build(question, passages, budget=self.n_ctx - max_tokens)
+        copy = self.extractive and sources is not None and sampling is None and self.prompt_style == "completion"
+        return prompt, copy_source(prompt, model.tokenize) if copy and prompt.passages else None
 
 
 async def final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:

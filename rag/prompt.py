@@ -32,9 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from rag.generation.types import CopySource
 from rag.gguf_info import read_gguf_string
 
-__all__ = ["BuiltPrompt", "PromptBuilder", "ResolvedPromptStyle", "Turn", "detect_prompt_style", "is_gemma_template"]
+__all__ = [
+    "BuiltPrompt",
+    "PromptBuilder",
+    "ResolvedPromptStyle",
+    "Turn",
+    "copy_source",
+    "detect_prompt_style",
+    "is_gemma_template",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +106,23 @@ class BuiltPrompt:
     passages_used: int  # how many passages (in rank order) made it in, even partly
     truncated: bool  # whether any passage was cut or left out
     stop: tuple[str, ...]
+    passages: tuple[str, ...] = ()  # the passages as the prompt holds them (the last one maybe cut)
+
+
+def copy_source(prompt: BuiltPrompt, tokenize: Callable[[str], list[int]]) -> CopySource:
+    """Extractive decoding's source for ``prompt``: each of its passages in
+    tokens as they read there (after a blank: ``[n] text``), and the tokens
+    that end a copied answer: each stop string that is one token, also
+    repeated (Gemma has one token for "\n\n", which the worked examples put
+    after each answer)."""
+
+    def plain(text: str) -> list[int]:
+        tokens, bos = tokenize(text), tokenize("")
+        return tokens[len(bos) :] if bos and tokens[: len(bos)] == bos else tokens
+
+    runs = tuple(tuple(plain(" " + text.strip())) for text in prompt.passages)
+    end = tuple(dict.fromkeys(t[0] for t in (plain(s * n) for s in prompt.stop for n in (1, 2, 3)) if len(t) == 1))
+    return CopySource(runs=runs, end=end)
 
 
 class PromptBuilder:
@@ -223,4 +249,5 @@ class PromptBuilder:
             passages_used=len(kept),
             truncated=truncated,
             stop=self.stop,
+            passages=tuple(kept),
         )

@@ -330,6 +330,13 @@ class Settings(BaseSettings):
         default=8, ge=0, description="Requests that may wait for a free sequence slot; more get 429."
     )
     max_tokens: int = Field(default=256, gt=0, description="Longest answer, in tokens, unless a request asks for less.")
+    answer_extractive: bool = Field(
+        default=True,
+        description="Answers from passages with a completion prompt (the bundled base model) "
+        "are copied from the passages token by token (extractive decoding): SQuAD-style span "
+        "answers instead of paraphrase (docs/benchmarks.md, issue 14). Applied where the "
+        "logits are read on the CPU (greedy; not with sampling in a GPU's decode graph).",
+    )
     llm_isolation: Literal["process", "inline"] = Field(
         default="process",
         description="process: each model instance runs in a child process of its own, which "

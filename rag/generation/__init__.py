@@ -10,6 +10,7 @@ module             holds
 ``scheduler``      the thread that batches every running request of a context
 ``slots``          ``Slot``: a sequence's KV cache and sampler; ``place``: prompt reuse
 ``job``            ``GenerationJob``: one request inside the scheduler
+``extractive``     ``CopyConstraint``: answers copied from the passages, token by token
 ``handle``         ``FutureHandle``: future, token times and cancel of every job kind
 ``batch``          ``Batch``: a ``llama_batch`` over NumPy arrays
 ``sampler``        ``BatchGreedy``: greedy sampling of the whole batch in the graph
@@ -28,6 +29,7 @@ loads llama.cpp's libraries before anything else.
 from rag.generation.bundled import resolve_model_path
 from rag.generation.pool import ModelPool, load_models
 from rag.generation.types import (
+    CopySource,
     FlashAttention,
     Generation,
     GenerationHandle,
@@ -38,6 +40,7 @@ from rag.generation.types import (
 )
 
 __all__ = [
+    "CopySource",
     "FlashAttention",
     "Generation",
     "GenerationHandle",

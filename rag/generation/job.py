@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from rag.generation.extractive import CopyConstraint
 from rag.generation.handle import FutureHandle
 from rag.generation.stops import StopMatcher
 from rag.generation.types import Generation, GenerationParams
@@ -35,6 +36,7 @@ class GenerationJob(FutureHandle):
         self.ignore_eog = params.ignore_eog
         self.sampling = params.sampling
         self.logprobs: list[float] | None = [] if params.logprobs else None
+        self.copy = CopyConstraint(params.extractive) if params.extractive is not None else None
         self._matcher = StopMatcher(params.stop)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.submitted = time.perf_counter()

@@ -42,6 +42,7 @@ from typing import Any
 
 from rag.errors import BackendError
 from rag.generation.batch import Batch
+from rag.generation.extractive import token_logprob
 from rag.generation.job import GenerationJob
 from rag.generation.slots import Slot, place
 
@@ -361,11 +362,9 @@ class Scheduler:
             return int(self._lc.llama_sampler_sample(slot.custom, self._ctx, job.out_index))
         logits = self._lc.llama_get_logits_ith(self._ctx, job.out_index)
         row = self._np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
-        token = int(row.argmax())
+        token = int(row.argmax()) if job.copy is None else job.copy.choose(row)  # extractive.py
         if job.logprobs is not None:
-            # log softmax of the chosen (largest) logit: -log sum exp(l - max)
-            top = float(row[token])
-            job.logprobs.append(-float(self._np.log(self._np.exp(row - top).sum())))
+            job.logprobs.append(token_logprob(self._np, row, token))
         return token
 
     def _release(self, slot: Slot, reason: str) -> None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-__all__ = ["FlashAttention", "Generation", "GenerationHandle", "GenerationParams", "KvCacheType", "Sampling",
-           "TextModel"]
+__all__ = ["CopySource", "FlashAttention", "Generation", "GenerationHandle", "GenerationParams", "KvCacheType",
+           "Sampling", "TextModel"]
 
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
 FlashAttention = Literal["auto", "on", "off"]
@@ -47,19 +47,33 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class CopySource:
+    """Extractive decoding: the answer is copied from ``runs`` (token sequences,
+    one per passage; a span never crosses from one into the next) and may end,
+    after at least one copied token, with one of ``end`` (rag/generation/extractive.py)."""
+
+    runs: tuple[tuple[int, ...], ...]
+    end: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     """What one generation asks for, the same for every ``TextModel``: at most
     ``max_tokens`` tokens, ending at the first of ``stop``; greedy unless
     ``sampling``. ``ignore_eog`` generates past end-of-generation tokens
     (benchmarks: a fixed number of tokens); ``logprobs`` records each generated
     token's log-probability where the logits are read on the CPU (not with
-    sampling in the decode graph). Picklable: the model process gets it as is."""
+    sampling in the decode graph). ``extractive`` restricts each token to one
+    continuing a span of its runs, where the logits are read on the CPU, as
+    ``logprobs`` (greedy only; not with sampling in the decode graph, a GPU's
+    default, where it is ignored). Picklable: the model process gets it as is."""
 
     max_tokens: int
     stop: Sequence[str] = ()
     ignore_eog: bool = False
     sampling: Sampling | None = None
     logprobs: bool = False
+    extractive: CopySource | None = None
 
 
 class GenerationHandle(Protocol):
