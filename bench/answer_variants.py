@@ -31,6 +31,7 @@ class Variant:
     best_last: bool = False  # passages in reverse rank order
     max_tokens: int = 24
     extractive: bool = False  # the answer copied from the passages (rag/generation/extractive.py)
+    end_bias: float = 0.0  # added to the end tokens' logits (extractive): shorter spans
 
 
 VARIANTS = {
@@ -51,6 +52,14 @@ VARIANTS = {
     "extractive, top 3, 16 tokens": Variant(max_tokens=16, extractive=True),
     "extractive, top 3, 32 tokens": Variant(max_tokens=32, extractive=True),
     "extractive, top 3, no examples": Variant(examples=False, extractive=True),
+    "extractive, top 3, end bias 1": Variant(extractive=True, end_bias=1.0),
+    "extractive, top 3, end bias 2": Variant(extractive=True, end_bias=2.0),
+    "extractive, top 3, end bias 4": Variant(extractive=True, end_bias=4.0),
+    "extractive, top 2, end bias 2": Variant(passages=2, extractive=True, end_bias=2.0),
+    "extractive, top 2, best passage last": Variant(passages=2, best_last=True, extractive=True),
+    "extractive, top 5, best passage last": Variant(passages=5, best_last=True, extractive=True),
+    "extractive, top 3, best passage last, end bias 2": Variant(best_last=True, extractive=True, end_bias=2.0),
+    "extractive, top 3, best passage last, end bias 4": Variant(best_last=True, extractive=True, end_bias=4.0),
 }
 
 
@@ -87,12 +96,12 @@ def main() -> None:
         for name in chosen:
             v = VARIANTS[name]
             passages = [h.text for h in hits[: v.passages]]
-            if v.best_last:
-                passages.reverse()
-            builder = PromptBuilder("completion", model.tokenize, model.detokenize, examples=v.examples)
+            builder = PromptBuilder(
+                "completion", model.tokenize, model.detokenize, examples=v.examples, best_last=v.best_last
+            )
             prompt = builder.build(q["question"], passages, budget=settings.llm_n_ctx - v.max_tokens)
-            params = GenerationParams(max_tokens=v.max_tokens, stop=prompt.stop,
-                                      extractive=copy_source(prompt, model.tokenize) if v.extractive else None)
+            copy = copy_source(prompt, model.tokenize, v.end_bias) if v.extractive else None
+            params = GenerationParams(max_tokens=v.max_tokens, stop=prompt.stop, extractive=copy)
             answer = model.generate(prompt.tokens, params).text
             scores[name].append((exact_match(answer, q["answers"]), f1_score(answer, q["answers"])))
             if args.show:

@@ -91,6 +91,8 @@ class Answering:
     grounding: GroundingJudge = field(default_factory=GroundingJudge)
     # Answers from passages copied from them (completion prompts; rag/generation/extractive.py).
     extractive: bool = False
+    end_bias: float = 0.0  # extractive answers: bias toward ending the span
+    best_last: bool = False  # completion prompts: passages from the last to the best
 
     @classmethod
     def from_settings(
@@ -104,6 +106,8 @@ class Answering:
             score_threshold=settings.score_threshold,
             grounding=GroundingJudge(settings.abstain_threshold),
             extractive=settings.answer_extractive,
+            end_bias=settings.answer_end_bias,
+            best_last=settings.answer_best_last,
         )
 
     def abstains(self, sources: list[SearchHit]) -> bool:
@@ -230,11 +234,12 @@ class Answering:
             model.detokenize,
             history=history,
             retrieval=sources is not None,
+            best_last=self.best_last and self.prompt_style == "completion",
         )
         passages = [s.text for s in sources] if sources is not None else []
         prompt = builder.build(question, passages, budget=self.n_ctx - max_tokens)
         copy = self.extractive and sources is not None and sampling is None and self.prompt_style == "completion"
-        return prompt, copy_source(prompt, model.tokenize) if copy and prompt.passages else None
+        return prompt, copy_source(prompt, model.tokenize, self.end_bias) if copy and prompt.passages else None
 
 
 async def final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:

@@ -109,7 +109,7 @@ class BuiltPrompt:
     passages: tuple[str, ...] = ()  # the passages as the prompt holds them (the last one maybe cut)
 
 
-def copy_source(prompt: BuiltPrompt, tokenize: Callable[[str], list[int]]) -> CopySource:
+def copy_source(prompt: BuiltPrompt, tokenize: Callable[[str], list[int]], end_bias: float = 0.0) -> CopySource:
     """Extractive decoding's source for ``prompt``: each of its passages in
     tokens as they read there (after a blank: ``[n] text``), and the tokens
     that end a copied answer: each stop string that is one token, also
@@ -122,7 +122,7 @@ def copy_source(prompt: BuiltPrompt, tokenize: Callable[[str], list[int]]) -> Co
 
     runs = tuple(tuple(plain(" " + text.strip())) for text in prompt.passages)
     end = tuple(dict.fromkeys(t[0] for t in (plain(s * n) for s in prompt.stop for n in (1, 2, 3)) if len(t) == 1))
-    return CopySource(runs=runs, end=end)
+    return CopySource(runs=runs, end=end, end_bias=end_bias)
 
 
 class PromptBuilder:
@@ -141,8 +141,13 @@ class PromptBuilder:
         history: Sequence[Turn] = (),
         retrieval: bool = True,
         examples: bool = True,
+        best_last: bool = False,
     ) -> None:
         self.style = style
+        # The passages that fit, in rank order, written from the last to the
+        # best, each still numbered by its rank: the best passage then stands
+        # next to the question (docs/benchmarks.md, issue 14).
+        self._best_last = best_last
         self._examples = examples and style == "completion" and retrieval
         self._tokenize = tokenize
         self._detokenize = detokenize
@@ -165,7 +170,8 @@ class PromptBuilder:
 
     def _render(self, question: str, passages: Sequence[str]) -> str:
         history = self._render_history()
-        context = "\n\n".join(f"[{i}] {text.strip()}" for i, text in enumerate(passages, start=1))
+        numbered = [f"[{i}] {text.strip()}" for i, text in enumerate(passages, start=1)]
+        context = "\n\n".join(reversed(numbered) if self._best_last else numbered)
         if self.style == "gemma-chat":
             if not self._retrieval:
                 return f"{history}{START_OF_TURN}user\n{question.strip()}{END_OF_TURN}\n{START_OF_TURN}model\n"

@@ -337,6 +337,17 @@ class Settings(BaseSettings):
         "answers instead of paraphrase (docs/benchmarks.md, issue 14). Applied where the "
         "logits are read on the CPU (greedy; not with sampling in a GPU's decode graph).",
     )
+    answer_end_bias: float = Field(
+        default=0.0,
+        ge=0,
+        description="Extractive decoding: added to the logit of the end of the answer (a newline) "
+        "after its first token; higher gives shorter spans.",
+    )
+    answer_best_last: bool = Field(
+        default=True,
+        description="Completion prompts list the passages from the last to the best (each still "
+        "numbered by its rank), so that the best stands next to the question.",
+    )
     llm_isolation: Literal["process", "inline"] = Field(
         default="process",
         description="process: each model instance runs in a child process of its own, which "

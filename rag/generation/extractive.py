@@ -35,6 +35,7 @@ class CopyConstraint:
             flat.append(-1)  # no span crosses from one passage into the next
         self._src = np.array(flat, dtype=np.int64)
         self._end = np.array(sorted(set(source.end)), dtype=np.int64)
+        self._end_bias = source.end_bias
         self._pos = np.flatnonzero(self._src >= 0)  # positions whose token may come next
         self.copied = 0
 
@@ -53,7 +54,10 @@ class CopyConstraint:
         ids = self.allowed()
         if not len(ids):  # an empty source: nothing to copy from
             return int(logits.argmax())
-        token = int(ids[int(logits[ids].argmax())])
+        scores = logits[ids]
+        if self.copied and self._end_bias:
+            scores = scores + self._end_bias * self._np.isin(ids, self._end)
+        token = int(ids[int(scores.argmax())])
         self.advance(token)
         return token
 

@@ -54,6 +54,7 @@ class CopySource:
 
     runs: tuple[tuple[int, ...], ...]
     end: tuple[int, ...] = ()
+    end_bias: float = 0.0  # added to the end tokens' logits: shorter spans
 
 
 @dataclass(frozen=True)

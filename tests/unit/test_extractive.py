@@ -57,6 +57,15 @@ def test_greedy_answers_are_spans_of_one_run() -> None:
         assert any(run[i : i + len(out)] == tuple(out) for run in runs for i in range(len(run)))
 
 
+def test_an_end_bias_ends_spans_sooner() -> None:
+    runs = ((1, 2, 3),)
+    row = logits_favouring(2, 3, END)  # the end is third after "2" and "3"
+    plain = CopyConstraint(CopySource(runs=runs, end=(END,)))
+    biased = CopyConstraint(CopySource(runs=runs, end=(END,), end_bias=2.5))
+    assert [plain.choose(row), plain.choose(row)] == [2, 3]
+    assert [biased.choose(row), biased.choose(row)] == [2, END]  # 8 + 2.5 beats 9; never before a copied token
+
+
 def test_without_a_source_decoding_is_unconstrained() -> None:
     c = CopyConstraint(CopySource(runs=()))
     assert c.choose(logits_favouring(7)) == 7

@@ -99,3 +99,16 @@ def test_worked_examples_open_every_completion_prompt(vocab: LlamaModel) -> None
     assert EXAMPLES not in chat.build("Who?", ["Alice."], budget=1000).text
     plain = PromptBuilder("completion", vocab.tokenize, vocab.detokenize, examples=True, retrieval=False)
     assert EXAMPLES not in plain.build("Who?", [], budget=1000).text
+
+
+def test_best_last_writes_the_passages_that_fit_from_the_last_to_the_best(vocab: LlamaModel) -> None:
+    passages = ["Alpha is first.", "Beta is second.", "Gamma is third. " * 40]
+    builder = PromptBuilder("completion", vocab.tokenize, vocab.detokenize, best_last=True)
+    prompt = builder.build("Which is first?", passages[:2], budget=1000)
+    assert "Context:\n[2] Beta is second.\n\n[1] Alpha is first.\n\nQuestion: Which is first?" in prompt.text
+    assert prompt.passages == ("Alpha is first.", "Beta is second.")
+    # Short of room, the lowest-ranked passage is the one cut or left out, as in rank order.
+    plain = PromptBuilder("completion", vocab.tokenize, vocab.detokenize).build("Which is first?", passages, 300)
+    tight = builder.build("Which is first?", passages, budget=300)
+    assert tight.passages == plain.passages and tight.passages_used == plain.passages_used < 4
+    assert tight.text.index("[2] Beta") < tight.text.index("[1] Alpha") < tight.text.rindex("Question:")
