@@ -96,11 +96,15 @@ def test_ask_answers_from_the_best_passage(pets: TestClient, model: FakeTextMode
     assert body["answer"] == _words(body["sources"][0]["text"])  # the fake's answer: passage [1]
     assert body["usage"]["completion_tokens"] == 6 and body["usage"]["context_passages"] >= 1
     assert set(body["timings"]) >= {"retrieval_s", "generation_s", "total_s"}
-    # The prompt: the bundled model's completion style, the passages in rank order.
+    # The prompt: the bundled model's completion style, the passages from the
+    # last to the best, each numbered by its rank (RAG_ANSWER_BEST_LAST).
     prompt = model.prompts[-1]
     assert prompt.startswith(EXAMPLES)  # worked examples first (rag/prompt.py)
     prompt = prompt[len(EXAMPLES) :]
-    assert prompt.startswith("Context:\n[1] " + body["sources"][0]["text"].strip()) and prompt.endswith("Short answer:")
+    n = body["usage"]["context_passages"]
+    assert prompt.startswith(f"Context:\n[{n}] ") and prompt.endswith("Short answer:")
+    best = "[1] " + body["sources"][0]["text"].strip()
+    assert prompt.endswith(f"{best}\n\nQuestion: How many hours do cats sleep?\nShort answer:")
 
 
 def test_max_tokens_limits_the_answer(pets: TestClient) -> None:
