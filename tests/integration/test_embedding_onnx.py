@@ -65,6 +65,17 @@ def test_same_vectors_as_pytorch(backend: str, floor: float, cache: Path, torch_
         assert onnx.count_tokens(text) == torch_embedder.count_tokens(text)
 
 
+def test_batching_and_parallel_runs_do_not_change_the_vectors(cache: Path) -> None:
+    """Texts are sorted by token count, cut into batches and run on several
+    threads at once: each text's vector is still the one it gets alone, in the
+    caller's order."""
+    onnx = Embedder(BUNDLED_EMBEDDING_MODEL, backend="onnx", onnx_cache=cache, batch_size=2, threads=3)
+    texts = [f"{i}: " + " ".join(["word"] * (i * 37 % 300)) for i in range(20)] + TEXTS
+    together = onnx.embed(texts)
+    for text, vector in zip(texts, together, strict=True):
+        assert onnx.embed_query(text) == pytest.approx(vector, abs=1e-5)
+
+
 def test_export_is_cached(cache: Path) -> None:
     Embedder(BUNDLED_EMBEDDING_MODEL, backend="onnx", onnx_cache=cache)
     (exported,) = cache.glob("*/model.onnx")

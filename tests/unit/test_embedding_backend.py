@@ -50,3 +50,23 @@ def test_each_process_and_thread_writes_its_own_partial_export(tmp_path: Path) -
     names.append(_partial(target))
     assert len(set(names)) == 2
     assert all(n.parent == target.parent and n.name.startswith("model.onnx.") for n in names)
+
+
+def test_batches_group_texts_of_similar_token_counts() -> None:
+    from rag.embedding_onnx import plan_batches
+
+    lengths = [10, 250, 12, 240, 11, 9, 255, 100]
+    batches = plan_batches(lengths, batch_size=3, tokens_per_batch=600)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))  # each text once
+    for batch in batches:
+        assert len(batch) <= 3
+        assert max(lengths[i] for i in batch) * len(batch) <= 600 or len(batch) == 1
+    # Longest first, and neighbours in length share a batch: [255, 250], [240, 100], [12, 11, 10], [9]
+    assert batches == [[6, 1], [3, 7], [2, 4, 0], [5]]
+
+
+def test_a_text_longer_than_the_token_budget_goes_alone() -> None:
+    from rag.embedding_onnx import plan_batches
+
+    assert plan_batches([5000, 3, 4], batch_size=32, tokens_per_batch=2048) == [[0], [2, 1]]
+    assert plan_batches([], batch_size=32) == []
