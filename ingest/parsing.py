@@ -48,7 +48,7 @@ from typing import Any
 
 from ingest import ocr
 from ingest.decoding import decode_text
-from ingest.unstructured_setup import configure_unstructured
+from ingest.unstructured_setup import configure_unstructured, skip_unused_classification
 from rag.errors import DocumentParseError, ParseLimitError, RagError, UnsupportedFileTypeError
 
 __all__ = [
@@ -224,7 +224,7 @@ def _read_plain_text(path: pathlib.Path, extension: str) -> list[Block]:
 
 
 def _read_pdf_pdfminer(path: pathlib.Path, extension: str) -> list[Block]:
-    configure_unstructured()  # element_from_text loads spaCy
+    skip_unused_classification()  # element_from_text loads spaCy
     return _with_ocr(path, _partition_pdf_fast(str(path)))
 
 
@@ -360,7 +360,7 @@ def _elements_from_paragraphs(paragraphs: Iterable[str], *, page: int | None) ->
     from unstructured.cleaners.core import clean_extra_whitespace
     from unstructured.partition.text import element_from_text
 
-    configure_unstructured()
+    skip_unused_classification()
     elements = []
     for paragraph in paragraphs:
         text = clean_extra_whitespace(paragraph)
@@ -387,7 +387,7 @@ def load_readers() -> None:
 
 @functools.cache
 def _partitioner(extension: str) -> Callable[..., list[Any]]:
-    configure_unstructured()
+    skip_unused_classification()
     module_name, function_name, _ = _PARTITIONERS[extension]
     function: Callable[..., list[Any]] = getattr(importlib.import_module(module_name), function_name)
     return function

