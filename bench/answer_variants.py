@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.report import print_squad_scores
 from rag.evaluation import exact_match, f1_score
 from rag.generation import GenerationParams
+from rag.grounding import question_sentences
 from rag.options import SearchOptions
 from rag.prompt import PromptBuilder, copy_source
 from rag.settings import Settings
@@ -32,6 +33,7 @@ class Variant:
     max_tokens: int = 24
     extractive: bool = False  # the answer copied from the passages (rag/generation/extractive.py)
     end_bias: float = 0.0  # added to the end tokens' logits (extractive): shorter spans
+    sentences: int = 0  # extractive: copy from the n sentences sharing most words with the question (0: all)
 
 
 VARIANTS = {
@@ -60,6 +62,9 @@ VARIANTS = {
     "extractive, top 5, best passage last": Variant(passages=5, best_last=True, extractive=True),
     "extractive, top 3, best passage last, end bias 2": Variant(best_last=True, extractive=True, end_bias=2.0),
     "extractive, top 3, best passage last, end bias 4": Variant(best_last=True, extractive=True, end_bias=4.0),
+    "extractive, top 3, best passage last, best sentence": Variant(best_last=True, extractive=True, sentences=1),
+    "extractive, top 3, best passage last, best 2 sentences": Variant(best_last=True, extractive=True, sentences=2),
+    "extractive, top 3, best passage last, best 3 sentences": Variant(best_last=True, extractive=True, sentences=3),
 }
 
 
@@ -100,7 +105,8 @@ def main() -> None:
                 "completion", model.tokenize, model.detokenize, examples=v.examples, best_last=v.best_last
             )
             prompt = builder.build(q["question"], passages, budget=settings.llm_n_ctx - v.max_tokens)
-            copy = copy_source(prompt, model.tokenize, v.end_bias) if v.extractive else None
+            texts = question_sentences(q["question"], prompt.passages, v.sentences) if v.sentences else None
+            copy = copy_source(prompt, model.tokenize, v.end_bias, texts) if v.extractive else None
             params = GenerationParams(max_tokens=v.max_tokens, stop=prompt.stop, extractive=copy)
             answer = model.generate(prompt.tokens, params).text
             scores[name].append((exact_match(answer, q["answers"]), f1_score(answer, q["answers"])))

@@ -19,7 +19,7 @@ from rag import metrics
 from rag.errors import InvalidRequestError, RagError
 from rag.generation import CopySource, Generation, GenerationParams, ModelPool, Sampling, TextModel
 from rag.generation.stream import TextStream
-from rag.grounding import Grounding, GroundingJudge
+from rag.grounding import Grounding, GroundingJudge, question_sentences
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn, copy_source
 from rag.retrieval import SearchHit
 from rag.settings import Settings
@@ -92,6 +92,7 @@ class Answering:
     # Answers from passages copied from them (completion prompts; rag/generation/extractive.py).
     extractive: bool = False
     end_bias: float = 0.0  # extractive answers: bias toward ending the span
+    copy_sentences: int = 0  # extractive answers: from the n sentences most like the question (0: all)
     best_last: bool = False  # completion prompts: passages from the last to the best
 
     @classmethod
@@ -107,6 +108,7 @@ class Answering:
             grounding=GroundingJudge(settings.abstain_threshold),
             extractive=settings.answer_extractive,
             end_bias=settings.answer_end_bias,
+            copy_sentences=settings.answer_copy_sentences,
             best_last=settings.answer_best_last,
         )
 
@@ -239,7 +241,10 @@ class Answering:
         passages = [s.text for s in sources] if sources is not None else []
         prompt = builder.build(question, passages, budget=self.n_ctx - max_tokens)
         copy = self.extractive and sources is not None and sampling is None and self.prompt_style == "completion"
-        return prompt, copy_source(prompt, model.tokenize, self.end_bias) if copy and prompt.passages else None
+        if not copy or not prompt.passages:
+            return prompt, None
+        texts = question_sentences(question, prompt.passages, self.copy_sentences) if self.copy_sentences else None
+        return prompt, copy_source(prompt, model.tokenize, self.end_bias, texts)
 
 
 async def final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:

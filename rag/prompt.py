@@ -109,18 +109,24 @@ class BuiltPrompt:
     passages: tuple[str, ...] = ()  # the passages as the prompt holds them (the last one maybe cut)
 
 
-def copy_source(prompt: BuiltPrompt, tokenize: Callable[[str], list[int]], end_bias: float = 0.0) -> CopySource:
+def copy_source(
+    prompt: BuiltPrompt,
+    tokenize: Callable[[str], list[int]],
+    end_bias: float = 0.0,
+    texts: Sequence[str] | None = None,
+) -> CopySource:
     """Extractive decoding's source for ``prompt``: each of its passages in
     tokens as they read there (after a blank: ``[n] text``), and the tokens
     that end a copied answer: each stop string that is one token, also
     repeated (Gemma has one token for "\n\n", which the worked examples put
-    after each answer)."""
+    after each answer). ``texts``: copy from these (parts of the passages)
+    instead."""
 
     def plain(text: str) -> list[int]:
         tokens, bos = tokenize(text), tokenize("")
         return tokens[len(bos) :] if bos and tokens[: len(bos)] == bos else tokens
 
-    runs = tuple(tuple(plain(" " + text.strip())) for text in prompt.passages)
+    runs = tuple(tuple(plain(" " + text.strip())) for text in (prompt.passages if texts is None else texts))
     end = tuple(dict.fromkeys(t[0] for t in (plain(s * n) for s in prompt.stop for n in (1, 2, 3)) if len(t) == 1))
     return CopySource(runs=runs, end=end, end_bias=end_bias)
 

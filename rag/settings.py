@@ -343,6 +343,12 @@ class Settings(BaseSettings):
         description="Extractive decoding: added to the logit of the end of the answer (a newline) "
         "after its first token; higher gives shorter spans.",
     )
+    answer_copy_sentences: int = Field(
+        default=0,
+        ge=0,
+        description="Extractive decoding copies from the N sentences of the passages that share "
+        "the most words with the question; 0: from the whole passages.",
+    )
     answer_best_last: bool = Field(
         default=True,
         description="Completion prompts list the passages from the last to the best (each still "

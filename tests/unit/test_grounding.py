@@ -10,6 +10,7 @@ from rag.grounding import (
     find_evidence,
     grounding_features,
     is_refusal,
+    question_sentences,
     split_sentences,
 )
 
@@ -102,3 +103,15 @@ def test_committed_model_is_complete() -> None:
     assert 0.0 <= judge.threshold <= 1.0
     p = judge.probability(grounding_features("Who built it?", "Eiffel", PASSAGES, [], []))
     assert 0.0 <= p <= 1.0
+
+
+def test_question_sentences_are_the_ones_sharing_most_words_with_the_question() -> None:
+    passages = [
+        "Paris is the capital of France. The Eiffel Tower was completed in 1889.",
+        "The tower is 330 metres tall. Gustave Eiffel's company built the tower.",
+    ]
+    best = question_sentences("When was the Eiffel Tower completed?", passages, 2)
+    assert best[0] == "The Eiffel Tower was completed in 1889."
+    assert best[1] == "Gustave Eiffel's company built the tower."  # two of the three words
+    assert question_sentences("Who built the tower?", passages, 1) == ["Gustave Eiffel's company built the tower."]
+    assert question_sentences("anything", passages, 0) == []
