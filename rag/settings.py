@@ -344,10 +344,10 @@ class Settings(BaseSettings):
         "after its first token; higher gives shorter spans.",
     )
     answer_copy_sentences: int = Field(
-        default=0,
+        default=1,
         ge=0,
         description="Extractive decoding copies from the N sentences of the passages that share "
-        "the most words with the question; 0: from the whole passages.",
+        "the most words with the question; 0: from the whole passages (docs/benchmarks.md, issue 14).",
     )
     answer_best_last: bool = Field(
         default=True,

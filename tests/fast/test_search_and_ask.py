@@ -107,6 +107,23 @@ def test_ask_answers_from_the_best_passage(pets: TestClient, model: FakeTextMode
     assert prompt.endswith(f"{best}\n\nQuestion: How many hours do cats sleep?\nShort answer:")
 
 
+def test_answers_from_passages_are_copied_from_the_sentence_most_like_the_question(
+    pets: TestClient, model: FakeTextModel
+) -> None:
+    """RAG_ANSWER_EXTRACTIVE and RAG_ANSWER_COPY_SENTENCES=1 (the defaults):
+    greedy decoding restricted to the best sentence's tokens; random sampling
+    is left free."""
+    assert pets.post("/v1/collections/pets/ask", json={"question": "How many hours do cats sleep?"}).status_code == 200
+    copy = model.options[-1]["extractive"]
+    best = " Domestic cats sleep for around sixteen hours every day."
+    assert [model.detokenize(list(run)) for run in copy.runs] == [best]
+    assert copy.end == (ord("\n"),)  # the completion prompt's stop
+    messages = [{"role": "user", "content": "How many hours do cats sleep?"}]
+    sampled = {"model": "rag/pets", "messages": messages, "temperature": 0.7, "seed": 1}
+    assert pets.post("/v1/chat/completions", json=sampled).status_code == 200
+    assert model.options[-1]["sampling"] is not None and model.options[-1]["extractive"] is None
+
+
 def test_max_tokens_limits_the_answer(pets: TestClient) -> None:
     body = pets.post("/v1/collections/pets/ask", json={"question": "How long do cats sleep?", "max_tokens": 2}).json()
     assert body["answer"] == _words(body["sources"][0]["text"], 2) and body["finish_reason"] == "length"

@@ -99,7 +99,7 @@ class FakeTextModel(TextModel):
         self.fail: BaseException | None = None
         self.prompts: list[str] = []
         self.jobs: list[FakeJob] = []
-        self.options: list[dict[str, Any]] = []  # each submit's ignore_eog and sampling
+        self.options: list[dict[str, Any]] = []  # each submit's ignore_eog, sampling and extractive
         self.closed = False
 
     @property
@@ -123,7 +123,9 @@ class FakeTextModel(TextModel):
             raise ValueError(f"{len(tokens)} prompt tokens + {max_tokens} exceed the context of {self.n_ctx}")
         prompt = self.detokenize(tokens)
         self.prompts.append(prompt)
-        self.options.append({"ignore_eog": params.ignore_eog, "sampling": params.sampling})
+        self.options.append(
+            {"ignore_eog": params.ignore_eog, "sampling": params.sampling, "extractive": params.extractive}
+        )
         job = FakeJob()
         self.jobs.append(job)
         threading.Thread(
