@@ -114,14 +114,15 @@ def test_answers_from_passages_are_copied_from_the_sentence_most_like_the_questi
     greedy decoding restricted to the best sentence's tokens; random sampling
     is left free."""
     assert pets.post("/v1/collections/pets/ask", json={"question": "How many hours do cats sleep?"}).status_code == 200
-    copy = model.options[-1]["extractive"]
+    copy = model.params[-1].extractive
+    assert copy is not None
     best = " Domestic cats sleep for around sixteen hours every day."
     assert [model.detokenize(list(run)) for run in copy.runs] == [best]
     assert copy.end == (ord("\n"),)  # the completion prompt's stop
     messages = [{"role": "user", "content": "How many hours do cats sleep?"}]
     sampled = {"model": "rag/pets", "messages": messages, "temperature": 0.7, "seed": 1}
     assert pets.post("/v1/chat/completions", json=sampled).status_code == 200
-    assert model.options[-1]["sampling"] is not None and model.options[-1]["extractive"] is None
+    assert model.params[-1].sampling is not None and model.params[-1].extractive is None
 
 
 def test_max_tokens_limits_the_answer(pets: TestClient) -> None:

@@ -99,7 +99,8 @@ class FakeTextModel(TextModel):
         self.fail: BaseException | None = None
         self.prompts: list[str] = []
         self.jobs: list[FakeJob] = []
-        self.options: list[dict[str, Any]] = []  # each submit's ignore_eog, sampling and extractive
+        self.options: list[dict[str, Any]] = []  # each submit's ignore_eog and sampling
+        self.params: list[GenerationParams] = []  # each submit's whole request
         self.closed = False
 
     @property
@@ -123,9 +124,8 @@ class FakeTextModel(TextModel):
             raise ValueError(f"{len(tokens)} prompt tokens + {max_tokens} exceed the context of {self.n_ctx}")
         prompt = self.detokenize(tokens)
         self.prompts.append(prompt)
-        self.options.append(
-            {"ignore_eog": params.ignore_eog, "sampling": params.sampling, "extractive": params.extractive}
-        )
+        self.options.append({"ignore_eog": params.ignore_eog, "sampling": params.sampling})
+        self.params.append(params)
         job = FakeJob()
         self.jobs.append(job)
         threading.Thread(
