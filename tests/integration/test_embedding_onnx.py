@@ -44,7 +44,8 @@ def _cosines(a: list[list[float]], b: list[list[float]]) -> list[float]:
     return [sum(x * y for x, y in zip(u, v, strict=True)) for u, v in zip(a, b, strict=True)]
 
 
-@pytest.mark.parametrize(("backend", "floor"), [("onnx", 0.99999), ("onnx-int8", 0.98)])
+# int8: 0.979 was seen for the empty text on a CPU with AVX2 but no VNNI (other kernels)
+@pytest.mark.parametrize(("backend", "floor"), [("onnx", 0.99999), ("onnx-int8", 0.97)])
 def test_same_vectors_as_pytorch(backend: str, floor: float, cache: Path, torch_embedder: Embedder) -> None:
     onnx = Embedder(BUNDLED_EMBEDDING_MODEL, backend=backend, onnx_cache=cache, batch_size=2)  # type: ignore[arg-type]
     assert (onnx.dimension, onnx.max_seq_length, onnx.chunk_token_limit) == (

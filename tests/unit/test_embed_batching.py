@@ -56,22 +56,25 @@ def test_requests_of_several_documents_share_a_batch() -> None:
 
 def test_many_threads_get_their_own_vectors() -> None:
     batcher, fake = _batcher(max_texts=64)
-    fake.release.set()
-    results: dict[int, Any] = {}
+    blocker = batcher.submit(["a"])
+    assert fake.entered.wait(5)  # the model is busy: the threads' requests queue behind it
+    futures: dict[int, Any] = {}
+    texts_of = {n: ["x" * n + "-" * i for i in range(n % 7 + 1)] for n in range(40)}
 
     def document(n: int) -> None:
-        texts = ["x" * n + "-" * i for i in range(n % 7 + 1)]
-        results[n] = (texts, batcher.embed(texts))
+        futures[n] = batcher.submit(texts_of[n])
 
     threads = [threading.Thread(target=document, args=(n,)) for n in range(40)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
-    for n, (texts, vectors) in results.items():
-        assert vectors == [[float(len(t)), float(n)] for t in texts]
-    assert len(results) == 40
-    assert batcher.batches < 40  # requests were coalesced
+    fake.release.set()
+    blocker.result(5)
+    assert len(futures) == 40
+    for n, future in futures.items():
+        assert future.result(5) == [[float(len(t)), float(n)] for t in texts_of[n]]
+    assert batcher.batches < 40  # the queued requests were coalesced
     batcher.close()
 
 
