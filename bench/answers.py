@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "squad-dev"
+SQUAD_SUBPATH = Path("shared") / "eval" / "squad-dev"
 # Documents whose questions the abstention model is fitted on; the others are
 # held out. Of the six documents with unanswerable questions, three each side.
 FIT_DOCUMENTS = frozenset(
@@ -43,6 +43,17 @@ FIT_DOCUMENTS = frozenset(
         "Kenya.pptx",
     }
 )
+
+
+def default_squad(root: Path = ROOT) -> Path | None:
+    """squad-dev beside the repository or above it: ``<dir>/shared/eval/squad-dev``
+    for the nearest ``<dir>`` among the checkout's parents (a worktree such as
+    /work/wt/<name> finds /work/shared like /work/main does); None if none has it."""
+    for parent in root.parents:
+        candidate = parent / SQUAD_SUBPATH
+        if (candidate / "qa.jsonl").is_file():
+            return candidate
+    return None
 
 
 def log(message: str) -> None:
@@ -84,11 +95,13 @@ class RecordSink(list[dict[str, Any]]):
     """The per-question records, each also written to the file as it comes:
     a run stopped early still leaves what it measured."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: str) -> None:
         super().__init__()
         self._fh = path.open("w", encoding="utf-8")
+        self._mode = mode
 
     def append(self, record: dict[str, Any]) -> None:
+        record = {**record, "mode": self._mode}
         super().append(record)
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
@@ -99,14 +112,31 @@ class RecordSink(list[dict[str, Any]]):
         self._fh.close()
 
 
+def run_mode(path: Path, records: list[dict[str, Any]]) -> str | None:
+    """The search mode a record file was made with: its records' ``mode``, else
+    the run's ``.report.json`` beside it; None where neither says."""
+    modes = {r["mode"] for r in records if r.get("mode")}
+    if len(modes) == 1:
+        return modes.pop()
+    report = path.with_suffix(".report.json")
+    if not modes and report.is_file():
+        mode = json.loads(report.read_text()).get("mode")
+        return str(mode) if mode else None
+    return None
+
+
 def merge(paths: list[Path]) -> None:
     """The generation rows of ``rag eval``'s table over the records of several
     runs (chunks of one run)."""
     from rag.evaluation import render_table, summarize_answers
 
-    records = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    records, modes = [], set()
+    for path in paths:
+        chunk = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records += chunk
+        modes.add(run_mode(path, chunk) or "unknown (the records do not say)")
     generation = summarize_answers(records)
-    report = {"collection": "squad", "mode": "hybrid", "questions": len(records),
+    report = {"collection": "squad", "mode": " + ".join(sorted(modes)), "questions": len(records),
               "answerable": generation["sample"], "unanswerable": generation["unanswerable_sample"],
               "answer_recall": {}, "mrr": None, "abstention": None, "false_abstention": None,
               "retrieval_latency_ms": {}, "generation": generation}
@@ -116,7 +146,8 @@ def merge(paths: list[Path]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/answers/data"))
-    parser.add_argument("--squad", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--squad", type=Path, default=None,
+                        help="squad-dev (documents/, qa.jsonl) [default: shared/eval/squad-dev above the checkout]")
     parser.add_argument("--part", choices=("fit", "heldout"))
     parser.add_argument("--answerable", type=int, default=100)
     parser.add_argument("--unanswerable", type=int, default=100)
@@ -137,6 +168,11 @@ def main() -> None:
         return
     if args.out is None or args.part is None:
         parser.error("--out and --part are required")
+    squad = args.squad or default_squad()
+    if squad is None:
+        parser.error(f"squad-dev not found in shared/eval/ above {ROOT}: pass --squad DIR")
+    if not (squad / "qa.jsonl").is_file() or not (squad / "documents").is_dir():
+        parser.error(f"--squad {squad}: expected qa.jsonl and documents/ there")
 
     from rag.evaluation import evaluate, render_table
     from rag.settings import Settings
@@ -158,8 +194,8 @@ def main() -> None:
     settings = Settings(_env_file=None, **fields)  # type: ignore[call-arg]
     runtime = build_runtime(settings, "api")
     try:
-        ensure_collection(runtime, args.squad / "documents")
-        items = part_items(args.squad / "qa.jsonl", args.part)
+        ensure_collection(runtime, squad / "documents")
+        items = part_items(squad / "qa.jsonl", args.part)
         # One seeded order of each kind: --offset / --unanswerable-offset take
         # consecutive slices of it, so a long run goes in chunks (--merge).
         rng = random.Random(args.seed)
@@ -170,7 +206,7 @@ def main() -> None:
         chosen = answerable[args.offset : args.offset + args.answerable]
         chosen += unanswerable[args.unanswerable_offset : args.unanswerable_offset + args.unanswerable]
         log(f"{args.part}: {len(items)} questions, generating for {len(chosen)}")
-        details = RecordSink(args.out)
+        details = RecordSink(args.out, settings.search_mode)
         started = time.perf_counter()
         report = asyncio.run(
             evaluate(
