@@ -5,7 +5,10 @@ question and the answer, and the log-odds of " yes" against " no" after
 generations restricted to one token each, the second reusing the first's KV
 cache; rag/generation/extractive.py).
 
-    python -m bench.verify --records heldout.jsonl [--records fit.jsonl ...]
+    python -m bench.verify --records heldout.jsonl [--records fit.jsonl ...] [--offset N --limit M]
+
+``--offset`` / ``--limit`` take a slice of each file's generated records (a
+long pass goes in chunks: ``cat`` the outputs, each named by its slice).
 
 Prints each file's AUC of the signal (unanswerable vs answerable) and the
 abstention it reaches at <= 10% false abstention, and writes the records with
@@ -43,6 +46,8 @@ def main() -> None:
     parser.add_argument("--records", type=Path, nargs="+", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/answers/data"))
+    parser.add_argument("--offset", type=int, default=0, help="skip this many generated records of each file")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many records of each file (0: all)")
     args = parser.parse_args()
 
     model_path = resolve_model_path(Settings(_env_file=None, data_dir=args.data_dir))  # type: ignore[call-arg]
@@ -53,10 +58,11 @@ def main() -> None:
     try:
         for path in args.records:
             records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            records = [r for r in records if r.get("features")][args.offset :]
+            if args.limit:
+                records = records[: args.limit]
             scored = []
             for record in records:
-                if not record.get("features"):
-                    continue
                 quote = " ".join(record["quote"].split())
                 text = (f"{EXAMPLES}Context: {quote}\nQuestion: {record['question'].strip()}\n"
                         f"Answer: {' '.join(record['draft'].split())}\nDoes the context answer the question?")
@@ -67,7 +73,10 @@ def main() -> None:
                     lps.append(model.generate(tokens, params).token_logprobs[0])
                 record["features"]["verify"] = lps[0] - lps[1] if quote else -10.0
                 scored.append(record)
-            out = path.with_suffix(".verified.jsonl")
+                if len(scored) % 20 == 0:
+                    print(f"  {len(scored)} records, {time.perf_counter() - started:.0f}s", flush=True)
+            part = f"-{args.offset}-{args.offset + len(scored)}" if args.offset or args.limit else ""
+            out = path.with_name(f"{path.stem}.verified{part}.jsonl")
             out.write_text("".join(json.dumps(r) + "\n" for r in scored))
             score = np.array([r["features"]["verify"] for r in scored])
             label = np.array([0.0 if r["answers"] else 1.0 for r in scored])
