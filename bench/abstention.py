@@ -2,7 +2,12 @@
 other: per-question records come from bench/answers.py (features of each
 generated answer, answerable or not).
 
-    python -m bench.abstention --fit fit.jsonl --heldout heldout.jsonl [--write]
+    python -m bench.abstention --fit fit.jsonl --heldout heldout.jsonl [--features a,b,...] [--write]
+
+Records with a ``part`` field (bench/abstention_signals.py's, one file for all
+of squad-dev) are read from the fit or held-out part only, as named. Only the
+``--features`` named enter the model (default: all of rag.grounding.FEATURES;
+records lacking one are skipped).
 
 Prints, on the held-out records: each candidate signal on its own (ROC AUC,
 and the abstention it reaches at no more than 10% false abstention), the fitted
@@ -16,6 +21,7 @@ model in rag/abstention_model.py, which rag.grounding loads.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 from pathlib import Path
@@ -28,18 +34,30 @@ from rag.grounding import FEATURES
 MODEL_FILE = Path(__file__).resolve().parents[1] / "rag" / "abstention_model.py"
 
 
-def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_lines(path: Path) -> list[str]:
+    """The lines of a JSON-lines file, gzip-compressed when named ``*.gz``."""
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def load(path: Path, names: tuple[str, ...] = FEATURES, part: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     rows, labels = [], []
-    for line in path.read_text().splitlines():
+    for line in read_lines(path):
         record = json.loads(line)
         if not record.get("features"):
             continue  # abstained before generation (retrieval gate)
-        rows.append([float(record["features"].get(name, math.nan)) for name in FEATURES])
+        if part is not None and record.get("part", part) != part:
+            continue
+        if any(name not in record["features"] for name in names):
+            continue
+        rows.append([float(record["features"][name]) for name in names])
         labels.append(0.0 if record["answers"] else 1.0)  # 1: unanswerable
-    return np.array(rows), np.array(labels)
+    return np.array(rows).reshape(len(rows), len(names)), np.array(labels)
 
 
-def fit(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50) -> dict[str, Any]:
+def fit(
+    x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50, names: tuple[str, ...] = FEATURES
+) -> dict[str, Any]:
     """L2-regularised logistic regression on standardised features (Newton)."""
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
@@ -60,17 +78,17 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50) -> dict[
         if np.abs(step).max() < 1e-8:
             break
     return {
-        "weights": {n: round(float(b), 6) for n, b in zip(FEATURES, beta[1:], strict=True)},
-        "mean": {n: round(float(m), 6) for n, m in zip(FEATURES, mean, strict=True)},
-        "scale": {n: round(float(s), 6) for n, s in zip(FEATURES, scale, strict=True)},
+        "weights": {n: round(float(b), 6) for n, b in zip(names, beta[1:], strict=True)},
+        "mean": {n: round(float(m), 6) for n, m in zip(names, mean, strict=True)},
+        "scale": {n: round(float(s), 6) for n, s in zip(names, scale, strict=True)},
         "intercept": round(float(beta[0]), 6),
     }
 
 
-def scores(model: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    w = np.array([model["weights"][n] for n in FEATURES])
-    m = np.array([model["mean"][n] for n in FEATURES])
-    s = np.array([model["scale"][n] for n in FEATURES])
+def scores(model: dict[str, Any], x: np.ndarray, names: tuple[str, ...] = FEATURES) -> np.ndarray:
+    w = np.array([model["weights"][n] for n in names])
+    m = np.array([model["mean"][n] for n in names])
+    s = np.array([model["scale"][n] for n in names])
     return np.asarray(1 / (1 + np.exp(-(model["intercept"] + ((x - m) / s) @ w))))
 
 
@@ -122,34 +140,62 @@ def generation_table(path: Path, model: dict[str, Any]) -> str:
     return table
 
 
+def cross_validated_auc(x: np.ndarray, y: np.ndarray, l2: float, names: tuple[str, ...], folds: int = 5) -> float:
+    """Mean held-out AUC over ``folds`` seeded folds of the fit part (for choosing ``--l2``)."""
+    order = np.random.default_rng(0).permutation(len(y))
+    out = []
+    for k in range(folds):
+        test = order[k::folds]
+        train = np.setdiff1d(order, test)
+        model = fit(x[train], y[train], l2, names=names)
+        out.append(auc(scores(model, x[test], names), y[test]))
+    return float(np.mean(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fit", type=Path, required=True)
     parser.add_argument("--heldout", type=Path, required=True)
+    parser.add_argument("--features", default=",".join(FEATURES), help="comma-separated names (rag.grounding.FEATURES)")
     parser.add_argument("--l2", type=float, default=1.0)
+    parser.add_argument("--cv", action="store_true", help="5-fold cross-validated AUC on the fit part for some l2")
     parser.add_argument("--target", type=float, default=0.80, help="abstention wanted on unanswerable")
     parser.add_argument("--limit", type=float, default=0.10, help="false abstention allowed on answerable")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--default-threshold", type=float, default=None,
+                        help="threshold written as the service's default [default: the chosen operating point]")
+    parser.add_argument("--note", default="", help="docstring of the written model file (why this default)")
     args = parser.parse_args()
+    names = tuple(n.strip() for n in args.features.split(",") if n.strip())
+    unknown = set(names) - set(FEATURES)
+    if unknown:
+        parser.error(f"unknown features: {sorted(unknown)}")
 
-    x_fit, y_fit = load(args.fit)
-    x_test, y_test = load(args.heldout)
-    print(f"fit: {int(y_fit.sum())} unanswerable + {int((1 - y_fit).sum())} answerable generated answers; "
+    x_fit, y_fit = load(args.fit, names, "fit")
+    x_test, y_test = load(args.heldout, names, "heldout")
+    print(f"fit: {int(y_fit.sum())} unanswerable + {int((1 - y_fit).sum())} answerable; "
           f"held out: {int(y_test.sum())} + {int((1 - y_test).sum())}")
     print("\nsingle signals on the held-out part (sign chosen on the fit part)")
-    print("| signal | AUC | abstention at <=10% false abstention |\n|---|---|---|")
-    for i, name in enumerate(FEATURES):
+    print("| signal | AUC fit | AUC held out | abstention at <=10% false abstention |\n|---|---|---|---|")
+    for i, name in enumerate(names):
         sign = 1.0 if auc(x_fit[:, i], y_fit) >= 0.5 else -1.0
         s = sign * x_test[:, i]
         ab, _ = best_at(s, y_test, args.limit)
-        print(f"| {name} ({'high' if sign > 0 else 'low'} = unanswerable) | {auc(s, y_test):.3f} | {ab:.3f} |")
+        print(f"| {name} ({'high' if sign > 0 else 'low'} = unanswerable) | {auc(sign * x_fit[:, i], y_fit):.3f} "
+              f"| {auc(s, y_test):.3f} | {ab:.3f} |")
+    if args.cv:
+        for l2 in (0.1, 1.0, 10.0, 30.0, 100.0):
+            print(f"cross-validated AUC on the fit part, l2 {l2}: {cross_validated_auc(x_fit, y_fit, l2, names):.3f}")
 
-    model = fit(x_fit, y_fit, args.l2)
-    refused_i = FEATURES.index("refusal")
-    s_fit, s_test = scores(model, x_fit), scores(model, x_test)
-    refused_fit, refused_test = x_fit[:, refused_i] > 0, x_test[:, refused_i] > 0
+    model = fit(x_fit, y_fit, args.l2, names=names)
+    s_fit, s_test = scores(model, x_fit, names), scores(model, x_test, names)
+    if "refusal" in names:
+        refused_fit, refused_test = x_fit[:, names.index("refusal")] > 0, x_test[:, names.index("refusal")] > 0
+    else:
+        refused_fit, refused_test = np.zeros(len(y_fit), bool), np.zeros(len(y_test), bool)
     print(f"\ncombination (logistic regression, l2 {args.l2}): AUC fit {auc(s_fit, y_fit):.3f}, "
-          f"held out {auc(s_test, y_test):.3f}")
+          f"held out {auc(s_test, y_test):.3f}; abstention at <=10% false abstention on the held-out part "
+          f"{best_at(s_test, y_test, args.limit)[0]:.3f}")
     print("\ntrade-off on the held-out part (refusals always abstain)")
     print("| RAG_ABSTAIN_THRESHOLD | abstention (unanswerable) | false abstention (answerable) |\n|---|---|---|")
     grid = [round(t, 2) for t in np.arange(0.05, 1.0001, 0.05)]
@@ -170,13 +216,17 @@ def main() -> None:
     fab, ffa = rates(s_fit, y_fit, refused_fit, chosen)
     print(f"\nchosen on the fit part: threshold {chosen:.3f} (fit: abstention {fab:.3f}, false {ffa:.3f}); "
           f"held out: abstention {ab:.3f}, false abstention {fa:.3f}")
-    model["threshold"] = chosen
-    print("\nthe held-out answers with this model and threshold, as `rag eval` reports them:")
-    print(generation_table(args.heldout, model))
+    model["operating_point"] = chosen
+    model["threshold"] = chosen if args.default_threshold is None else args.default_threshold
+    if "draft" in read_lines(args.heldout)[0]:
+        print("\nthe held-out answers with this model and threshold, as `rag eval` reports them:")
+        print(generation_table(args.heldout, model))
     print(json.dumps(model, indent=2))
     if args.write:
         MODEL_FILE.write_text(
-            '"""The abstention model: written by bench/abstention.py (docs/benchmarks.md)."""\n\n'
+            '"""The abstention model: written by bench/abstention.py (docs/benchmarks.md).'
+            + (f"\n\n{args.note.strip()}\n" if args.note.strip() else "")
+            + '"""\n\n'
             f"MODEL = {json.dumps(model, indent=4)}\n"
         )
         print(f"written to {MODEL_FILE}")

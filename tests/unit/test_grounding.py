@@ -10,6 +10,7 @@ from rag.grounding import (
     find_evidence,
     grounding_features,
     is_refusal,
+    passage_features,
     question_sentences,
     split_sentences,
 )
@@ -115,3 +116,85 @@ def test_question_sentences_are_the_ones_sharing_most_words_with_the_question() 
     assert best[1] == "Gustave Eiffel's company built the tower."  # two of the three words
     assert question_sentences("Who built the tower?", passages, 1) == ["Gustave Eiffel's company built the tower."]
     assert question_sentences("anything", passages, 0) == []
+
+
+def test_passage_features_see_what_an_edited_question_adds() -> None:
+    # SQuAD 2.0's unanswerable questions are answerable ones with a name, a
+    # number or a word changed, or a "not" added: the passages lack it.
+    asked = passage_features("When was the tower completed for the World's Fair?", PASSAGES)
+    swapped = passage_features("When was the Chrysler Building completed?", PASSAGES)
+    negated = passage_features("When was the tower not completed for the World's Fair?", PASSAGES)
+    assert set(asked) < set(FEATURES)
+    assert asked["missing_names_passages"] == asked["missing_names_best"] == 0.0
+    assert asked["missing_words_passages"] == 0.0
+    assert asked["missing_words_best"] < swapped["missing_words_best"]
+    assert swapped["missing_names_passages"] == 2.0 and swapped["missing_words_passages"] > 0.5
+    assert swapped["missing_bigrams"] > asked["missing_bigrams"]
+    assert negated["negation_mismatch_best"] == 1.0 and asked["negation_mismatch_best"] == 0.0
+    assert asked["best_margin"] == 0.5  # 3 of its 4 words in one sentence, at most 1 in any other
+    assert passage_features("When?", [])["best_margin"] == 0.0
+
+
+def test_type_mismatch_compares_what_is_asked_with_the_answer() -> None:
+    ev, _ = find_evidence("1889", PASSAGES)
+    assert grounding_features("When was it completed?", "1889", PASSAGES, ev)["type_mismatch"] == 0.0
+    ev, _ = find_evidence("the World's Fair", PASSAGES)
+    assert grounding_features("When was it completed?", "the World's Fair", PASSAGES, ev)["type_mismatch"] == 1.0
+    assert grounding_features("Who drew the first plans?", "Maurice Koechlin", PASSAGES, ev)["type_mismatch"] == 0.0
+    assert grounding_features("Who drew the first plans?", "the first plans", PASSAGES, ev)["type_mismatch"] == 1.0
+    assert grounding_features("What is in Paris?", "the tower", PASSAGES, ev)["type_mismatch"] == 0.0
+
+
+def test_a_model_of_passage_features_alone_abstains_on_the_edited_question() -> None:
+    model = {
+        "weights": {"missing_names_passages": 3.0},
+        "mean": {"missing_names_passages": 0.5},
+        "scale": {"missing_names_passages": 1.0},
+        "intercept": 0.0,
+        "threshold": 0.5,
+    }
+    judge = GroundingJudge(model=model)
+    assert not judge.assess("When was the Eiffel Tower completed?", "1889", PASSAGES).abstain
+    withheld = judge.assess("When was the Chrysler Building completed?", "1889", PASSAGES)
+    assert withheld.abstain and withheld.reason == "a name or number of the question is in none of the passages"
+
+
+def test_passage_features_read_the_best_three_passages_only() -> None:
+    far = (4, "The Chrysler Building was completed in 1930.")
+    question = "When was the Chrysler Building completed?"
+    three = [*PASSAGES, (3, "Paris has many museums.")]
+    assert passage_features(question, [far, *three]) == passage_features(question, three)
+    assert passage_features(question, [far, *PASSAGES])["missing_names_passages"] == 0.0
+
+
+def test_the_reason_is_a_feature_pointing_the_way_its_words_say() -> None:
+    # Correlated features can get weights of either sign: few missing words
+    # may push toward "unanswerable", but is not given as the reason.
+    names = ("missing_words_passages", "question_coverage_best")
+    model = {
+        "weights": {"missing_words_passages": -1.0, "question_coverage_best": -0.5},
+        "mean": dict.fromkeys(names, 0.5),
+        "scale": dict.fromkeys(names, 0.1),
+        "intercept": 0.0,
+        "threshold": 0.5,
+    }
+    question = "When was the tower completed for the World's Fair?"
+    withheld = GroundingJudge(model=model).assess(question, "1889", PASSAGES)
+    assert withheld.abstain
+    assert withheld.reason == "the passages do not appear to answer the question"
+
+
+def test_shipped_model_at_its_operating_point_withholds_an_edited_question() -> None:
+    judge = GroundingJudge(threshold=ABSTENTION_MODEL["operating_point"])
+    assert GroundingJudge().threshold == 1.0  # off by default: docs/benchmarks.md, issue 14
+    passages = [
+        (1, "The Eiffel Tower was completed in 1889 for the World's Fair. It is 330 m tall."),
+        (2, "Gustave Eiffel's company designed and built the tower."),
+        (3, "Paris has many museums, and the Louvre is the largest."),
+    ]
+    kept = judge.assess("When was the Eiffel Tower completed?", "1889", passages)
+    withheld = judge.assess("When was the Chrysler Building demolished?", "1889", passages)
+    assert not kept.abstain
+    assert withheld.abstain and withheld.reason
+    assert withheld.unanswerable_probability is not None and kept.unanswerable_probability is not None
+    assert withheld.unanswerable_probability > kept.unanswerable_probability
