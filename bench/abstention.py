@@ -124,7 +124,7 @@ def generation_table(path: Path, model: dict[str, Any]) -> str:
 
     judge = GroundingJudge(model=model)
     records = []
-    for line in path.read_text().splitlines():
+    for line in read_lines(path):
         record = json.loads(line)
         features = record.get("features")
         if features:
@@ -138,6 +138,36 @@ def generation_table(path: Path, model: dict[str, Any]) -> str:
         "mrr": None, "abstention": None, "false_abstention": None, "retrieval_latency_ms": {}, "generation": gen,
     })
     return table
+
+
+def model_scores(path: Path, model: dict[str, Any], names: tuple[str, ...]) -> np.ndarray:
+    """Another abstention model's probabilities for the held-out records
+    ``load`` keeps with ``names`` (computed from their stored features)."""
+    from rag.grounding import GroundingJudge
+
+    judge = GroundingJudge(model=model)
+    out = []
+    for line in read_lines(path):
+        record = json.loads(line)
+        features = record.get("features")
+        if not features or any(name not in features for name in names):
+            continue
+        if record.get("part", "heldout") != "heldout":
+            continue
+        out.append(judge.probability(features))
+    return np.array(out)
+
+
+def paired_auc_interval(a: np.ndarray, b: np.ndarray, y: np.ndarray, rounds: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of AUC(a) - AUC(b) on the same records."""
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(rounds):
+        i = rng.integers(0, len(y), len(y))
+        if 0 < y[i].sum() < len(i):
+            diffs.append(auc(a[i], y[i]) - auc(b[i], y[i]))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def cross_validated_auc(x: np.ndarray, y: np.ndarray, l2: float, names: tuple[str, ...], folds: int = 5) -> float:
@@ -161,12 +191,22 @@ def main() -> None:
     parser.add_argument("--cv", action="store_true", help="5-fold cross-validated AUC on the fit part for some l2")
     parser.add_argument("--target", type=float, default=0.80, help="abstention wanted on unanswerable")
     parser.add_argument("--limit", type=float, default=0.10, help="false abstention allowed on answerable")
+    parser.add_argument("--compare", type=Path,
+                        help="a model file (MODEL = {...}, e.g. an earlier rag/abstention_model.py) to compare with "
+                        "on the held-out records")
+    parser.add_argument("--keep-model", action="store_true",
+                        help="no fit: the shipped model (rag.grounding.ABSTENTION_MODEL) with its own features; "
+                        "only its operating point is chosen on --fit")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--default-threshold", type=float, default=None,
                         help="threshold written as the service's default [default: the chosen operating point]")
     parser.add_argument("--note", default="", help="docstring of the written model file (why this default)")
     args = parser.parse_args()
     names = tuple(n.strip() for n in args.features.split(",") if n.strip())
+    if args.keep_model:
+        from rag.grounding import ABSTENTION_MODEL
+
+        names = tuple(ABSTENTION_MODEL["weights"])
     unknown = set(names) - set(FEATURES)
     if unknown:
         parser.error(f"unknown features: {sorted(unknown)}")
@@ -187,15 +227,28 @@ def main() -> None:
         for l2 in (0.1, 1.0, 10.0, 30.0, 100.0):
             print(f"cross-validated AUC on the fit part, l2 {l2}: {cross_validated_auc(x_fit, y_fit, l2, names):.3f}")
 
-    model = fit(x_fit, y_fit, args.l2, names=names)
+    if args.keep_model:
+        model = {k: ABSTENTION_MODEL[k] for k in ("weights", "mean", "scale", "intercept")}
+    else:
+        model = fit(x_fit, y_fit, args.l2, names=names)
     s_fit, s_test = scores(model, x_fit, names), scores(model, x_test, names)
     if "refusal" in names:
         refused_fit, refused_test = x_fit[:, names.index("refusal")] > 0, x_test[:, names.index("refusal")] > 0
     else:
         refused_fit, refused_test = np.zeros(len(y_fit), bool), np.zeros(len(y_test), bool)
-    print(f"\ncombination (logistic regression, l2 {args.l2}): AUC fit {auc(s_fit, y_fit):.3f}, "
+    what = "the shipped model" if args.keep_model else f"combination (logistic regression, l2 {args.l2})"
+    print(f"\n{what}: AUC fit {auc(s_fit, y_fit):.3f}, "
           f"held out {auc(s_test, y_test):.3f}; abstention at <=10% false abstention on the held-out part "
           f"{best_at(s_test, y_test, args.limit)[0]:.3f}")
+    if args.compare:
+        import runpy
+
+        other = runpy.run_path(str(args.compare))["MODEL"]
+        before = model_scores(args.heldout, other, names)
+        low, high = paired_auc_interval(s_test, before, y_test)
+        print(f"{args.compare}: AUC {auc(before, y_test):.3f}, abstention at "
+              f"<=10% false abstention {best_at(before, y_test, args.limit)[0]:.3f}; difference "
+              f"{auc(s_test, y_test) - auc(before, y_test):+.3f} (95% bootstrap interval {low:+.3f} to {high:+.3f})")
     print("\ntrade-off on the held-out part (refusals always abstain)")
     print("| RAG_ABSTAIN_THRESHOLD | abstention (unanswerable) | false abstention (answerable) |\n|---|---|---|")
     grid = [round(t, 2) for t in np.arange(0.05, 1.0001, 0.05)]
@@ -219,8 +272,8 @@ def main() -> None:
     model["operating_point"] = chosen
     model["threshold"] = chosen if args.default_threshold is None else args.default_threshold
     if "draft" in read_lines(args.heldout)[0]:
-        print("\nthe held-out answers with this model and threshold, as `rag eval` reports them:")
-        print(generation_table(args.heldout, model))
+        print(f"\nthe held-out answers with this model at the chosen point ({chosen:.3f}), as `rag eval` reports them:")
+        print(generation_table(args.heldout, {**model, "threshold": chosen}))
     print(json.dumps(model, indent=2))
     if args.write:
         MODEL_FILE.write_text(
