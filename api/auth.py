@@ -89,7 +89,7 @@ async def _refuse(send: Send, exc: RagError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:  # an open path reached a route that needs a caller: never by design
         raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>'")
@@ -98,9 +98,12 @@ def get_principal(request: Request) -> Principal:
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
+# The scope checks below are ``async``: they only compare scopes, and a plain
+# ``def`` would cost a thread-pool hop per request (api/deps.py).
+
 
 def _needs(role: Role) -> Any:
-    def check(name: str, principal: PrincipalDep) -> Principal:
+    async def check(name: str, principal: PrincipalDep) -> Principal:
         principal.check(role, name)
         return principal
 
@@ -108,12 +111,12 @@ def _needs(role: Role) -> Any:
     return Depends(check)
 
 
-def _global_admin(principal: PrincipalDep) -> Principal:
+async def _global_admin(principal: PrincipalDep) -> Principal:
     principal.check_admin()
     return principal
 
 
-def _any_key(principal: PrincipalDep) -> Principal:
+async def _any_key(principal: PrincipalDep) -> Principal:
     return principal
 
 

@@ -1,4 +1,9 @@
-"""Dependencies that hand the process's objects to the routes."""
+"""Dependencies that hand the process's objects to the routes.
+
+They are ``async`` because they only read attributes: FastAPI runs a plain
+``def`` dependency in its thread pool, a hop there and back per dependency
+and request, which a burst of requests waits on in turn (docs/benchmarks.md,
+issue 16)."""
 
 from __future__ import annotations
 
@@ -13,16 +18,16 @@ from runtime import Runtime
 __all__ = ["ReindexDep", "RuntimeDep", "ServiceDep"]
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return cast(Runtime, request.app.state.runtime)
 
 
-def get_service(request: Request) -> RagService:
-    return get_runtime(request).service
+async def get_service(request: Request) -> RagService:
+    return cast(Runtime, request.app.state.runtime).service
 
 
-def get_reindex(request: Request) -> ReindexService:
-    return get_runtime(request).reindex
+async def get_reindex(request: Request) -> ReindexService:
+    return cast(Runtime, request.app.state.runtime).reindex
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -48,7 +48,7 @@ def prompt_text(words: int, salt: str) -> str:
     return f"{salt} {body}\nWhat is the vault access code?"
 
 
-async def one_stream(client: httpx.AsyncClient, args: argparse.Namespace, text: str, started: float) -> dict[str, Any]:
+def request_body(args: argparse.Namespace, text: str) -> tuple[str, dict[str, Any]]:
     body: dict[str, Any] = {"max_tokens": args.max_tokens, "stream": True}
     if args.ignore_eos:
         body["ignore_eos"] = True
@@ -57,44 +57,70 @@ async def one_stream(client: httpx.AsyncClient, args: argparse.Namespace, text: 
     if args.top_p is not None:
         body["top_p"] = args.top_p
     if args.kind == "chat":
-        url = "/v1/chat/completions"
         body.update(model=args.model, messages=[{"role": "user", "content": text}],
                     stream_options={"include_usage": True})
-    else:
-        url = f"/v1/collections/{args.collection}/ask"
-        body.update(question=text)
-    arrivals: list[float] = []
-    usage: dict[str, Any] = {}
-    timings: dict[str, Any] = {}
-    event = ""
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"{url}: {response.status_code} {(await response.aread())[:300]!r}")
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-                continue
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            obj = json.loads(data)
-            if args.kind == "chat":
-                choices = obj.get("choices") or [{}]
-                if choices[0].get("delta", {}).get("content"):
-                    arrivals.append(time.perf_counter())
-                if obj.get("usage"):
-                    usage = obj["usage"]
-                if obj.get("timings"):
-                    timings = obj["timings"]
-            elif event == "delta" and obj.get("text"):
-                arrivals.append(time.perf_counter())
-            elif event == "done":
-                usage = obj.get("usage", {})
-                timings = obj.get("timings", {})
-    return {"arrivals": arrivals, "ended": time.perf_counter(), "usage": usage, "started": started,
-            "timings": timings}
+        return "/v1/chat/completions", body
+    body.update(question=text)
+    return f"/v1/collections/{args.collection}/ask", body
+
+
+class _Events:
+    """The SSE lines of one response, read as they come: arrival times of text,
+    and the usage and timings at the end."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.arrivals: list[float] = []
+        self.usage: dict[str, Any] = {}
+        self.timings: dict[str, Any] = {}
+        self.event = ""
+
+    def line(self, line: str) -> bool:
+        """False after ``[DONE]``."""
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+            return True
+        if not line.startswith("data:"):
+            return True
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return False
+        obj = json.loads(data)
+        if self.kind == "chat":
+            choices = obj.get("choices") or [{}]
+            if choices[0].get("delta", {}).get("content"):
+                self.arrivals.append(time.perf_counter())
+            if obj.get("usage"):
+                self.usage = obj["usage"]
+            if obj.get("timings"):
+                self.timings = obj["timings"]
+        elif self.event == "delta" and obj.get("text"):
+            self.arrivals.append(time.perf_counter())
+        elif self.event == "done":
+            self.usage = obj.get("usage", {})
+            self.timings = obj.get("timings", {})
+        return True
+
+
+async def one_stream(client: Any, args: argparse.Namespace, text: str, started: float) -> dict[str, Any]:
+    url, body = request_body(args, text)
+    events = _Events(args.kind)
+    if isinstance(client, httpx.AsyncClient):
+        async with client.stream("POST", url, json=body) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"{url}: {response.status_code} {(await response.aread())[:300]!r}")
+            async for line in response.aiter_lines():
+                if not events.line(line):
+                    break
+    else:  # aiohttp.ClientSession
+        async with client.post(url, json=body) as response:
+            if response.status != 200:
+                raise RuntimeError(f"{url}: {response.status} {(await response.read())[:300]!r}")
+            async for raw in response.content:
+                if not events.line(raw.decode().rstrip("\r\n")):
+                    break
+    return {"arrivals": events.arrivals, "ended": time.perf_counter(), "usage": events.usage, "started": started,
+            "timings": events.timings}
 
 
 def server_split(streams: list[dict[str, Any]]) -> dict[str, float]:
@@ -123,7 +149,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def one_round(client: httpx.AsyncClient, args: argparse.Namespace, s: int, salt: str) -> dict[str, float]:
+async def one_round(client: Any, args: argparse.Namespace, s: int, salt: str) -> dict[str, float]:
     texts = [prompt_text(args.prompt_words, f"{salt}-{i}") for i in range(s)]
     started = time.perf_counter()
     streams = await asyncio.gather(*(one_stream(client, args, t, started) for t in texts))
@@ -141,20 +167,35 @@ async def one_round(client: httpx.AsyncClient, args: argparse.Namespace, s: int,
         "ttft_p50_s": _pct(ttft, 0.5), "ttft_max_s": max(ttft, default=float("nan")),
         "gap_p50_s": _pct(gaps, 0.5), "gap_p95_s": _pct(gaps, 0.95), "gap_max_s": max(gaps, default=float("nan")),
         **server_split(streams),
+        "started": started,
     }
+
+
+def make_client(args: argparse.Namespace, max_streams: int) -> Any:
+    """httpx's AsyncClient, or with ``--client aiohttp`` aiohttp's ClientSession
+    (C parsers: less of the client's own time in the measurement, for the
+    service and llama-server alike)."""
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    if getattr(args, "client", "httpx") == "aiohttp":
+        import aiohttp
+
+        return aiohttp.ClientSession(
+            base_url=args.url, headers=headers, timeout=aiohttp.ClientTimeout(total=args.timeout),
+            connector=aiohttp.TCPConnector(limit=max_streams + 4),
+        )
+    limits = httpx.Limits(max_connections=max_streams + 4, max_keepalive_connections=max_streams + 4)
+    return httpx.AsyncClient(base_url=args.url, limits=limits, timeout=args.timeout, headers=headers)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     streams = [int(x) for x in args.streams.split(",")]
-    limits = httpx.Limits(max_connections=max(streams) + 4, max_keepalive_connections=max(streams) + 4)
     out: dict[str, Any] = {"kind": args.kind, "url": args.url, "label": args.label, "streams": {}}
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=args.timeout, headers=headers) as client:
+    async with make_client(args, max(streams)) as client:
         for s in streams:
             await one_round(client, args, s, salt=f"{args.label}-warm{s}")
             rounds = [await one_round(client, args, s, salt=f"{args.label}-r{r}") for r in range(args.rounds)]
             summary = {k: {"median": statistics.median(r[k] for r in rounds), "min": min(r[k] for r in rounds),
-                           "max": max(r[k] for r in rounds)} for k in rounds[0]}
+                           "max": max(r[k] for r in rounds)} for k in rounds[0] if k != "started"}
             out["streams"][s] = {"rounds": rounds, "summary": summary}
             m = {k: v["median"] for k, v in summary.items()}
             print(f"{args.label:<16} S={s:<3} wall {m['wall_s']:.3f} s ({summary['wall_s']['min']:.3f}-"
@@ -183,6 +224,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float)
     ap.add_argument("--top-p", type=float)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--client", choices=["httpx", "aiohttp"], default="httpx")
     ap.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -164,8 +164,7 @@ class KeyAuthority:
     def authenticate(self, key: str | None) -> Principal:
         if not key:
             raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>'")
-        with self._registry.unit_of_work() as uow:
-            record = uow.api_keys.find_by_hash(self._hash(key))
+        record = self._registry.api_key_by_hash(self._hash(key))
         if record is None or record.revoked_at is not None:
             raise AuthenticationError("the API key is not valid")
         return Principal(key_id=record.id, scopes=parse_scopes(record.scopes))

@@ -16,6 +16,8 @@
 #                                sentence-transformers folder, weights stored in fp16
 #                                (half the bytes; loaded back as fp32)
 #                data-ask.tgz    (bench/device/askdata.sh, run after this script)
+#                before.tgz      with BEFORE_REF=<commit>: that commit's service code, which
+#                                e2e.sh http serves beside this checkout's
 #
 # Then, on the device, one call per folder: bench/device/setup.sh (with c0),
 # bench/device/part.sh .device/cN (c1..c5), and the measurements (e2e.sh).
@@ -52,7 +54,8 @@ tar czf $D/c0/llama_cpp.tgz -C $V llama_cpp
 PKGS="fastapi starlette pydantic pydantic_core pydantic-settings python-dotenv annotated-types typing-inspection
 uvicorn python-multipart SQLAlchemy greenlet alembic Mako qdrant-client portalocker h2 hpack hyperframe celery kombu
 vine billiard amqp click-didyoumean click-repl click-plugins prompt_toolkit wcwidth croniter tzdata tzlocal pytz
-diskcache opentelemetry-api qdrant-edge-py"
+diskcache opentelemetry-api qdrant-edge-py uvloop httptools aiohttp aiohappyeyeballs aiosignal frozenlist multidict
+yarl propcache"
 pins=$($PY -m pip freeze 2>/dev/null | awk -F== -v pk="$(echo $PKGS | tr ' ' '\n' | tr 'A-Z_' 'a-z-' | paste -sd' ')" '
   BEGIN { n = split(pk, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 }
   { name = tolower($1); gsub("_", "-", name); if (name in want) print $1 "==" $2 }')
@@ -82,4 +85,8 @@ weights = load_file(str(src / "model.safetensors"))
 save_file({k: v.half().contiguous() for k, v in weights.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
 PYEOF
 tar czf $D/c5/minilm.tgz -C $D/cache minilm
+
+# 5. The code of $BEFORE_REF (e.g. main), for e2e.sh http's service "before" beside this checkout's.
+rm -f $D/c5/before.tgz
+[ -z "${BEFORE_REF:-}" ] || git archive --format=tar.gz -o $D/c5/before.tgz "$BEFORE_REF" api rag runtime ingest
 du -sh $D/c*

@@ -8,16 +8,19 @@
 #                    once and their rounds alternating, against llama-batched-bench's
 #                    total time T (same n_batch/n_ubatch, n_ctx per slot, sequences);
 #                    single stream and the 1,839-token prompt against llama-bench
-#   e2e.sh http      the same client (bench/load.py) against two services at once
-#                    (rag serve, model process, embedder on the GPU): now and before
-#                    ($BEFORE: settings of the service before, e.g.
-#                    LLAMA_SAMPLED_COPY_PER_ROW=1), /v1/chat/completions alternating
+#   e2e.sh http      the same client (bench/load.py --client $CLIENT, default aiohttp)
+#                    against two services at once (rag serve, model process, embedder
+#                    on the GPU): now and before ($BEFORE: settings of the service
+#                    before, e.g. LLAMA_SAMPLED_COPY_PER_ROW=1; with parts/before.tgz,
+#                    bundle.sh's BEFORE_REF, the service before is that commit's code,
+#                    on asyncio's loop and h11 as it ran then), /v1/chat/completions alternating
 #                    per stream count, llama-batched-bench's T ($TB_ROUNDS runs)
 #                    before and after; then on the first, alternating per stream
 #                    count, /ask (retrieval + generation, over the data directory of
 #                    bench/device/askdata.sh, $ASK_DATA) and chat with prompts as
 #                    long as /ask's ($ASK_WORDS words of filler), and chat with
-#                    random sampling ($SAMPLING)
+#                    random sampling ($SAMPLING); at 16 streams the service now once more
+#                    through httpx's client (the client of the earlier sessions)
 #   e2e.sh prompt    bench/device/prompt_phase.py: a burst's prompt phase packed as
 #                    llama-batched-bench packs it and as the scheduler does
 #   e2e.sh raw       bench/device/rawdecode.py --service: decode steps without the
@@ -52,7 +55,8 @@ PEER_ROUNDS=${PEER_ROUNDS:-3}
 ASK_DATA=${ASK_DATA:-$W/parts/data-ask.tgz}
 ASK_WORDS=${ASK_WORDS:-680}  # chat prompts about as long as /ask's (~890 tokens)
 SAMPLING=${SAMPLING:---temperature 0.8 --top-p 0.95}
-BEFORE=${BEFORE:-LLAMA_SAMPLED_COPY_PER_ROW=1}
+BEFORE=${BEFORE:-}
+CLIENT=${CLIENT:-aiohttp}
 TB_ROUNDS=${TB_ROUNDS:-3}
 RAW_ROUNDS=${RAW_ROUNDS:-3}
 SLOT=${SLOT:-1024}           # KV cells per sequence, on every side
@@ -101,7 +105,7 @@ wait_ready() {  # url, seconds
 }
 load() {  # port label model [extra]
   python3 bench/load.py --url http://127.0.0.1:$1 --label $2 --model $3 --streams $STREAMS \
-    --max-tokens 128 --ignore-eos --json $W/$2.json ${@:4} 2>&1 | tee -a $OUT/${LOG:-http.log}
+    --max-tokens 128 --ignore-eos --client $CLIENT --json $W/$2.json ${@:4} 2>&1 | tee -a $OUT/${LOG:-http.log}
 }
 merge() {  # output json, then the labels' prefixes
   python3 - $W "$@" <<'PYEOF'
@@ -113,24 +117,34 @@ Path(out).write_text(json.dumps({p.stem: json.loads(p.read_text()) for p in sort
 PYEOF
 }
 serve() {  # port data-dir [VAR=value...]: rag serve with the model in a model process
-  env RAG_DATA_DIR=$2 RAG_LLM_MODEL=$M RAG_LLM_PARALLEL=$NP RAG_LLM_QUEUE_SIZE=$NP RAG_LLM_N_CTX=$SLOT \
+  env ${CODE:+PYTHONPATH=$CODE:$W/noextras:$PYTHONPATH} RAG_DATA_DIR=$2 RAG_LLM_MODEL=$M RAG_LLM_PARALLEL=$NP RAG_LLM_QUEUE_SIZE=$NP RAG_LLM_N_CTX=$SLOT \
     RAG_LLM_FLASH_ATTN=on RAG_LLM_THREADS=16 RAG_LLM_PROMPT_STYLE=gemma-chat RAG_EMBEDDING_MODEL=$W/minilm \
     RAG_EMBEDDING_DEVICE=cuda RAG_BOOTSTRAP_ADMIN_KEY=$KEY "${@:3}" python3 -m api.cli serve --host 127.0.0.1 \
     --port $1 > $W/serve-$1.log 2>&1 &
 }
+before_code() {  # parts/before.tgz (bundle.sh BEFORE_REF): that commit's code, without uvloop/httptools
+  [ -f $W/parts/before.tgz ] || return 0
+  rm -rf $W/before $W/noextras && mkdir -p $W/before $W/noextras/uvloop $W/noextras/httptools
+  tar xzf $W/parts/before.tgz -C $W/before
+  for m in uvloop httptools; do echo "raise ImportError('$m: off for the service before')" > $W/noextras/$m/__init__.py; done
+  echo $W/before
+}
 if [ "$step" = http ]; then
-  : > $OUT/http.log
+  : > $OUT/http.log; echo "load average at start: $(cat /proc/loadavg)" >> $OUT/http.log
   rm -rf $W/data-ask $W/data-before && tar xzf $ASK_DATA -C $W
   : > $OUT/batched-bench.jsonl
   batched_bench
   serve 8000 $W/data-ask; now=$!
-  serve 8001 $W/data-before $BEFORE; before=$!
+  code=$(before_code)
+  (cd ${code:-.} && CODE=$code serve 8001 $W/data-before $BEFORE); before=$(pgrep -f "port 8001" | head -1)
   wait_ready http://127.0.0.1:8000/readyz 240 && wait_ready http://127.0.0.1:8001/readyz 240 || exit 1
   for s in ${STREAMS//,/ }; do
     STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
     STREAMS=$s load 8001 before-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
   done
-  kill $before; wait $before
+  STREAMS=16 CLIENT=httpx load 8000 service-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
+  STREAMS=16 CLIENT=httpx load 8001 before-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
+  kill $before; while kill -0 $before 2>/dev/null; do sleep 0.5; done
   for s in ${STREAMS//,/ }; do
     STREAMS=$s load 8000 service-ask-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
       --api-key $KEY
@@ -140,6 +154,7 @@ if [ "$step" = http ]; then
   load 8000 service-sampled model --kind chat --rounds $ROUNDS --api-key $KEY $SAMPLING
   kill $now; wait $now
   batched_bench
+  echo "load average at end: $(cat /proc/loadavg)" >> $OUT/http.log
   merge $OUT/http.json service before
   tail -c 12000 $W/serve-8000.log > $OUT/serve.log
   grep -h "prompt\|n_ctx\|n_batch" $W/serve-8001.log | tail -5 >> $OUT/serve.log

@@ -20,8 +20,9 @@ from rag.registry.collections import CollectionRepository
 from rag.registry.documents import DocumentRepository
 from rag.registry.folders import FolderRepository
 from rag.registry.golden import GoldenRepository
-from rag.registry.keys import ApiKeyRepository
+from rag.registry.keys import ApiKeyRepository, key_by_hash
 from rag.registry.migrate import upgrade
+from rag.registry.records import ApiKeyRecord
 from rag.registry.runs import RunRepository
 from rag.registry.schedules import ScheduleRepository
 from rag.registry.versions import VersionRepository
@@ -71,6 +72,15 @@ class Database:
     def ping(self) -> None:
         with self.unit_of_work() as uow:
             uow.session.execute(select(1))
+
+    def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        """The API key with this hash, read on a pooled connection without a
+        session: a third of a unit of work's cost, on every request."""
+        try:
+            with self.engine.connect() as conn:
+                return key_by_hash(conn, key_hash)
+        except SQLAlchemyError as exc:
+            raise BackendError(f"registry database error: {exc}") from exc
 
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:

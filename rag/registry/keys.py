@@ -5,15 +5,32 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from rag.registry._sql import Repository, insert_if_absent
 from rag.registry.records import ApiKeyRecord, utc, utcnow
 from rag.registry.tables import ApiKeyRow
 
-__all__ = ["ApiKeyRepository"]
+__all__ = ["ApiKeyRepository", "key_by_hash"]
 
 
 def _record(row: ApiKeyRow) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=list(row.scopes),
+        created_at=utc(row.created_at) or utcnow(),
+        revoked_at=utc(row.revoked_at),
+    )
+
+
+def key_by_hash(conn: Connection, key_hash: str) -> ApiKeyRecord | None:
+    """The key with this hash, read in one Core query (no ORM session): the
+    door asks this for every request."""
+    row = conn.execute(select(ApiKeyRow.__table__).where(ApiKeyRow.key_hash == key_hash)).first()
+    if row is None:
+        return None
     return ApiKeyRecord(
         id=row.id,
         name=row.name,

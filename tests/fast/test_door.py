@@ -105,6 +105,19 @@ def world(client: TestClient) -> World:
     return World(client)
 
 
+def api_routes(routes: list[Any]) -> list[APIRoute]:
+    """The app's API routes. FastAPI 0.163 keeps an included router as one
+    entry of ``app.routes`` (``_IncludedRouter``, its routes under
+    ``original_router``); earlier versions copied them into ``app.routes``."""
+    out: list[APIRoute] = []
+    for r in routes:
+        if isinstance(r, APIRoute):
+            out.append(r)
+        elif hasattr(r, "original_router"):
+            out += api_routes(r.original_router.routes)
+    return out
+
+
 def test_every_route_declares_who_may_call_it(client: TestClient) -> None:
     def roles(dependant: Any) -> list[Any]:
         found = [getattr(dependant.call, "auth_role", None)]
@@ -114,16 +127,36 @@ def test_every_route_declares_who_may_call_it(client: TestClient) -> None:
 
     unguarded = [
         f"{sorted(r.methods)} {r.path}"
-        for r in client.app.routes  # type: ignore[attr-defined]
-        if isinstance(r, APIRoute) and not is_open_path(r.path, docs_open=False) and not roles(r.dependant)
+        for r in api_routes(client.app.routes)  # type: ignore[attr-defined]
+        if not is_open_path(r.path, docs_open=False) and not roles(r.dependant)
     ]
     assert unguarded == []
-    declared = {(m, r.path) for r in client.app.routes if isinstance(r, APIRoute) for m in r.methods}  # type: ignore[attr-defined]
+    declared = {(m, r.path) for r in api_routes(client.app.routes) for m in r.methods}  # type: ignore[attr-defined]
+    assert len(declared) > 30  # the walk reaches the routes
     tested = {(m, p.replace("{c}", "{name}").replace("{doc}", "{document_id}").replace("{run}", "{run_id}")
                .replace("{schedule}", "{schedule_id}").replace("{key}", "{key_id}")) for m, p, _, _ in ROUTES}
     tested |= {(m, p.replace("{key}", "{key_id}")) for m, p, _, _ in GLOBAL_ROUTES}
     missing = {d for d in declared if d not in tested and not is_open_path(d[1], docs_open=False)}
     assert missing == set(), "routes without a test in ROUTES/GLOBAL_ROUTES"
+
+
+def test_the_door_and_the_shared_dependencies_need_no_thread_hop(client: TestClient) -> None:
+    """The dependencies of api.auth and api.deps only read attributes and
+    compare scopes: async, so FastAPI runs them on the event loop instead of
+    a thread-pool hop each, which a burst of requests waits on in turn."""
+    import inspect
+
+    def calls(dependant: Any) -> list[Any]:
+        return [dependant.call, *(c for sub in dependant.dependencies for c in calls(sub))]
+
+    ours = {
+        c
+        for r in api_routes(client.app.routes)  # type: ignore[attr-defined]
+        for c in calls(r.dependant)[1:]
+        if getattr(c, "__module__", "") in ("api.auth", "api.deps")
+    }
+    assert {c.__name__ for c in ours} >= {"get_principal", "get_service", "get_runtime", "check", "_any_key"}
+    assert {c.__qualname__ for c in ours if not inspect.iscoroutinefunction(c)} == set()
 
 
 ORDER = ["read", "write", "admin"]
