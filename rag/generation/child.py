@@ -60,6 +60,12 @@ def _serve(conn: Connection) -> None:
         "detokenize": model.detokenize,
         "token_text": model.token_text,
     }
+    # Calls are answered on threads of their own, several at once: a burst of
+    # requests each tokenizing its prompt waited here one after the other,
+    # behind this loop's other messages (llama.cpp's tokenizer reads the
+    # vocabulary only and ctypes lets go of the GIL, as llama-server tokenizes
+    # on its HTTP threads while it decodes).
+    answering = concurrent.futures.ThreadPoolExecutor(_CALL_THREADS, thread_name_prefix="model-call")
     try:
         while True:
             try:
@@ -76,16 +82,30 @@ def _serve(conn: Connection) -> None:
                     job.cancel()
             elif kind == "call":
                 _, call_id, method, arg = message
-                try:
-                    outbox.put(("reply", call_id, calls[method](arg)))
-                except Exception as exc:
-                    outbox.put(("fail", call_id, f"{method}: {exc}"))
+                answering.submit(_answer, outbox, calls, call_id, method, arg)
             elif kind == "close":
                 break
     finally:
+        answering.shutdown(wait=True, cancel_futures=True)
         model.close()
         outbox.put(None)
         sender.join(timeout=10)
+
+
+_CALL_THREADS = 4
+
+
+def _answer(
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None],
+    calls: dict[str, Callable[[Any], Any]],
+    call_id: int,
+    method: str,
+    arg: Any,
+) -> None:
+    try:
+        outbox.put(("reply", call_id, calls[method](arg)))
+    except Exception as exc:
+        outbox.put(("fail", call_id, f"{method}: {exc}"))
 
 
 class _StepTexts:

@@ -4,6 +4,7 @@ concurrent requests, no torch in the child, and recovery from a crash."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import threading
@@ -59,6 +60,21 @@ def test_the_child_answers_as_the_model_does_in_process(remote: ModelProcess, mo
     assert "".join(pieces).strip() == there.text
     assert there.completion_tokens == here.completion_tokens and there.finish_reason == here.finish_reason
     assert remote.info["torch_loaded"] is False and remote.info["pid"] == remote.pid != os.getpid()
+
+
+def test_tokenizer_calls_at_once_while_generating_agree_with_one_by_one(remote: ModelProcess) -> None:
+    """The child answers calls on several threads, beside its scheduler's."""
+    texts = [f"{i} {PROMPT * (1 + i % 3)}" for i in range(24)]
+    expected = [remote.tokenize(t) for t in texts]  # one by one (and now cached: ask others below)
+    job = remote.submit(remote.tokenize(PROMPT), LONG)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda t: remote.tokenize(t + " again"), texts))
+            pieces = list(pool.map(lambda toks: remote.detokenize(toks[1:]), expected))
+    finally:
+        job.cancel()
+    assert [g[: len(e) - 1] for g, e in zip(got, expected, strict=True)] == [e[:-1] for e in expected]
+    assert pieces == [remote.detokenize(e[1:]) for e in expected]
 
 
 def test_concurrent_requests_and_token_times(remote: ModelProcess) -> None:

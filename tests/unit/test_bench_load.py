@@ -23,3 +23,21 @@ def test_the_split_is_before_generation_and_outside_the_server() -> None:
 
 def test_a_server_without_timings_adds_nothing() -> None:
     assert server_split([stream(0.0, 1.0, {})]) == {}  # type: ignore[list-item]
+
+
+def test_the_sse_lines_of_either_client_are_read_alike() -> None:
+    from bench.load import _Events
+
+    chat = _Events("chat")
+    lines = [
+        'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}', "",
+        'data: {"choices":[{"delta":{"content":"Hi"}}]}', "",
+        'data: {"choices":[{"delta":{}}],"usage":{"completion_tokens":1},"timings":{"total_s":0.5}}', "",
+        "data: [DONE]",
+    ]
+    assert [chat.line(x) for x in lines] == [True] * 6 + [False]
+    assert len(chat.arrivals) == 1 and chat.usage == {"completion_tokens": 1} and chat.timings == {"total_s": 0.5}
+    ask = _Events("ask")
+    for line in ["event: delta", 'data: {"text":"a"}', "event: done", 'data: {"usage":{"x":1},"timings":{"t":2}}']:
+        assert ask.line(line)
+    assert len(ask.arrivals) == 1 and ask.usage == {"x": 1} and ask.timings == {"t": 2}
