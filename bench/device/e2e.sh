@@ -54,7 +54,7 @@ ROUNDS=${ROUNDS:-5}
 PEER_ROUNDS=${PEER_ROUNDS:-3}
 ASK_DATA=${ASK_DATA:-$W/parts/data-ask.tgz}
 ASK_WORDS=${ASK_WORDS:-680}  # chat prompts about as long as /ask's (~890 tokens)
-SAMPLING=${SAMPLING:---temperature 0.8 --top-p 0.95}
+SAMPLING=${SAMPLING---temperature 0.8 --top-p 0.95}
 BEFORE=${BEFORE:-}
 CLIENT=${CLIENT:-aiohttp}
 TB_ROUNDS=${TB_ROUNDS:-3}
@@ -129,35 +129,42 @@ before_code() {  # parts/before.tgz (bundle.sh BEFORE_REF): that commit's code, 
   for m in uvloop httptools; do echo "raise ImportError('$m: off for the service before')" > $W/noextras/$m/__init__.py; done
   echo $W/before
 }
-if [ "$step" = http ]; then
+if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask, long chat, sampling
   : > $OUT/http.log; echo "load average at start: $(cat /proc/loadavg)" >> $OUT/http.log
   rm -rf $W/data-ask $W/data-before && tar xzf $ASK_DATA -C $W
   : > $OUT/batched-bench.jsonl
   batched_bench
   serve 8000 $W/data-ask; now=$!
-  code=$(before_code)
-  (cd ${code:-.} && CODE=$code serve 8001 $W/data-before $BEFORE); before=$(pgrep -f "port 8001" | head -1)
-  wait_ready http://127.0.0.1:8000/readyz 240 && wait_ready http://127.0.0.1:8001/readyz 240 || exit 1
-  for s in ${STREAMS//,/ }; do
-    STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
-    STREAMS=$s load 8001 before-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
-  done
-  STREAMS=16 CLIENT=httpx load 8000 service-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
-  STREAMS=16 CLIENT=httpx load 8001 before-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
-  kill $before; while kill -0 $before 2>/dev/null; do sleep 0.5; done
-  for s in ${STREAMS//,/ }; do
-    STREAMS=$s load 8000 service-ask-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
-      --api-key $KEY
-    STREAMS=$s load 8000 service-chatlong-S$s model --kind chat --prompt-words $ASK_WORDS --rounds $ROUNDS \
-      --api-key $KEY
-  done
-  load 8000 service-sampled model --kind chat --rounds $ROUNDS --api-key $KEY $SAMPLING
+  if [ "${CHAT:-1}" = 1 ]; then
+    code=$(before_code)
+    (cd ${code:-.} && CODE=$code serve 8001 $W/data-before $BEFORE); before=$(pgrep -f "port 8001" | head -1)
+  fi
+  wait_ready http://127.0.0.1:8000/readyz 240 || exit 1
+  if [ "${CHAT:-1}" = 1 ]; then
+    wait_ready http://127.0.0.1:8001/readyz 240 || exit 1
+    for s in ${STREAMS//,/ }; do
+      STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
+      STREAMS=$s load 8001 before-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
+    done
+    STREAMS=16 CLIENT=httpx load 8000 service-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
+    STREAMS=16 CLIENT=httpx load 8001 before-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
+    kill $before; while kill -0 $before 2>/dev/null; do sleep 0.5; done
+  fi
+  if [ "${ASK:-1}" = 1 ]; then
+    for s in ${STREAMS//,/ }; do
+      STREAMS=$s load 8000 service-ask-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
+        --api-key $KEY
+      STREAMS=$s load 8000 service-chatlong-S$s model --kind chat --prompt-words $ASK_WORDS --rounds $ROUNDS \
+        --api-key $KEY
+    done
+    [ -n "$SAMPLING" ] && load 8000 service-sampled model --kind chat --rounds $ROUNDS --api-key $KEY $SAMPLING
+  fi
   kill $now; wait $now
   batched_bench
   echo "load average at end: $(cat /proc/loadavg)" >> $OUT/http.log
   merge $OUT/http.json service before
   tail -c 12000 $W/serve-8000.log > $OUT/serve.log
-  grep -h "prompt\|n_ctx\|n_batch" $W/serve-8001.log | tail -5 >> $OUT/serve.log
+  grep -h "prompt\|n_ctx\|n_batch" $W/serve-8001.log 2>/dev/null | tail -5 >> $OUT/serve.log
 fi
 if [ "$step" = peer ]; then
   LOG=peer.log; : > $OUT/peer.log
