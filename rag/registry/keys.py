@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from rag.registry._sql import Repository, insert_if_absent
 from rag.registry.records import ApiKeyRecord, utc, utcnow
@@ -14,7 +15,8 @@ from rag.registry.tables import ApiKeyRow
 __all__ = ["ApiKeyRepository", "key_by_hash"]
 
 
-def _record(row: ApiKeyRow) -> ApiKeyRecord:
+def _record(row: ApiKeyRow | Row[Any]) -> ApiKeyRecord:
+    """An ORM row or a Core row of the table: the same attributes."""
     return ApiKeyRecord(
         id=row.id,
         name=row.name,
@@ -29,16 +31,7 @@ def key_by_hash(conn: Connection, key_hash: str) -> ApiKeyRecord | None:
     """The key with this hash, read in one Core query (no ORM session): the
     door asks this for every request."""
     row = conn.execute(select(ApiKeyRow.__table__).where(ApiKeyRow.key_hash == key_hash)).first()
-    if row is None:
-        return None
-    return ApiKeyRecord(
-        id=row.id,
-        name=row.name,
-        prefix=row.prefix,
-        scopes=list(row.scopes),
-        created_at=utc(row.created_at) or utcnow(),
-        revoked_at=utc(row.revoked_at),
-    )
+    return None if row is None else _record(row)
 
 
 class ApiKeyRepository(Repository):
