@@ -323,6 +323,12 @@ class Settings(BaseSettings):
         "steps in a row while running streams wait for their next token; 0 packs prompts into what the "
         "running streams leave of each step, as they arrive. Default: 8 with a GPU, 0 on a CPU.",
     )
+    llm_step_trace: Path | None = Field(
+        default=None,
+        description="Diagnostics: append one JSON line per scheduler step to this file (when it began, when "
+        "llama_decode returned and its tokens were read, on the machine's monotonic clock; its tokens, prompt "
+        "tokens and outputs), written whenever the scheduler falls idle. Off by default.",
+    )
     llm_prompt_cache: bool = Field(
         default=True,
         description="Reuse the KV cache of a prompt prefix seen before (the fixed "

@@ -20,7 +20,10 @@
 #                    bench/device/askdata.sh, $ASK_DATA) and chat with prompts as
 #                    long as /ask's ($ASK_WORDS words of filler), and chat with
 #                    random sampling ($SAMPLING); at 16 streams the service now once more
-#                    through httpx's client (the client of the earlier sessions)
+#                    through httpx's client (the client of the earlier sessions);
+#                    BEFORE_SERVICE=0: this checkout's service alone. The service now
+#                    records its scheduler's steps (RAG_LLM_STEP_TRACE) and timeline.py
+#                    splits each round's wall time with them (timeline.log)
 #   e2e.sh prompt    bench/device/prompt_phase.py: a burst's prompt phase packed as
 #                    llama-batched-bench packs it and as the scheduler does
 #   e2e.sh raw       bench/device/rawdecode.py --service: decode steps without the
@@ -134,13 +137,14 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   rm -rf $W/data-ask $W/data-before && tar xzf $ASK_DATA -C $W
   : > $OUT/batched-bench.jsonl
   batched_bench
-  serve 8000 $W/data-ask; now=$!
-  if [ "${CHAT:-1}" = 1 ]; then
+  rm -f $W/steps.jsonl
+  serve 8000 $W/data-ask RAG_LLM_STEP_TRACE=$W/steps.jsonl; now=$!
+  if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
     code=$(before_code)
     (cd ${code:-.} && CODE=$code serve 8001 $W/data-before $BEFORE); before=$(pgrep -f "port 8001" | head -1)
   fi
   wait_ready http://127.0.0.1:8000/readyz 240 || exit 1
-  if [ "${CHAT:-1}" = 1 ]; then
+  if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
     wait_ready http://127.0.0.1:8001/readyz 240 || exit 1
     for s in ${STREAMS//,/ }; do
       STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
@@ -149,7 +153,12 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
     STREAMS=16 CLIENT=httpx load 8000 service-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
     STREAMS=16 CLIENT=httpx load 8001 before-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
     kill $before; while kill -0 $before 2>/dev/null; do sleep 0.5; done
+  elif [ "${CHAT:-1}" = 1 ]; then  # BEFORE_SERVICE=0: this checkout's service alone
+    for s in ${STREAMS//,/ }; do
+      STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
+    done
   fi
+  batched_bench  # T between the chat and the /ask runs as well (the GPU's speed drifts within a session)
   if [ "${ASK:-1}" = 1 ]; then
     for s in ${STREAMS//,/ }; do
       STREAMS=$s load 8000 service-ask-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
@@ -163,6 +172,10 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   batched_bench
   echo "load average at end: $(cat /proc/loadavg)" >> $OUT/http.log
   merge $OUT/http.json service before
+  for prefix in service-chat-S service-ask-S service-chatlong-S; do  # where each round's time went (timeline.py)
+    python3 bench/device/timeline.py $OUT/http.json $W/steps.jsonl $OUT/batched-bench.jsonl --prefix $prefix
+  done 2>&1 | tee $OUT/timeline.log
+  gzip -c $W/steps.jsonl > $OUT/steps.jsonl.gz
   tail -c 12000 $W/serve-8000.log > $OUT/serve.log
   grep -h "prompt\|n_ctx\|n_batch" $W/serve-8001.log 2>/dev/null | tail -5 >> $OUT/serve.log
 fi

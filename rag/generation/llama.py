@@ -29,6 +29,7 @@ from rag.generation.native import backend_init, default_gpu_layers, llama_cpp
 from rag.generation.sampler import BatchGreedy
 from rag.generation.scheduler import Scheduler
 from rag.generation.slots import Slot
+from rag.generation.trace import StepTrace
 from rag.generation.types import FlashAttention, GenerationParams, KvCacheType, TextModel
 
 __all__ = ["LlamaModel"]
@@ -61,6 +62,7 @@ class LlamaModel(TextModel):
         batch_greedy: bool = True,
         overlap: bool | None = None,
         vocab_only: bool = False,
+        step_trace: Path | None = None,
     ) -> None:
         lc = llama_cpp()
         self._lc = lc
@@ -91,6 +93,7 @@ class LlamaModel(TextModel):
         self._greedy: BatchGreedy | None = None  # its callbacks must outlive the context
         self._seq_configs: Any = None  # likewise
         self._lora: Any = None
+        self._step_trace = step_trace
 
         self._load_model(vocab_only)
         if vocab_only:  # a tokenizer only: nothing to generate with
@@ -227,6 +230,7 @@ class LlamaModel(TextModel):
             greedy_chain=self._greedy_chain if backend_sampling else None,
             prompt_steps=self.prompt_steps,
             n_ubatch=self.n_ubatch,
+            trace=StepTrace(self._step_trace) if self._step_trace is not None else None,
         )
 
     def _greedy_chain(self) -> Any:

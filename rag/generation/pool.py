@@ -43,6 +43,8 @@ def load_models(settings: Settings) -> list[TextModel]:
         "prompt_cache": settings.llm_prompt_cache,
         "prompt_steps": settings.llm_prompt_steps,
     }
+    if settings.llm_step_trace is not None:
+        options["step_trace"] = Path(settings.llm_step_trace).expanduser()
     factory: Callable[..., TextModel] = ModelProcess if settings.llm_isolation == "process" else LlamaModel
     models: list[TextModel] = []
     with concurrent.futures.ThreadPoolExecutor(settings.llm_pool_size) as executor:

@@ -45,6 +45,7 @@ from rag.generation.batch import Batch
 from rag.generation.extractive import token_logprob
 from rag.generation.job import GenerationJob
 from rag.generation.slots import Slot, place
+from rag.generation.trace import StepTrace
 
 __all__ = ["Scheduler"]
 
@@ -73,6 +74,7 @@ class Scheduler:
         greedy_chain: Callable[[], Any] | None = None,
         prompt_steps: int = 0,
         n_ubatch: int = 512,
+        trace: StepTrace | None = None,
     ) -> None:
         self._lc = lc
         self._ctx = ctx
@@ -91,6 +93,8 @@ class Scheduler:
         self._prompt_steps = prompt_steps
         self._n_ubatch = max(1, min(n_ubatch, batch.capacity))
         self._held = 0  # prompt-only steps in a row while sequences waited for their next token
+        self._trace = trace
+        self._decodes = 0  # next tokens of running sequences in the step being packed
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._incoming: queue.SimpleQueue[GenerationJob | None] = queue.SimpleQueue()
@@ -132,6 +136,8 @@ class Scheduler:
                     break
                 self._admit()
                 if not self._busy:
+                    if self._trace is not None:
+                        self._trace.flush()
                     self._wake.wait()
                     self._wake.clear()
                     continue
@@ -203,12 +209,17 @@ class Scheduler:
         stopped sequence costs nothing more."""
         if not self._overlap:
             self._drain()
+        began = time.perf_counter()
         outputs = self._fill()
         launched = self._batch.n > 0 and self._launch(outputs)
+        called = time.perf_counter()
         if self._overlap:
             self._drain()
         if launched:
             self._collect(outputs)
+            if self._trace is not None:
+                n = self._batch.n
+                self._trace.record(began, called, time.perf_counter(), n, n - self._decodes, len(outputs))
         for slot in [s for s in self._busy if s.job is not None and s.job.ending is not None and not s.job.unsent]:
             assert slot.job is not None and slot.job.ending is not None
             self._release(slot, slot.job.ending)
@@ -218,6 +229,7 @@ class Scheduler:
         Returns the slots with an output in it."""
         batch = self._batch
         batch.clear()
+        self._decodes = 0
         if self._prompt_steps <= 0:
             return self._fill_mixed()
         outputs: list[Slot] = []
@@ -273,6 +285,7 @@ class Scheduler:
             return
         job.out_index = self._batch.add_one(job.last_token, job.n_past, slot.seq_id, True)
         job.n_past += 1
+        self._decodes += 1
         outputs.append(slot)
 
     def _add_prompt_run(self, slot: Slot, take: int, outputs: list[Slot]) -> None:

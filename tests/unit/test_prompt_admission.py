@@ -6,7 +6,11 @@ running stream waits for its next token."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import threading
+import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +21,7 @@ from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
 from rag.generation.scheduler import Scheduler
 from rag.generation.slots import Slot
+from rag.generation.trace import StepTrace
 
 N_BATCH = 2048
 N_UBATCH = 512
@@ -94,21 +99,21 @@ class FakeLlama:
         return 0
 
 
-def make_scheduler(fake: FakeLlama, slots: int, prompt_steps: int) -> Scheduler:
+def make_scheduler(fake: FakeLlama, slots: int, prompt_steps: int, trace: StepTrace | None = None) -> Scheduler:
     batch = Batch(SimpleNamespace(llama_batch=SimpleNamespace), N_BATCH, slots)
     fake.batch = batch
     return Scheduler(
         fake, object(), object(), [Slot(seq_id=i, sampler=None) for i in range(slots)], batch,
         n_vocab=16, piece=lambda t: b"x", prompt_cache=True, min_copy=16, backend_sampling=True,
-        overlap=True, name="fake", prompt_steps=prompt_steps, n_ubatch=N_UBATCH,
+        overlap=True, name="fake", prompt_steps=prompt_steps, n_ubatch=N_UBATCH, trace=trace,
     )
 
 
 def burst(fake: FakeLlama, prompt_steps: int, *, prompts: int = 16, length: int = 505,
-          gen: int = 4) -> tuple[list[list[int]], list[GenerationJob]]:
+          gen: int = 4, trace: StepTrace | None = None) -> tuple[list[list[int]], list[GenerationJob]]:
     """One stream decoding (seq 0), then ``prompts`` requests arriving while a
     step computes, as over HTTP; every job runs to the end."""
-    scheduler = make_scheduler(fake, prompts + 1, prompt_steps)
+    scheduler = make_scheduler(fake, prompts + 1, prompt_steps, trace)
     try:
         first = GenerationJob([1, 2, 3], GenerationParams(max_tokens=3 * gen + 40, ignore_eog=True))
         fake.gate = threading.Event()
@@ -165,3 +170,21 @@ def test_a_running_stream_waits_at_most_prompt_steps_steps(limit: int) -> None:
         run = 0 if 0 in step else run + 1
         longest = max(longest, run)
     assert longest == limit
+
+
+def test_the_step_trace_records_every_step_once_the_scheduler_idles(tmp_path: Path) -> None:
+    path = tmp_path / "steps.jsonl"
+    steps, _ = burst(FakeLlama(), prompt_steps=8, trace=StepTrace(path))
+    deadline = time.monotonic() + 10
+    while len(path.read_text().splitlines() if path.exists() else []) < len(steps):
+        assert time.monotonic() < deadline, "the trace was not written when the scheduler fell idle"
+        time.sleep(0.01)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["tokens"] for r in rows] == [len(s) for s in steps]
+    # The first step is the first stream's 3-token prompt; then prompt steps hold prompt tokens only
+    # (prompts go first), decode steps none.
+    assert rows[0]["prompt"] == 3
+    assert all(r["prompt"] == r["tokens"] for r in rows if r["tokens"] > 17)
+    assert all(r["prompt"] == 0 for r in rows[1:] if r["tokens"] <= 17)
+    assert all(r["began"] <= r["launched"] <= r["collected"] for r in rows)
+    assert all(a["collected"] <= b["began"] for a, b in itertools.pairwise(rows))

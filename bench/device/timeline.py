@@ -1,0 +1,112 @@
+"""Where each HTTP round's time went, from the caller's clock and the
+scheduler's step trace (``RAG_LLM_STEP_TRACE``) on the same machine, beside
+llama-batched-bench's prompt and generation times for the same work.
+
+Per round (bench/load.py's ``started`` and ``wall_s``, both on
+``time.perf_counter``, the machine's monotonic clock, as the trace is):
+
+* ``first step``: from the round's start to the scheduler's first step (the
+  requests' way through the client, the API process and the model process);
+* ``prompt phase``: from that step to the end of the last step holding prompt,
+  against batched-bench's ``t_pp``; ``prompt steps`` how many;
+* ``decode``: from there to the end of the last step, against ``t_tg``; the
+  median step;
+* ``idle``: time between steps with nothing to run (waiting for requests);
+* ``tail``: from the last step's end to the caller's last byte (the text's way
+  back: model process, API process, SSE, client);
+* ``ratio``: the round's tokens per second (prompt + generated, as the caller
+  counted them) against batched-bench's for 512 + 128 per sequence at the same
+  sequence count (its median T over the runs in the file): median over the
+  rounds, then the range.
+
+    python bench/device/timeline.py http.json steps.jsonl [batched-bench.jsonl] [--prefix service-chat-S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def rounds_of(http: dict[str, Any], prefix: str) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for label, run in http.items():
+        if not label.startswith(prefix) or not label[len(prefix):].isdigit():
+            continue
+        for s, data in run["streams"].items():
+            out.setdefault(int(s), []).extend(data["rounds"])
+    return out
+
+
+def split(r: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, float] | None:
+    t0, t1 = r["started"], r["started"] + r["wall_s"]
+    mine = [s for s in steps if t0 <= s["began"] <= t1]
+    if not mine:
+        return None
+    prompt = [s for s in mine if s["prompt"] > 0]
+    prompt_end = prompt[-1]["collected"] if prompt else mine[0]["began"]
+    decode = [s for s in mine if s["collected"] > prompt_end]
+    idle = sum(max(0.0, b["began"] - a["collected"]) for a, b in itertools.pairwise(mine))
+    periods = [b["began"] - a["began"] for a, b in itertools.pairwise(decode)]
+    return {
+        "wall": r["wall_s"],
+        "first_step": mine[0]["began"] - t0,
+        "prompt_phase": prompt_end - mine[0]["began"],
+        "prompt_steps": float(len(prompt)),
+        "decode": mine[-1]["collected"] - prompt_end,
+        "decode_steps": float(len(decode)),
+        "step": statistics.median(periods) if periods else float("nan"),
+        "idle": idle,
+        "tail": t1 - mine[-1]["collected"],
+        "tokens": r["prompt_tokens"] + r["completion_tokens"],
+    }
+
+
+def batched_bench(path: Path | None) -> dict[int, dict[str, float]]:
+    if path is None or not path.exists():
+        return {}
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            runs.setdefault(int(row["pl"]), []).append(row)
+    return {pl: {k: statistics.median(r[k] for r in rows) for k in ("t_pp", "t_tg", "t")} for pl, rows in runs.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("http", type=Path)
+    ap.add_argument("steps", type=Path)
+    ap.add_argument("batched_bench", type=Path, nargs="?")
+    ap.add_argument("--prefix", default="service-chat-S")
+    args = ap.parse_args()
+    http = json.loads(args.http.read_text())
+    steps = sorted((json.loads(x) for x in args.steps.read_text().splitlines() if x.strip()), key=lambda s: s["began"])
+    tb = batched_bench(args.batched_bench)
+    print(f"timeline {args.prefix}*: medians over rounds, ms (batched-bench: median of its runs)")
+    for s, rounds in sorted(rounds_of(http, args.prefix).items()):
+        parts = [p for p in (split(r, steps) for r in rounds) if p is not None]
+        if not parts:
+            print(f"timeline S={s}: no steps inside its rounds")
+            continue
+        m = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+        ref = tb.get(s)
+        ref_text = ""
+        if ref:
+            ratios = sorted(p["tokens"] / p["wall"] / (640 / ref["t"]) for p in parts)
+            ref_text = (f"  | batched-bench pp {ref['t_pp'] * 1000:.1f} tg {ref['t_tg'] * 1000:.1f} "
+                        f"T {ref['t'] * 1000:.1f}  ratio {statistics.median(ratios):.3f} "
+                        f"({ratios[0]:.3f}-{ratios[-1]:.3f})")
+        print(f"timeline S={s:<3} rounds {len(parts)}  wall {m['wall'] * 1000:7.1f}"
+              f"  first step {m['first_step'] * 1000:5.1f}"
+              f"  prompt {m['prompt_phase'] * 1000:6.1f} ({m['prompt_steps']:.0f} steps)"
+              f"  decode {m['decode'] * 1000:6.1f} ({m['decode_steps']:.0f} steps, {m['step'] * 1000:.2f}/step)"
+              f"  idle {m['idle'] * 1000:5.1f}  tail {m['tail'] * 1000:5.1f}{ref_text}")
+
+
+if __name__ == "__main__":
+    main()
