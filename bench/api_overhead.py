@@ -195,8 +195,18 @@ def serve(args: argparse.Namespace) -> None:
     if args.trace:
         app = _traced(app, stages)
 
+    profiler = None
+    if os.environ.get("PROFILE"):  # the event loop's thread under cProfile, written at the end (pstats)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+
     def dump(*_: Any) -> None:
         Path(args.submits).write_text(json.dumps({"submits": model.submits, "stages": stages}))
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.environ["PROFILE"])
         os._exit(0)
 
     signal.signal(signal.SIGTERM, dump)
