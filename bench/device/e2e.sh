@@ -137,7 +137,7 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   rm -rf $W/data-ask $W/data-before && tar xzf $ASK_DATA -C $W
   : > $OUT/batched-bench.jsonl
   batched_bench
-  rm -f $W/steps.jsonl
+  rm -f $W/steps.jsonl $W/steps-before.jsonl
   serve 8000 $W/data-ask RAG_LLM_STEP_TRACE=$W/steps.jsonl; now=$!
   if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
     code=$(before_code)
@@ -176,6 +176,11 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
     python3 bench/device/timeline.py $OUT/http.json $W/steps.jsonl $OUT/batched-bench.jsonl --prefix $prefix
   done 2>&1 | tee $OUT/timeline.log
   gzip -c $W/steps.jsonl > $OUT/steps.jsonl.gz
+  if [ -f $W/steps-before.jsonl ]; then  # BEFORE="... RAG_LLM_STEP_TRACE=$W/steps-before.jsonl": its timeline too
+    python3 bench/device/timeline.py $OUT/http.json $W/steps-before.jsonl $OUT/batched-bench.jsonl \
+      --prefix before-chat-S 2>&1 | tee -a $OUT/timeline.log
+    gzip -c $W/steps-before.jsonl > $OUT/steps-before.jsonl.gz
+  fi
   tail -c 12000 $W/serve-8000.log > $OUT/serve.log
   grep -h "prompt\|n_ctx\|n_batch" $W/serve-8001.log 2>/dev/null | tail -5 >> $OUT/serve.log
 fi
