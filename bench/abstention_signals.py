@@ -26,6 +26,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.answers import FIT_DOCUMENTS, default_squad, ensure_collection
 
@@ -34,6 +35,24 @@ LOGPROB_FEATURES = ("mean_logprob", "min_logprob", "first_logprob")
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def squad_runtime(data_dir: Path, squad: Path) -> Any:
+    """The service without a model (retrieval only) over squad-dev's collection
+    in ``data_dir``, built there on first use; the caller closes it."""
+    from rag.settings import Settings
+    from runtime import build_runtime
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=data_dir, llm_load=False, embedding_threads=1, embedded_worker=False
+    )
+    runtime = build_runtime(settings, "api")
+    try:
+        ensure_collection(runtime, squad / "documents")
+    except BaseException:
+        runtime.close()
+        raise
+    return runtime
 
 
 def main() -> None:
@@ -50,15 +69,9 @@ def main() -> None:
 
     from rag.grounding import find_evidence, grounding_features, passage_features
     from rag.options import SearchOptions
-    from rag.settings import Settings
-    from runtime import build_runtime
 
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, data_dir=args.data_dir, llm_load=False, embedding_threads=1, embedded_worker=False
-    )
-    runtime = build_runtime(settings, "api")
+    runtime = squad_runtime(args.data_dir, squad)
     try:
-        ensure_collection(runtime, squad / "documents")
         service = runtime.service
         options = SearchOptions(top_k=args.top_k)
         rows = [json.loads(line) for line in (squad / "qa.jsonl").read_text().splitlines() if line.strip()]
