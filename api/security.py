@@ -38,7 +38,9 @@ def open_door(app: FastAPI, settings: Settings, registry: Database) -> None:
             settings.bind_host,
         )
         return
-    authority = KeyAuthority(registry, load_or_create_secret(settings.auth_secret, settings.data_dir))
+    authority = KeyAuthority(
+        registry, load_or_create_secret(settings.auth_secret, settings.data_dir), cache_s=settings.auth_cache_s
+    )
     generated = authority.ensure_bootstrap(settings.bootstrap_admin_key)
     if generated is not None:
         log.warning(

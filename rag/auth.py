@@ -17,6 +17,12 @@ Scopes are ``<role>:<collection>``, ``*`` for every collection. Roles nest:
 A key that has no scope on a collection gets the same 403 whether that
 collection exists or not, so a key never learns the names of the collections
 it may not see; listings show it only its own.
+
+A key found valid is trusted for ``RAG_AUTH_CACHE_S`` seconds without asking
+the registry again (``KeyAuthority.recall``: no database round trip, so the
+HTTP door checks it on the event loop without a thread-pool hop). Revoking a
+key through this process forgets it at once; through another API process
+sharing the registry, it stops working here within that time.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ import hmac
 import os
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -151,23 +160,73 @@ def load_or_create_secret(configured: str | None, data_dir: Path) -> bytes:
     return value
 
 
+_RECALLED_KEYS = 1024  # distinct valid keys ``recall`` keeps (the least recently checked go first)
+
+
 class KeyAuthority:
     """Creates, checks, lists and revokes keys in the registry."""
 
-    def __init__(self, registry: Database, secret: bytes) -> None:
+    def __init__(
+        self,
+        registry: Database,
+        secret: bytes,
+        *,
+        cache_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
         self._secret = secret
+        self._cache_s = cache_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        # HMAC of a key found valid -> (its principal, when that was checked); oldest first.
+        self._valid: dict[str, tuple[Principal, float]] = {}
+        self._forgotten = 0  # ``forget`` calls so far: a check that read the registry before one keeps nothing
 
     def _hash(self, key: str) -> str:
         return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()
 
+    def recall(self, key: str | None) -> Principal | None:
+        """The principal of ``key`` if it was found valid less than
+        ``cache_s`` seconds ago, without asking the registry; else None
+        (then ``authenticate``). Quick enough for the event loop."""
+        if not key or self._cache_s <= 0:
+            return None
+        digest = self._hash(key)
+        with self._lock:
+            hit = self._valid.get(digest)
+            if hit is None:
+                return None
+            if self._clock() - hit[1] < self._cache_s:
+                return hit[0]
+            del self._valid[digest]
+            return None
+
     def authenticate(self, key: str | None) -> Principal:
         if not key:
             raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>'")
-        record = self._registry.api_key_by_hash(self._hash(key))
+        digest = self._hash(key)
+        checked, forgotten = self._clock(), self._forgotten
+        record = self._registry.api_key_by_hash(digest)
         if record is None or record.revoked_at is not None:
             raise AuthenticationError("the API key is not valid")
-        return Principal(key_id=record.id, scopes=parse_scopes(record.scopes))
+        principal = Principal(key_id=record.id, scopes=parse_scopes(record.scopes))
+        if self._cache_s > 0:
+            with self._lock:
+                if forgotten != self._forgotten:
+                    return principal  # a key was revoked meanwhile: this row may predate it
+                self._valid.pop(digest, None)
+                self._valid[digest] = (principal, checked)
+                while len(self._valid) > _RECALLED_KEYS:
+                    del self._valid[next(iter(self._valid))]
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        """Drops ``key_id`` from what ``recall`` trusts."""
+        with self._lock:
+            self._forgotten += 1
+            for digest in [d for d, (p, _) in self._valid.items() if p.key_id == key_id]:
+                del self._valid[digest]
 
     def create(self, name: str, scopes: list[str], *, key: str | None = None) -> tuple[ApiKeyRecord, str]:
         """A new key; returns its record and the key itself (shown once)."""
@@ -190,6 +249,7 @@ class KeyAuthority:
     def revoke(self, key_id: str) -> ApiKeyRecord:
         with self._registry.unit_of_work() as uow:
             record = uow.api_keys.revoke(key_id)
+        self.forget(key_id)
         if record is None:
             raise NotFoundError(f"key {key_id!r} not found")
         return record

@@ -124,6 +124,14 @@ class Settings(BaseSettings):
         description="Secret of the keys' HMAC (at least 32 characters). Default: generated once into "
         "data_dir/auth_secret; set it when API processes on several hosts share one registry.",
     )
+    auth_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="Seconds an API process trusts a key it found valid without asking the registry again "
+        "(the check then costs no database round trip). A key revoked through this process stops at once; "
+        "through another process or `rag keys revoke`, within this time. 0: ask on every request.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Origins (https://host:port) allowed to call the API from a browser on another "

@@ -124,9 +124,16 @@ def place(
         lc.llama_memory_seq_rm(mem, slot.seq_id, -1, -1)
         keep = 0
     if prompt_cache:
+        # A donor must share more than ``bar`` tokens, so its token at ``bar``
+        # must match: one comparison rules out nearly every slot before any
+        # prefix is counted (a burst placed one by one among 64 slots spent
+        # milliseconds between two steps counting prefixes).
+        bar = keep + min_copy
+        tokens = job.tokens
+        ahead = [s for s in slots if s is not slot and len(s.cached) > bar and len(tokens) - 1 > bar
+                 and s.cached[bar] == tokens[bar] and s.resident > bar]
         donor, donor_keep = max(
-            ((s, min(common_prefix(s.cached, job.tokens, s.resident), len(job.tokens) - 1))
-             for s in slots if s is not slot),
+            ((s, min(common_prefix(s.cached, tokens, s.resident), len(tokens) - 1)) for s in ahead),
             key=lambda p: p[1], default=(None, 0),
         )
         if donor is not None and donor_keep > keep + min_copy:

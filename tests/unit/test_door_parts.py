@@ -60,6 +60,43 @@ def test_keys_are_stored_as_hmac_only_and_revocation_is_immediate(registry: Data
         authority.revoke("no-such-key")
 
 
+def test_a_checked_key_is_recalled_for_a_while_and_revocation_here_is_immediate(
+    registry: Database, tmp_path: Path
+) -> None:
+    now = [100.0]
+    authority = KeyAuthority(registry, load_or_create_secret(None, tmp_path), cache_s=5.0, clock=lambda: now[0])
+    record, key = authority.create("reader", ["read:a"])
+    other_record, other_key = authority.create("writer", ["write:b"])
+    assert authority.recall(key) is None  # never checked: the registry decides
+    assert authority.authenticate(key).key_id == record.id
+    recalled = authority.recall(key)
+    assert recalled is not None and recalled.scopes == parse_scopes(["read:a"])
+    for bad in (None, "", key + "x"):
+        assert authority.recall(bad) is None
+    now[0] += 5.0
+    assert authority.recall(key) is None  # too old: asked again
+    authority.authenticate(key)
+    authority.authenticate(other_key)
+    authority.revoke(record.id)  # through this process: forgotten at once
+    assert authority.recall(key) is None
+    with pytest.raises(AuthenticationError):
+        authority.authenticate(key)
+    assert authority.recall(other_key) is not None  # the others stay
+    # Revoked elsewhere (another API process, `rag keys revoke`): trusted until the time is up.
+    elsewhere = KeyAuthority(registry, load_or_create_secret(None, tmp_path))
+    elsewhere.revoke(other_record.id)
+    assert authority.recall(other_key) is not None
+    now[0] += 5.0
+    assert authority.recall(other_key) is None
+    with pytest.raises(AuthenticationError):
+        authority.authenticate(other_key)
+    # Off (cache_s 0, the constructor's default): nothing is recalled.
+    off = KeyAuthority(registry, load_or_create_secret(None, tmp_path))
+    _, third = off.create("third", ["read:c"])
+    off.authenticate(third)
+    assert off.recall(third) is None
+
+
 def test_the_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
     first = load_or_create_secret(None, tmp_path)
     assert load_or_create_secret(None, tmp_path) == first and len(first) == 64
