@@ -14,7 +14,8 @@
 #                    before, e.g. LLAMA_SAMPLED_COPY_PER_ROW=1; with parts/before.tgz,
 #                    bundle.sh's BEFORE_REF, the service before is that commit's code,
 #                    on asyncio's loop and h11 as it ran then), /v1/chat/completions alternating
-#                    per stream count, llama-batched-bench's T ($TB_ROUNDS runs)
+#                    per stream count ($PAIRS times, the two taking turns going first),
+#                    llama-batched-bench's T ($TB_ROUNDS runs)
 #                    before and after; then on the first, alternating per stream
 #                    count, /ask (retrieval + generation, over the data directory of
 #                    bench/device/askdata.sh, $ASK_DATA) and chat with prompts as
@@ -61,6 +62,7 @@ SAMPLING=${SAMPLING---temperature 0.8 --top-p 0.95}
 BEFORE=${BEFORE:-}
 CLIENT=${CLIENT:-aiohttp}
 TB_ROUNDS=${TB_ROUNDS:-3}
+PAIRS=${PAIRS:-1}            # http: chat blocks of now and before, $PAIRS times, taking turns going first
 RAW_ROUNDS=${RAW_ROUNDS:-3}
 SLOT=${SLOT:-1024}           # KV cells per sequence, on every side
 NP=${NP:-64}                 # sequence slots, on every side
@@ -146,9 +148,17 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   wait_ready http://127.0.0.1:8000/readyz 240 || exit 1
   if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
     wait_ready http://127.0.0.1:8001/readyz 240 || exit 1
-    for s in ${STREAMS//,/ }; do
-      STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
-      STREAMS=$s load 8001 before-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
+    for pair in $(seq 1 $PAIRS); do  # the services take turns going first, pair by pair
+      p=""; [ $PAIRS = 1 ] || p=p$pair-
+      for s in ${STREAMS//,/ }; do
+        if [ $((pair % 2)) = 1 ]; then
+          STREAMS=$s load 8000 service-chat-${p}S$s model --kind chat --rounds $ROUNDS --api-key $KEY
+          STREAMS=$s load 8001 before-chat-${p}S$s model --kind chat --rounds $ROUNDS --api-key $KEY
+        else
+          STREAMS=$s load 8001 before-chat-${p}S$s model --kind chat --rounds $ROUNDS --api-key $KEY
+          STREAMS=$s load 8000 service-chat-${p}S$s model --kind chat --rounds $ROUNDS --api-key $KEY
+        fi
+      done
     done
     STREAMS=16 CLIENT=httpx load 8000 service-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
     STREAMS=16 CLIENT=httpx load 8001 before-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
@@ -172,13 +182,16 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   batched_bench
   echo "load average at end: $(cat /proc/loadavg)" >> $OUT/http.log
   merge $OUT/http.json service before
-  for prefix in service-chat-S service-ask-S service-chatlong-S; do  # where each round's time went (timeline.py)
+  pairs=""; [ $PAIRS = 1 ] || pairs=$(seq -f "service-chat-p%g-S" 1 $PAIRS)
+  for prefix in service-chat-S $pairs service-ask-S service-chatlong-S; do  # where each round's time went (timeline.py)
     python3 bench/device/timeline.py $OUT/http.json $W/steps.jsonl $OUT/batched-bench.jsonl --prefix $prefix
   done 2>&1 | tee $OUT/timeline.log
   gzip -c $W/steps.jsonl > $OUT/steps.jsonl.gz
   if [ -f $W/steps-before.jsonl ]; then  # BEFORE="... RAG_LLM_STEP_TRACE=$W/steps-before.jsonl": its timeline too
-    python3 bench/device/timeline.py $OUT/http.json $W/steps-before.jsonl $OUT/batched-bench.jsonl \
-      --prefix before-chat-S 2>&1 | tee -a $OUT/timeline.log
+    for prefix in before-chat-S $(echo $pairs | sed 's/service-/before-/g'); do
+      python3 bench/device/timeline.py $OUT/http.json $W/steps-before.jsonl $OUT/batched-bench.jsonl \
+        --prefix $prefix 2>&1 | tee -a $OUT/timeline.log
+    done
     gzip -c $W/steps-before.jsonl > $OUT/steps-before.jsonl.gz
   fi
   tail -c 12000 $W/serve-8000.log > $OUT/serve.log
