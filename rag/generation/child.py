@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import gc
 import os
 import queue
 import signal
@@ -37,6 +38,11 @@ def _serve(conn: Connection) -> None:
     except Exception as exc:  # reported to the parent, which raises it
         conn.send([("failed", str(exc) or repr(exc))])
         return
+    # What is loaded stays: the collector need not walk it again. A full
+    # collection walks every tracked object with the GIL held, and the thread
+    # that triggers it is whichever allocates (requests being unpickled),
+    # while the scheduler waits for the GIL between its llama.cpp calls.
+    gc.freeze()
     outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
     sender = threading.Thread(target=_send_loop, args=(conn, outbox), name="model-sender", daemon=True)
     sender.start()

@@ -25,7 +25,7 @@ from typing import Any
 from rag.errors import BackendError, ConfigurationError
 from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
-from rag.generation.native import backend_init, default_gpu_layers, llama_cpp
+from rag.generation.native import QuickCalls, backend_init, default_gpu_layers, llama_cpp
 from rag.generation.sampler import BatchGreedy
 from rag.generation.scheduler import Scheduler
 from rag.generation.slots import Slot
@@ -213,7 +213,7 @@ class LlamaModel(TextModel):
 
     def _start_scheduler(self, slots: list[Slot], *, backend_sampling: bool, overlap: bool) -> None:
         self._scheduler = Scheduler(
-            self._lc,
+            QuickCalls(self._lc),
             self._ctx,
             self._vocab,
             slots,

@@ -3,13 +3,14 @@ process must load llama.cpp's libraries before anything else does)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from typing import Any
 
 from rag.errors import ConfigurationError
 
-__all__ = ["backend_init", "default_gpu_layers", "llama_cpp"]
+__all__ = ["QUICK_CALLS", "QuickCalls", "backend_init", "default_gpu_layers", "llama_cpp"]
 
 
 def llama_cpp() -> Any:
@@ -37,3 +38,40 @@ def backend_init(lc: Any) -> None:
         if not _backend_ready:
             lc.llama_backend_init()
             _backend_ready = True
+
+
+# llama.cpp calls that return at once (no device work, nothing to wait for;
+# the sampled token or logits are read after an explicit llama_synchronize).
+QUICK_CALLS = (
+    "llama_get_sampled_token_ith",
+    "llama_get_logits_ith",
+    "llama_memory_seq_rm",
+    "llama_sampler_reset",
+    "llama_vocab_is_eog",
+)
+
+
+class QuickCalls:
+    """``lc`` (llama_cpp), with ``QUICK_CALLS`` made without letting go of the GIL.
+
+    ctypes lets go of the GIL around every foreign call. For a call of a
+    microsecond that is a hand-over to any other thread waiting for it, and
+    the scheduler makes several per request it places and one per token it
+    reads, while the model process's other threads (requests coming in, text
+    going out) run Python: each hand-over waited for the other thread to let
+    go again, and a burst of 64 requests stood 15-30 ms between two steps
+    (docs/benchmarks.md, issue 16). The same functions, bound through
+    ``ctypes.PyDLL`` on the same library, keep it."""
+
+    def __init__(self, lc: Any) -> None:
+        self._lc = lc
+        lib = lc.llama_cpp._lib
+        held = ctypes.PyDLL(lib._name, handle=lib._handle)
+        for name in QUICK_CALLS:
+            plain = getattr(lc, name)
+            quick = held[name]
+            quick.argtypes, quick.restype = plain.argtypes, plain.restype
+            setattr(self, name, quick)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lc, name)

@@ -322,6 +322,7 @@ class Scheduler:
         """Reads the step's sampled tokens (waiting for the device) and decides
         what it can from the token ids alone; the text comes in ``_drain``."""
         lc = self._lc
+        lc.llama_synchronize(self._ctx)  # the wait, letting go of the GIL; the reads below are quick
         tokens = [self._sample(slot) for slot in outputs]
         now = time.perf_counter()  # after sampling: llama_decode may return before the device is done
         for slot, token in zip(outputs, tokens, strict=True):

@@ -81,6 +81,9 @@ class FakeLlama:
     def llama_sampler_reset(self, sampler: Any) -> None:
         pass
 
+    def llama_synchronize(self, ctx: Any) -> None:
+        pass
+
     def llama_get_sampled_token_ith(self, ctx: Any, i: int) -> int:
         return TOKEN
 
