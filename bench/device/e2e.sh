@@ -127,11 +127,12 @@ serve() {  # port data-dir [VAR=value...]: rag serve with the model in a model p
     RAG_EMBEDDING_DEVICE=cuda RAG_BOOTSTRAP_ADMIN_KEY=$KEY "${@:3}" python3 -m api.cli serve --host 127.0.0.1 \
     --port $1 > $W/serve-$1.log 2>&1 &
 }
-before_code() {  # parts/before.tgz (bundle.sh BEFORE_REF): that commit's code, without uvloop/httptools
+before_code() {  # parts/before.tgz (bundle.sh BEFORE_REF): that commit's code, without uvloop/httptools (NOEXTRAS=0: with)
   [ -f $W/parts/before.tgz ] || return 0
   rm -rf $W/before $W/noextras && mkdir -p $W/before $W/noextras/uvloop $W/noextras/httptools
   tar xzf $W/parts/before.tgz -C $W/before
-  for m in uvloop httptools; do echo "raise ImportError('$m: off for the service before')" > $W/noextras/$m/__init__.py; done
+  [ "${NOEXTRAS:-1}" = 0 ] && rm -rf $W/noextras/* || \
+    for m in uvloop httptools; do echo "raise ImportError('$m: off for the service before')" > $W/noextras/$m/__init__.py; done
   echo $W/before
 }
 if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask, long chat, sampling
