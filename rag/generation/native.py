@@ -58,10 +58,9 @@ class QuickCalls:
     microsecond that is a hand-over to any other thread waiting for it, and
     the scheduler makes several per request it places and one per token it
     reads, while the model process's other threads (requests coming in, text
-    going out) run Python: each hand-over waited for the other thread to let
-    go again, and a burst of 64 requests stood 15-30 ms between two steps
-    (docs/benchmarks.md, issue 16). The same functions, bound through
-    ``ctypes.PyDLL`` on the same library, keep it."""
+    going out) run Python: each hand-over waits for the other thread to let
+    go again. The same functions, bound through ``ctypes.PyDLL`` on the same
+    library, keep it (measured on the H200: docs/benchmarks.md, session 9)."""
 
     def __init__(self, lc: Any) -> None:
         self._lc = lc
