@@ -108,9 +108,21 @@ wait_ready() {  # url, seconds
   for _ in $(seq 1 "$2"); do curl -sf "$1" > /dev/null && return 0; sleep 1; done
   echo "not ready: $1"; return 1
 }
-load() {  # port label model [extra]
+cpu_ticks() {  # /proc/stat's cpu line: user nice system idle iowait irq softirq steal (ticks)
+  head -1 /proc/stat | cut -d' ' -f3-10
+}
+load() {  # port label model [extra]; after each block, the machine's CPU time during it (steal: the VM's host)
+  local before; before=$(cpu_ticks)
   python3 bench/load.py --url http://127.0.0.1:$1 --label $2 --model $3 --streams $STREAMS \
     --max-tokens 128 --ignore-eos --client $CLIENT --json $W/$2.json ${@:4} 2>&1 | tee -a $OUT/${LOG:-http.log}
+  python3 - "$2" "$before" "$(cpu_ticks)" <<'PYEOF' | tee -a $OUT/${LOG:-http.log}
+import sys
+label, a, b = sys.argv[1], list(map(int, sys.argv[2].split())), list(map(int, sys.argv[3].split()))
+d = [y - x for x, y in zip(a, b)]
+total = sum(d) or 1
+names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+print(f"cpu {label}: " + "  ".join(f"{n} {100 * v / total:.1f}%" for n, v in zip(names, d)))
+PYEOF
 }
 merge() {  # output json, then the labels' prefixes
   python3 - $W "$@" <<'PYEOF'
