@@ -131,15 +131,24 @@ def server_split(streams: list[dict[str, Any]]) -> dict[str, float]:
     model process); ``outside``, the rest of the caller's time for the
     stream (connection, request parsing, the last bytes' delivery)."""
     before, outside = [], []
+    parts: dict[str, list[float]] = {}
     for x in streams:
         t = x["timings"]
         if "total_s" in t and "generation_s" in t:
             before.append(t["total_s"] - t["generation_s"])
             outside.append((x["ended"] - x["started"]) - t["total_s"])
+            for key in _BEFORE_GEN_PARTS:
+                if isinstance(t.get(key), (int, float)):
+                    parts.setdefault(key, []).append(float(t[key]))
     if not before:
         return {}
     return {"server_before_gen_p50_s": _pct(before, 0.5), "server_before_gen_max_s": max(before),
-            "outside_server_p50_s": _pct(outside, 0.5)}
+            "outside_server_p50_s": _pct(outside, 0.5),
+            **{f"server_{key}_p50": _pct(values, 0.5) for key, values in parts.items()}}
+
+
+# The service's timings of the way to the model (/ask: the search, its parts, fitting the prompt, the queue).
+_BEFORE_GEN_PARTS = ("retrieval_s", "embed_s", "store_s", "rerank_s", "prompt_s", "queue_s")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -195,7 +204,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await one_round(client, args, s, salt=f"{args.label}-warm{s}")
             rounds = [await one_round(client, args, s, salt=f"{args.label}-r{r}") for r in range(args.rounds)]
             summary = {k: {"median": statistics.median(r[k] for r in rounds), "min": min(r[k] for r in rounds),
-                           "max": max(r[k] for r in rounds)} for k in rounds[0] if k != "started"}
+                           "max": max(r[k] for r in rounds)}
+                       for k in rounds[0] if k != "started" and all(k in r for r in rounds)}
             out["streams"][s] = {"rounds": rounds, "summary": summary}
             m = {k: v["median"] for k, v in summary.items()}
             print(f"{args.label:<16} S={s:<3} wall {m['wall_s']:.3f} s ({summary['wall_s']['min']:.3f}-"
@@ -204,7 +214,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"gap p50 {1000 * m['gap_p50_s']:.2f} ms p95 {1000 * m['gap_p95_s']:.2f} ms  "
                   f"tokens {m['prompt_tokens']:.0f}+{m['completion_tokens']:.0f}  chunks {m['chunks']:.0f}"
                   + (f"  before gen p50 {1000 * m['server_before_gen_p50_s']:.1f} max "
-                     f"{1000 * m['server_before_gen_max_s']:.1f} ms" if "server_before_gen_p50_s" in m else ""),
+                     f"{1000 * m['server_before_gen_max_s']:.1f} ms" if "server_before_gen_p50_s" in m else "")
+                  + "".join(f"  {key[:-2]} {1000 * m[f'server_{key}_p50']:.1f}" for key in _BEFORE_GEN_PARTS
+                            if f"server_{key}_p50" in m),
                   flush=True)
     return out
 

@@ -161,6 +161,7 @@ class Answering:
             prompt, extractive = await asyncio.to_thread(
                 self._build_prompt, model, question, sources, max_tokens, history, sampling
             )
+            built = time.perf_counter()
             used: list[SearchHit] = []
             if sources is not None:
                 used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
@@ -177,6 +178,7 @@ class Answering:
                 job.cancel()  # a no-op once finished; stops it when the client left
         timings.update(
             queue_s=acquired - retrieved + generation.queue_s,
+            prompt_s=built - acquired,  # fitting the prompt: the tokenizer's round trips
             time_to_first_token_s=generation.time_to_first_token_s,
             generation_s=generation.total_s,
             total_s=time.perf_counter() - started,

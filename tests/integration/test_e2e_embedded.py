@@ -67,7 +67,11 @@ def test_every_format_is_indexed_and_answers_cite_the_right_document(
     assert body["sources"][0]["filename"] == path.name
     assert {"document_id", "filename", "page", "text", "score"} <= set(body["sources"][0])
     assert body["usage"]["prompt_tokens"] > 0 and body["usage"]["completion_tokens"] > 0
-    assert body["timings"]["total_s"] > 0
+    timings = body["timings"]
+    assert timings["total_s"] > 0
+    # The way to the model, part by part: the search (its embedding and the store) and fitting the prompt.
+    assert {"retrieval_s", "embed_s", "store_s", "prompt_s", "queue_s"} <= set(timings)
+    assert timings["retrieval_s"] >= timings["embed_s"] + timings["store_s"] - 1e-6
 
 
 def test_reupload_is_a_noop_and_delete_leaves_zero_points(client: httpx.Client, tmp_path: Path) -> None:

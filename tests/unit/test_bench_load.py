@@ -21,6 +21,17 @@ def test_the_split_is_before_generation_and_outside_the_server() -> None:
     assert round(split["outside_server_p50_s"], 6) == 0.1
 
 
+def test_the_way_to_the_model_is_split_into_the_parts_the_server_names() -> None:
+    streams = [
+        stream(0.0, 1.0, {"total_s": 0.9, "generation_s": 0.8, "retrieval_s": 0.05, "embed_s": 0.03, "prompt_s": 0.01}),
+        stream(0.0, 1.0, {"total_s": 0.9, "generation_s": 0.8, "retrieval_s": 0.07, "embed_s": 0.04, "prompt_s": 0.02}),
+        stream(0.0, 1.0, {"total_s": 0.9, "generation_s": 0.8, "retrieval_s": 0.06, "embed_s": 0.05, "prompt_s": 0.03}),
+    ]
+    split = server_split(streams)  # type: ignore[arg-type]
+    assert round(split["server_retrieval_s_p50"], 6) == 0.06 and round(split["server_embed_s_p50"], 6) == 0.04
+    assert round(split["server_prompt_s_p50"], 6) == 0.02 and "server_store_s_p50" not in split
+
+
 def test_a_server_without_timings_adds_nothing() -> None:
     assert server_split([stream(0.0, 1.0, {})]) == {}  # type: ignore[list-item]
 
