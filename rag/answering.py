@@ -20,7 +20,7 @@ from rag.errors import InvalidRequestError, RagError
 from rag.generation import CopySource, Generation, GenerationParams, ModelPool, Sampling, TextModel
 from rag.generation.stream import TextStream
 from rag.grounding import Grounding, GroundingJudge, question_sentences
-from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn, copy_source
+from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn, copy_source, copy_texts
 from rag.retrieval import SearchHit
 from rag.settings import Settings
 
@@ -232,21 +232,33 @@ class Answering:
         """The prompt, and extractive decoding's source when the answer is to
         be copied from the passages (greedy answers from passages, completion
         prompts: an instruction-tuned model's chat answer cites and may refuse)."""
+        known: dict[str, list[int]] = {}
+
+        def tokenize(text: str) -> list[int]:
+            tokens = known.get(text)
+            return list(tokens) if tokens is not None else model.tokenize(text)
+
         builder = PromptBuilder(
             self.prompt_style,
-            model.tokenize,
+            tokenize,
             model.detokenize,
             history=history,
             retrieval=sources is not None,
             best_last=self.best_last and self.prompt_style == "completion",
         )
         passages = [s.text for s in sources] if sources is not None else []
-        prompt = builder.build(question, passages, budget=self.n_ctx - max_tokens)
         copy = self.extractive and sources is not None and sampling is None and self.prompt_style == "completion"
+        # What building will most likely tokenize, in one round trip to a model process
+        # (a dozen one by one for five passages and their copies).
+        texts = builder.likely_texts(question, passages)
+        if copy and not self.copy_sentences:
+            texts += copy_texts(passages, builder.stop)
+        known.update(zip(texts, model.tokenize_many(texts), strict=True))
+        prompt = builder.build(question, passages, budget=self.n_ctx - max_tokens)
         if not copy or not prompt.passages:
             return prompt, None
-        texts = question_sentences(question, prompt.passages, self.copy_sentences) if self.copy_sentences else None
-        return prompt, copy_source(prompt, model.tokenize, self.end_bias, texts)
+        sentences = question_sentences(question, prompt.passages, self.copy_sentences) if self.copy_sentences else None
+        return prompt, copy_source(prompt, tokenize, self.end_bias, sentences)
 
 
 async def final_answer(events: AsyncIterator[AnswerEvent]) -> Answer:

@@ -41,6 +41,7 @@ __all__ = [
     "ResolvedPromptStyle",
     "Turn",
     "copy_source",
+    "copy_texts",
     "detect_prompt_style",
     "is_gemma_template",
 ]
@@ -126,9 +127,21 @@ def copy_source(
         tokens, bos = tokenize(text), tokenize("")
         return tokens[len(bos) :] if bos and tokens[: len(bos)] == bos else tokens
 
-    runs = tuple(tuple(plain(" " + text.strip())) for text in (prompt.passages if texts is None else texts))
-    end = tuple(dict.fromkeys(t[0] for t in (plain(s * n) for s in prompt.stop for n in (1, 2, 3)) if len(t) == 1))
+    copied, ends = _copy_texts(prompt.passages if texts is None else texts, prompt.stop)
+    runs = tuple(tuple(plain(text)) for text in copied)
+    end = tuple(dict.fromkeys(t[0] for t in (plain(text) for text in ends) if len(t) == 1))
     return CopySource(runs=runs, end=end, end_bias=end_bias)
+
+
+def copy_texts(passages: Sequence[str], stop: Sequence[str]) -> list[str]:
+    """The texts ``copy_source`` tokenizes for these passages (all but the BOS
+    check's ""), to be tokenized beforehand in one go."""
+    copied, ends = _copy_texts(passages, stop)
+    return [*copied, *ends]
+
+
+def _copy_texts(passages: Sequence[str], stop: Sequence[str]) -> tuple[list[str], list[str]]:
+    return [" " + text.strip() for text in passages], [s * n for s in stop for n in (1, 2, 3)]
 
 
 class PromptBuilder:
@@ -197,6 +210,16 @@ class PromptBuilder:
         if self.style == "gemma-chat":
             return (END_OF_TURN,)
         return ("\n", "Question:")
+
+    def likely_texts(self, question: str, passages: Sequence[str]) -> list[str]:
+        """The texts ``build`` tokenizes when every passage fits, the usual
+        case: tokenized beforehand in one go (``TextModel.tokenize_many``), they
+        spare a model in another process a round trip each."""
+        texts = [self._render(question, []), ""]
+        texts += [f"[{i}] {text.strip()}\n\n" for i, text in enumerate(passages, start=1)]
+        if passages:
+            texts.append(self._render(question, passages))
+        return texts
 
     def build(self, question: str, passages: Sequence[str], budget: int) -> BuiltPrompt:
         """The prompt with as many passages (in the given order) as fit in

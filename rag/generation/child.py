@@ -63,6 +63,7 @@ def _serve(conn: Connection) -> None:
     jobs: dict[int, Any] = {}
     calls: dict[str, Callable[[Any], Any]] = {
         "tokenize": model.tokenize,
+        "tokenize_many": model.tokenize_many,
         "detokenize": model.detokenize,
         "token_text": model.token_text,
     }

@@ -46,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,17 @@ class ModelProcess(TextModel):
         result: list[int] = self._call("tokenize", text)
         self._token_cache.put(text, result)
         return list(result)
+
+    def tokenize_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """The texts the cache lacks go to the child in one call."""
+        found = {text: self._token_cache.get(text) for text in texts}
+        missing = list(dict.fromkeys(text for text, tokens in found.items() if tokens is None))
+        if missing:
+            answered: list[list[int]] = self._call("tokenize_many", missing)
+            for text, tokens in zip(missing, answered, strict=True):
+                self._token_cache.put(text, tokens)
+                found[text] = tokens
+        return [list(found[text] or ()) for text in texts]
 
     def detokenize(self, tokens: list[int]) -> str:
         result: str = self._call("detokenize", list(tokens))

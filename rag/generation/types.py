@@ -104,6 +104,11 @@ class TextModel(Protocol):
 
     def tokenize(self, text: str) -> list[int]: ...
 
+    def tokenize_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """``tokenize`` of each text; a model in another process answers all
+        of them in one round trip."""
+        return [self.tokenize(text) for text in texts]
+
     def detokenize(self, tokens: list[int]) -> str: ...
 
     def token_text(self, token: int) -> str: ...

@@ -51,6 +51,9 @@ def test_the_child_answers_as_the_model_does_in_process(remote: ModelProcess, mo
         assert remote.tokenize(PROMPT) == tokens
         assert remote.detokenize(tokens[1:]) == local.detokenize(tokens[1:])
         assert remote.token_text(tokens[0]) == local.token_text(tokens[0]) == "<bos>"
+        # Several texts in one round trip, repeats and cached ones among them.
+        many = [PROMPT + " twice", "", PROMPT, "ok", PROMPT + " twice"]
+        assert remote.tokenize_many(many) == local.tokenize_many(many) == [local.tokenize(t) for t in many]
         here = local.generate(tokens, LINE)
     finally:
         local.close()

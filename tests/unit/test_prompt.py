@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rag.generation.llama import LlamaModel
-from rag.prompt import PromptBuilder
+from rag.prompt import PromptBuilder, copy_source, copy_texts
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +112,26 @@ def test_best_last_writes_the_passages_that_fit_from_the_last_to_the_best(vocab:
     tight = builder.build("Which is first?", passages, budget=300)
     assert tight.passages == plain.passages and tight.passages_used == plain.passages_used < 4
     assert tight.text.index("[2] Beta") < tight.text.index("[1] Alpha") < tight.text.rindex("Question:")
+
+
+@pytest.mark.parametrize("style", ["gemma-chat", "completion"])
+@pytest.mark.parametrize("retrieval", [True, False])
+@pytest.mark.parametrize("history", [(), (("user", "Earlier?"), ("assistant", "Yes."))])
+def test_the_likely_texts_are_all_a_fitting_prompt_tokenizes(
+    vocab: LlamaModel, style: str, retrieval: bool, history: tuple[tuple[str, str], ...]
+) -> None:
+    """Tokenized beforehand in one go, ``likely_texts`` (and ``copy_texts`` for
+    extractive answers) leave nothing to ask one by one when every passage fits."""
+    asked: list[str] = []
+
+    def tokenize(text: str) -> list[int]:
+        asked.append(text)
+        return vocab.tokenize(text)
+
+    builder = PromptBuilder(style, tokenize, vocab.detokenize, history=history, retrieval=retrieval)  # type: ignore[arg-type]
+    passages = ["Alice wrote the report.", "  Bob read it twice. "] if retrieval else []
+    known = set(builder.likely_texts("Who wrote it?", passages)) | set(copy_texts(passages, builder.stop))
+    prompt = builder.build("Who wrote it?", passages, budget=1000)
+    copy_source(prompt, tokenize)
+    assert prompt.passages_used == len(passages) and not prompt.truncated
+    assert set(asked) <= known
