@@ -134,10 +134,10 @@ def copy_source(
 
 
 def copy_texts(passages: Sequence[str], stop: Sequence[str]) -> list[str]:
-    """The texts ``copy_source`` tokenizes for these passages (all but the BOS
+    """The texts ``copy_source`` tokenizes for these passages (with the BOS
     check's ""), to be tokenized beforehand in one go."""
     copied, ends = _copy_texts(passages, stop)
-    return [*copied, *ends]
+    return [*copied, *ends, ""]
 
 
 def _copy_texts(passages: Sequence[str], stop: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -213,19 +213,23 @@ class PromptBuilder:
 
     def likely_texts(self, question: str, passages: Sequence[str]) -> list[str]:
         """The texts ``build`` tokenizes when every passage fits, the usual
-        case: tokenized beforehand in one go (``TextModel.tokenize_many``), they
-        spare a model in another process a round trip each."""
-        texts = [self._render(question, []), ""]
-        texts += [f"[{i}] {text.strip()}\n\n" for i, text in enumerate(passages, start=1)]
-        if passages:
-            texts.append(self._render(question, passages))
-        return texts
+        case (the whole prompt, once): tokenized beforehand together with
+        others (``TextModel.tokenize_many``), they spare a model in another
+        process a round trip each."""
+        return [self._render(question, passages)]
 
     def build(self, question: str, passages: Sequence[str], budget: int) -> BuiltPrompt:
         """The prompt with as many passages (in the given order) as fit in
         ``budget`` tokens; the last one that fits only partly is cut."""
         if budget <= 0:
             raise ValueError("prompt budget must be positive")
+        # Usually everything fits: the whole prompt tokenized once, not each
+        # passage on its own first (llama.cpp's tokenizer is most of the cost).
+        text = self._render(question, passages)
+        tokens = self._tokenize(text)
+        if len(tokens) <= budget:
+            return BuiltPrompt(text=text, tokens=tokens, passages_used=len(passages), truncated=False,
+                               stop=self.stop, passages=tuple(passages))
         frame = self._tokenize(self._render(question, []))
         while len(frame) > budget and self._history:
             # Oldest turns go first: the question and its context matter more.

@@ -132,6 +132,7 @@ def test_the_likely_texts_are_all_a_fitting_prompt_tokenizes(
     passages = ["Alice wrote the report.", "  Bob read it twice. "] if retrieval else []
     known = set(builder.likely_texts("Who wrote it?", passages)) | set(copy_texts(passages, builder.stop))
     prompt = builder.build("Who wrote it?", passages, budget=1000)
-    copy_source(prompt, tokenize)
+    if passages:
+        copy_source(prompt, tokenize)
     assert prompt.passages_used == len(passages) and not prompt.truncated
     assert set(asked) <= known
