@@ -1,0 +1,70 @@
+"""How long fitting an /ask prompt takes, tokenizer calls included, with the
+model in its own process as the service runs it (``ModelProcess``): the
+passages of a question placed into a Gemma chat or completion prompt by
+``PromptBuilder.build``, after the texts it will most likely tokenize were
+asked for in one round trip (``likely_texts``, ``TextModel.tokenize_many``),
+as ``Answering`` does. Each round uses new texts (nothing cached).
+
+    python bench/prompt_build.py --model MODEL.gguf [--passages 5] [--words 120] [--rounds 9]
+
+PROMPT_BUILD_REPO=DIR: that checkout's code (before/after on one machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [os.environ.get("PROMPT_BUILD_REPO") or str(_HERE.parent),
+               *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
+
+from rag.generation.process import ModelProcess  # noqa: E402
+from rag.prompt import PromptBuilder  # noqa: E402
+
+FILLER = ("The scheduler packs the prompts of a burst into whole micro-batches, one sequence each, "
+          "and the running streams' next tokens into one more.")
+
+
+def passage(words: int, salt: str) -> str:
+    filler = FILLER.split()
+    return " ".join([salt, *(filler[i % len(filler)] for i in range(words))])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--style", choices=["gemma-chat", "completion"], default="gemma-chat")
+    ap.add_argument("--passages", type=int, default=5)
+    ap.add_argument("--words", type=int, default=120)
+    ap.add_argument("--budget", type=int, default=3800)
+    ap.add_argument("--rounds", type=int, default=9)
+    args = ap.parse_args()
+    model = ModelProcess(args.model, n_ctx=4096, threads=2, parallel=1, n_gpu_layers=0)
+    try:
+        times, tokens = [], 0
+        for r in range(args.rounds + 1):
+            question = f"How does the scheduler admit prompts? ({r})"
+            passages = [passage(args.words, f"r{r}p{i}") for i in range(args.passages)]
+            builder = PromptBuilder(args.style, model.tokenize, model.detokenize)
+            started = time.perf_counter()
+            likely = getattr(builder, "likely_texts", None)  # absent in code before it
+            if likely is not None:
+                model.tokenize_many(likely(question, passages))
+            prompt = builder.build(question, passages, budget=args.budget)
+            if r:  # the first round warms the model process up
+                times.append(time.perf_counter() - started)
+            tokens = len(prompt.tokens)
+        ms = sorted(1000 * t for t in times)
+        print(f"prompt build  {args.style}  {args.passages} passages  {tokens} tokens  "
+              f"median {statistics.median(ms):.2f} ms  ({ms[0]:.2f}-{ms[-1]:.2f}, {len(ms)} rounds)")
+    finally:
+        model.close()
+
+
+if __name__ == "__main__":
+    main()
