@@ -16,6 +16,7 @@
 #                                sentence-transformers folder, weights stored in fp16
 #                                (half the bytes; loaded back as fp32)
 #                data-ask.tgz    (bench/device/askdata.sh, run after this script)
+#                py_spy-*.whl    with PYSPY=1: the profiler for e2e.sh profile
 #                before.tgz      with BEFORE_REF=<commit>: that commit's service code, which
 #                                e2e.sh http serves beside this checkout's
 #
@@ -93,6 +94,9 @@ tar czf $D/c6/minilm.tgz -C $D/cache minilm
 # 5. The code of $BEFORE_REF (e.g. main), for e2e.sh http's service "before" beside this checkout's.
 rm -f $D/c6/before.tgz
 [ -z "${BEFORE_REF:-}" ] || git archive --format=tar.gz -o $D/c6/before.tgz "$BEFORE_REF" api rag runtime ingest
+# PYSPY=1: py-spy's wheel (a sampling profiler with native stacks) for e2e.sh profile
+rm -f $D/c6/py_spy-*.whl
+[ "${PYSPY:-0}" = 0 ] || $PY -m pip download -q --no-deps py-spy==0.4.3 -d $D/c6
 
 # 6. This commit's code in .device/gpu: a device call sends the checkout its session started in, which
 #    for a helper working in another worktree is not this one; carry .device/gpu and run from there.

@@ -34,6 +34,10 @@
 #                    patched one copy for adjacent rows (scripts/patches/)
 #   e2e.sh trace     bench/device/steptrace.py: the scheduler's phases per step for a
 #                    burst of 16 and of 64 streams (in-process)
+#   e2e.sh profile   py-spy --native (bundle.sh PYSPY=1 carries its wheel) on the model
+#                    process of one service under $PROFILE_STREAMS (16) streams of chat,
+#                    then on the scheduler in-process (steptrace.py) and on llama.cpp's
+#                    calls alone (rawdecode.py): raw stacks, for bench/device/stacks.py
 #   e2e.sh peer      the same client against llama-server from the same llama.cpp:
 #                    default sampling, then -bs ($PEER_ROUNDS rounds), then -bs with
 #                    random sampling ($SAMPLING)
@@ -213,6 +217,28 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   fi
   tail -c 12000 $W/serve-8000.log > $OUT/serve.log
   grep -h "prompt\|n_ctx\|n_batch" $W/serve-8001.log 2>/dev/null | tail -5 >> $OUT/serve.log
+fi
+if [ "$step" = profile ]; then  # where the model process's time goes (py-spy --native; parts/py_spy-*.whl)
+  [ -x $W/spy/bin/py-spy ] || python3 -m pip install -q --no-index --no-deps --target $W/spy $W/parts/py_spy-*.whl
+  SPY=$W/spy/bin/py-spy
+  rm -rf $W/data-ask && tar xzf $ASK_DATA -C $W
+  serve 8000 $W/data-ask; now=$!
+  wait_ready http://127.0.0.1:8000/readyz 240 || exit 1
+  STREAMS=${PROFILE_STREAMS:-16} load 8000 service-chat-warm model --kind chat --rounds 3 --api-key $KEY > /dev/null
+  STREAMS=${PROFILE_STREAMS:-16} load 8000 service-chat-profiled model --kind chat --rounds ${PROFILE_ROUNDS:-30} \
+    --api-key $KEY > /dev/null & client=$!
+  sleep 2
+  child=$(pgrep -f "rag.generation.child" | head -1)
+  $SPY record --native --threads -r ${RATE:-1000} -d ${SPY_S:-8} -p $child -f raw -o $OUT/profile-http.txt \
+    > $W/spy.log 2>&1; tail -2 $W/spy.log
+  wait $client; kill $now; wait $now
+  # the same scheduler in this process (no HTTP, no model process): steptrace.py's bursts
+  $SPY record --native --threads -r ${RATE:-1000} -f raw -o $OUT/profile-inproc.txt -- python3 \
+    bench/device/steptrace.py $M --streams ${PROFILE_STREAMS:-16} --rounds 10 > $W/spy2.log 2>&1; tail -2 $W/spy2.log
+  # llama.cpp's calls alone (rawdecode.py: fixed tokens, no scheduler)
+  $SPY record --native --threads -r ${RATE:-1000} -f raw -o $OUT/profile-raw.txt -- python3 \
+    bench/device/rawdecode.py $M --service --greedy-only > $W/spy3.log 2>&1; tail -2 $W/spy3.log
+  exit 0
 fi
 if [ "$step" = peer ]; then
   LOG=peer.log; : > $OUT/peer.log
