@@ -295,13 +295,6 @@ class Settings(BaseSettings):
         description="Layers offloaded to the GPU. Default: all when llama.cpp was "
         "built with a GPU backend, else 0.",
     )
-    llm_input_on_gpu: bool | None = Field(
-        default=None,
-        description="Put the token-embedding table (the input layer) on the GPU too. llama.cpp keeps it on the "
-        "CPU, so every step begins with a lookup by the CPU threads and a copy of the rows to the GPU; on the "
-        "GPU it costs the table's size in GPU memory (178 MB for the bundled Gemma 3 270M). Default: on when "
-        "every layer is offloaded.",
-    )
     llm_flash_attn: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Flash attention: auto lets llama.cpp decide (on where the backend supports it).",

@@ -96,10 +96,6 @@ batched_bench() {  # llama-batched-bench's T for the HTTP runs' work: $TB_ROUNDS
   for _ in $(seq 1 $TB_ROUNDS); do
     $B/llama-batched-bench -m $M -t 16 -tb 16 -c $((NP * SLOT)) -b 2048 -ub 512 -npp 512 -ntg 128 \
       -npl $STREAMS -ngl 99 -fa on --output-format jsonl 2>/dev/null | grep '^{' >> $OUT/batched-bench.jsonl
-    # TB_OT=1: also with the token-embedding table on the GPU (the service's llm_input_on_gpu)
-    [ "${TB_OT:-0}" = 1 ] && $B/llama-batched-bench -m $M -t 16 -tb 16 -c $((NP * SLOT)) -b 2048 -ub 512 -npp 512 \
-      -ntg 128 -npl $STREAMS -ngl 99 -fa on -ot 'token_embd\.weight=CUDA0' --output-format jsonl 2>/dev/null \
-      | grep '^{' >> $OUT/batched-bench-ot.jsonl
   done
 }
 if [ "$step" = harness ]; then

@@ -52,7 +52,6 @@ def _serve(conn: Connection) -> None:
             {
                 "pid": os.getpid(),
                 "n_gpu_layers": model.n_gpu_layers,
-                "input_on_gpu": model.input_on_gpu,
                 "n_vocab": model.n_vocab,
                 "threads": model.threads,
                 "torch_loaded": "torch" in sys.modules,

@@ -25,7 +25,7 @@ from typing import Any
 from rag.errors import BackendError, ConfigurationError
 from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
-from rag.generation.native import QuickCalls, backend_init, default_gpu_layers, gpu_buffer_type, llama_cpp
+from rag.generation.native import QuickCalls, backend_init, default_gpu_layers, llama_cpp
 from rag.generation.sampler import BatchGreedy
 from rag.generation.scheduler import Scheduler
 from rag.generation.slots import Slot
@@ -35,13 +35,6 @@ from rag.generation.types import FlashAttention, GenerationParams, KvCacheType, 
 __all__ = ["LlamaModel"]
 
 log = logging.getLogger(__name__)
-
-
-class _BuftOverride(ctypes.Structure):
-    """``struct llama_model_tensor_buft_override``: tensors whose name matches
-    ``pattern`` (a regular expression) go to buffer type ``buft``."""
-
-    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
 
 
 class LlamaModel(TextModel):
@@ -68,7 +61,6 @@ class LlamaModel(TextModel):
         backend_sampling: bool | None = None,
         batch_greedy: bool = True,
         overlap: bool | None = None,
-        input_on_gpu: bool | None = None,
         vocab_only: bool = False,
         step_trace: Path | None = None,
     ) -> None:
@@ -102,11 +94,6 @@ class LlamaModel(TextModel):
         self._seq_configs: Any = None  # likewise
         self._lora: Any = None
         self._step_trace = step_trace
-        # llama.cpp keeps the token-embedding table (the input layer) on the
-        # CPU, so every step begins with a lookup there (a pass of its CPU
-        # threads) and a copy of the rows to the GPU. With every layer on the
-        # GPU the table goes there too and a step is one GPU graph.
-        self.input_on_gpu = self.n_gpu_layers < 0 if input_on_gpu is None else input_on_gpu
 
         self._load_model(vocab_only)
         if vocab_only:  # a tokenizer only: nothing to generate with
@@ -126,11 +113,6 @@ class LlamaModel(TextModel):
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = 999 if self.n_gpu_layers < 0 else self.n_gpu_layers
         mparams.vocab_only = vocab_only
-        buft = gpu_buffer_type() if self.input_on_gpu and not vocab_only and self.n_gpu_layers != 0 else None
-        self.input_on_gpu = buft is not None
-        overrides = (_BuftOverride * 2)(_BuftOverride(rb"^token_embd\.weight$", buft), _BuftOverride(None, None))
-        if buft is not None:
-            mparams.tensor_buft_overrides = ctypes.addressof(overrides)  # read during the load only
         self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
             raise ConfigurationError(f"cannot load model {self.path}")

@@ -10,7 +10,7 @@ from typing import Any
 
 from rag.errors import ConfigurationError
 
-__all__ = ["QUICK_CALLS", "QuickCalls", "backend_init", "default_gpu_layers", "gpu_buffer_type", "llama_cpp"]
+__all__ = ["QUICK_CALLS", "QuickCalls", "backend_init", "default_gpu_layers", "llama_cpp"]
 
 
 def llama_cpp() -> Any:
@@ -26,19 +26,6 @@ def llama_cpp() -> Any:
 def default_gpu_layers() -> int:
     """All layers when llama.cpp was built with a GPU backend, else none."""
     return -1 if llama_cpp().llama_supports_gpu_offload() else 0
-
-
-def gpu_buffer_type() -> int | None:
-    """The first GPU device's buffer type (``ggml_backend_buffer_type_t``), or
-    None without one. Call after ``backend_init``."""
-    from llama_cpp import _ggml
-
-    g = _ggml.libggml
-    by_type, buffer_type = g.ggml_backend_dev_by_type, g.ggml_backend_dev_buffer_type
-    by_type.argtypes, by_type.restype = [ctypes.c_int], ctypes.c_void_p
-    buffer_type.argtypes, buffer_type.restype = [ctypes.c_void_p], ctypes.c_void_p
-    dev = by_type(1)  # GGML_BACKEND_DEVICE_TYPE_GPU
-    return int(buffer_type(dev)) if dev else None
 
 
 _backend_lock = threading.Lock()

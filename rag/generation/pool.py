@@ -34,7 +34,6 @@ def load_models(settings: Settings) -> list[TextModel]:
         "n_ctx": settings.llm_n_ctx,
         "threads": settings.llm_threads,
         "n_gpu_layers": settings.llm_n_gpu_layers,
-        "input_on_gpu": settings.llm_input_on_gpu,
         "parallel": settings.llm_parallel,
         "n_batch": settings.llm_n_batch,
         "flash_attn": settings.llm_flash_attn,

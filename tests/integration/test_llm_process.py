@@ -102,23 +102,6 @@ def test_on_text_false_and_cancel_stop_the_generation(remote: ModelProcess) -> N
     assert result.finish_reason == "cancelled" and result.completion_tokens < 400
 
 
-def test_the_input_layer_goes_to_the_gpu_only_with_every_layer_there(remote: ModelProcess, model_path: Path) -> None:
-    """``input_on_gpu`` (llm_input_on_gpu) moves the token-embedding table to the
-    GPU's buffer type; without a GPU device (this build) or with layers on
-    the CPU it stays off, whatever was asked, and the model still answers."""
-    from rag.generation.native import gpu_buffer_type
-
-    gpu = gpu_buffer_type() is not None
-    assert remote.info["input_on_gpu"] is (gpu and remote.n_gpu_layers < 0)
-    for asked, layers in ((True, 0), (True, None), (False, None)):
-        local = LlamaModel(model_path, n_ctx=256, threads=2, parallel=1, n_gpu_layers=layers, input_on_gpu=asked)
-        try:
-            assert local.input_on_gpu is (asked and gpu and local.n_gpu_layers != 0)
-            assert local.generate(local.tokenize(PROMPT), LINE).completion_tokens > 0
-        finally:
-            local.close()
-
-
 def test_bad_requests_are_refused_before_they_reach_the_child(remote: ModelProcess) -> None:
     with pytest.raises(ValueError):
         remote.submit([], GenerationParams(max_tokens=4))
