@@ -60,7 +60,17 @@ class QuickCalls:
     reads, while the model process's other threads (requests coming in, text
     going out) run Python: each hand-over waits for the other thread to let
     go again. The same functions, bound through ``ctypes.PyDLL`` on the same
-    library, keep it (measured on the H200: docs/benchmarks.md, session 9)."""
+    library, keep it (measured on the H200: docs/benchmarks.md, session 9).
+
+    ``llama_decode_held`` is ``llama_decode`` keeping the GIL too, for a GPU
+    decode step (next tokens only), where the call returns once the step is
+    queued, in well under a millisecond. While it plans the step llama.cpp
+    calls back into Python (llama-cpp-python's log callback, for each reused
+    CUDA graph; the batch-greedy sampler, when it builds a graph), and each
+    call back had to wait for whichever thread of the model process took the
+    GIL meanwhile (py-spy on the H200: 16% of llama_decode's time under HTTP
+    load, docs/benchmarks.md, session 10). Prompt steps, which run for tens
+    of milliseconds, let go of it as before."""
 
     def __init__(self, lc: Any) -> None:
         self._lc = lc
@@ -71,6 +81,9 @@ class QuickCalls:
             quick = held[name]
             quick.argtypes, quick.restype = plain.argtypes, plain.restype
             setattr(self, name, quick)
+        decode = held["llama_decode"]
+        decode.argtypes, decode.restype = lc.llama_decode.argtypes, lc.llama_decode.restype
+        self.llama_decode_held = decode
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._lc, name)

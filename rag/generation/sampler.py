@@ -8,7 +8,7 @@ import ctypes
 import logging
 from typing import Any
 
-__all__ = ["BatchGreedy"]
+__all__ = ["BatchGreedy", "PerGraph"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,34 @@ class _GgmlInitParams(ctypes.Structure):
     _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
 
 
+class PerGraph:
+    """What the batch-greedy samplers of one decode graph share, forgotten when
+    the next graph begins.
+
+    llama.cpp applies every attached chain once per graph it builds (a chain
+    with no output in the batch to a dummy row), all in one loop, so a sampler
+    applied a second time means a new graph. llama.cpp says so through each
+    chain's ``backend_reset`` as well, but it calls that for every chain (64
+    with 64 slots) and each call into Python waits for the GIL, which another
+    thread of the model process may hold. A chain made since (``forget``)
+    starts afresh too: its sampler was never applied before."""
+
+    def __init__(self) -> None:
+        self.shared: dict[tuple[int, int], int] = {}
+        self._applied: set[int] = set()
+
+    def applying(self, sampler: int) -> dict[tuple[int, int], int]:
+        """The shared tensors of the graph ``sampler`` is being applied in."""
+        if sampler in self._applied:
+            self.forget()
+        self._applied.add(sampler)
+        return self.shared
+
+    def forget(self) -> None:
+        self.shared.clear()
+        self._applied.clear()
+
+
 class BatchGreedy:
     """Greedy sampling of every sequence of a batch with one argmax.
 
@@ -56,7 +84,7 @@ class BatchGreedy:
 
     def __init__(self, lc: Any) -> None:
         self._lc = lc
-        self._shared: dict[tuple[int, int], int] = {}
+        self._graph = PerGraph()
         self.available = False
         try:
             from llama_cpp import _ggml
@@ -107,7 +135,7 @@ class BatchGreedy:
             "apply": lc.llama_sampler_i_apply(self._apply_cpu),
             "backend_init": lc.llama_sampler_i_backend_init(lambda _s, _b, _n: True),
             "backend_apply": lc.llama_sampler_i_backend_apply(self._apply),
-            "backend_reset": lc.llama_sampler_i_backend_reset(lambda _s: self._shared.clear()),
+            # no backend_reset: PerGraph sees a new graph by itself
         }
         self._iface = _Iface(**self._callbacks)
 
@@ -141,10 +169,12 @@ class BatchGreedy:
         iface = ctypes.cast(ctypes.pointer(self._iface), ctypes.POINTER(lc.llama_sampler_i))
         sampler = lc.llama_sampler_init(iface, None)
         lc.llama_sampler_chain_add(chain, sampler)
+        self._graph.forget()
         return chain
 
-    def _apply(self, _smpl: Any, ctx: int, _gf: int, data: Any) -> None:
+    def _apply(self, smpl: Any, ctx: int, _gf: int, data: Any) -> None:
         g = self._g
+        shared = self._graph.applying(ctypes.cast(smpl, ctypes.c_void_p).value or 0)
         d = data.contents
         logits = d.logits
         t = _GgmlTensor.from_address(logits)
@@ -155,9 +185,9 @@ class BatchGreedy:
             if (p.ne[0] == t.ne[0] and p.ne[2] == 1 and p.ne[3] == 1 and t.ne[1] == 1
                     and row_bytes and t.view_offs % row_bytes == 0 and g.ggml_is_contiguous(parent)):
                 key = (ctx, parent)
-                argmax = self._shared.get(key)
+                argmax = shared.get(key)
                 if argmax is None:
-                    argmax = self._shared[key] = self._argmax_rows(ctx, parent, int(p.ne[0]), int(p.ne[1]))
+                    argmax = shared[key] = self._argmax_rows(ctx, parent, int(p.ne[0]), int(p.ne[1]))
                 d.sampled = g.ggml_view_1d(ctx, argmax, 1, 4 * (t.view_offs // row_bytes))
                 return
         d.sampled = g.ggml_argmax(ctx, g.ggml_reshape_1d(ctx, logits, g.ggml_nelements(logits)))

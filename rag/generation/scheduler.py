@@ -302,7 +302,11 @@ class Scheduler:
 
     def _launch(self, outputs: list[Slot]) -> bool:
         lc = self._lc
-        rc = lc.llama_decode(self._ctx, self._batch.as_raw())
+        # A GPU step of next tokens only returns once queued: it keeps the GIL
+        # (native.QuickCalls.llama_decode_held); anything longer lets go of it.
+        held = self._overlap and self._decodes == self._batch.n
+        decode = lc.llama_decode_held if held else lc.llama_decode
+        rc = decode(self._ctx, self._batch.as_raw())
         if rc == 0:
             return True
         # Cannot happen while every slot stays within n_ctx; if it does,

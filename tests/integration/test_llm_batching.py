@@ -3,6 +3,7 @@ concurrent requests, prompt-prefix reuse, stop strings, cancellation."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from rag.generation import GenerationParams
 from rag.generation.llama import LlamaModel
+from rag.generation.types import Sampling
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +62,39 @@ def test_prompts_first_gives_the_same_answers_and_reuses_a_prefix(model_path: Pa
         again = m.generate(long_prompt + m.tokenize(" And then?")[1:], GenerationParams(max_tokens=2))
         assert again.cached_tokens >= len(long_prompt) - 1
     finally:
+        m.close()
+
+
+def test_the_gpu_path_answers_together_as_alone(model_path: Path) -> None:
+    # As on a GPU, on this CPU: the batch-greedy sampler in the decode graph
+    # (one argmax shared by the sequences of a graph, forgotten when the next
+    # graph is built), text handled while a step is queued, steps of next
+    # tokens decoded keeping the GIL; another thread calling into llama.cpp
+    # all along, a sampled request in between (its chain replaces a slot's
+    # greedy one, which then comes back as a new chain).
+    m = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=4, n_batch=256, n_ubatch=64, prompt_steps=2,
+                   backend_sampling=True, overlap=True)
+    alone = [m.generate(m.tokenize(p), GenerationParams(max_tokens=16)) for p in PROMPTS[:3]]
+    done = threading.Event()
+
+    def tokenize_all_along() -> None:
+        while not done.is_set():
+            m.tokenize(PROMPTS[0])
+
+    other = threading.Thread(target=tokenize_all_along)
+    other.start()
+    try:
+        for sampling in (None, Sampling(temperature=1.2, top_p=0.9, seed=3), None):
+            # (the fourth prompt has a near-tie that batching tips either way, on both paths)
+            jobs = [m.submit(m.tokenize(p), GenerationParams(max_tokens=16)) for p in PROMPTS[:3]]
+            jobs.append(m.submit(m.tokenize(PROMPTS[3]), GenerationParams(max_tokens=16, sampling=sampling)))
+            together = [j.result(timeout=300) for j in jobs]
+            for a, b in zip(alone[:3], together, strict=False):
+                assert a.text.split("\n")[0][:30] == b.text.split("\n")[0][:30]
+            assert together[-1].completion_tokens == 16
+    finally:
+        done.set()
+        other.join()
         m.close()
 
 

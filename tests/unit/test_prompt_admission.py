@@ -61,6 +61,7 @@ class FakeLlama:
         self.batch: Batch | None = None
         self.steps: list[list[int]] = []  # sequence id of each token of each step
         self.outputs: list[int] = []
+        self.held: list[int] = []  # the steps decoded keeping the GIL (llama_decode_held)
         self.gate: threading.Event | None = None
         self.gated = threading.Event()
 
@@ -89,6 +90,10 @@ class FakeLlama:
 
     def llama_vocab_is_eog(self, vocab: Any, token: int) -> bool:
         return False
+
+    def llama_decode_held(self, ctx: Any, raw: Any) -> int:
+        self.held.append(len(self.steps))
+        return self.llama_decode(ctx, raw)
 
     def llama_decode(self, ctx: Any, raw: Any) -> int:
         batch = self.batch
@@ -151,6 +156,14 @@ def test_a_burst_of_prompts_goes_in_whole_micro_batches() -> None:
     decode = [s for s in steps if len(s) == 17]
     assert decode and all(split_equal(s, N_UBATCH) == [17] for s in decode)
     assert sorted(j.slot for j in jobs) == list(range(1, 17))
+
+
+def test_on_a_gpu_steps_of_next_tokens_keep_the_gil_and_prompt_steps_let_go() -> None:
+    fake = FakeLlama()
+    steps, _ = burst(fake, prompt_steps=8)
+    next_tokens_only = [i for i, s in enumerate(steps) if len(set(s)) == len(s)]  # one token per sequence
+    assert len(next_tokens_only) > 4 and len(next_tokens_only) < len(steps)
+    assert fake.held == next_tokens_only
 
 
 def test_the_policy_before_ran_more_passes_for_the_same_burst() -> None:

@@ -1,5 +1,6 @@
 """rag/generation/native.py's ``QuickCalls``: the scheduler's quick llama.cpp
-calls keep the GIL (``ctypes.PyDLL``), every other name is llama_cpp's own."""
+calls keep the GIL (``ctypes.PyDLL``), and so may llama_decode for a GPU step of
+next tokens; every other name is llama_cpp's own."""
 
 from __future__ import annotations
 
@@ -19,3 +20,8 @@ def test_quick_calls_keep_the_gil_and_the_rest_is_llama_cpp() -> None:
         # The same C function in the same loaded library.
         assert ctypes.cast(fn, ctypes.c_void_p).value == ctypes.cast(plain, ctypes.c_void_p).value
     assert quick.llama_decode is lc.llama_decode and quick.llama_synchronize is lc.llama_synchronize
+    # llama_decode keeping the GIL, for a GPU step of next tokens only (scheduler.py).
+    held = quick.llama_decode_held
+    assert held.argtypes == lc.llama_decode.argtypes and held.restype == lc.llama_decode.restype
+    assert held._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
+    assert ctypes.cast(held, ctypes.c_void_p).value == ctypes.cast(lc.llama_decode, ctypes.c_void_p).value
