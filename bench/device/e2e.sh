@@ -34,6 +34,8 @@
 #                    patched one copy for adjacent rows (scripts/patches/)
 #   e2e.sh trace     bench/device/steptrace.py: the scheduler's phases per step for a
 #                    burst of 16 and of 64 streams (in-process)
+#   e2e.sh embed     bench/device/embed_query.py: one question at a time through the
+#                    service's embedder, on CUDA and on the CPU (a lone /ask's embed_s)
 #   e2e.sh profile   py-spy --native (bundle.sh PYSPY=1 carries its wheel) on the model
 #                    process of one service under $PROFILE_STREAMS (16) streams of chat,
 #                    then on the scheduler in-process (steptrace.py) and on llama.cpp's
@@ -84,6 +86,10 @@ if [ "$step" = raw ]; then  # 128 decode steps of 16 streams without the schedul
         | sed "s/^raw/raw round=$r copy_per_row=$per_row/" | tee -a $OUT/rawdecode.log
     done
   done
+  exit 0
+fi
+if [ "$step" = embed ]; then  # one question at a time through the service's embedder, on CUDA and on the CPU
+  python3 bench/device/embed_query.py $W/minilm --queries ${QUERIES:-60} 2>&1 | grep "^embed" | tee $OUT/embed.log
   exit 0
 fi
 if [ "$step" = trace ]; then  # the scheduler's phases, step by step (steptrace.py)
