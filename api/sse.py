@@ -20,7 +20,7 @@ from api.errors import error_body
 from rag.answering import AnswerEvent
 from rag.errors import RagError
 
-__all__ = ["event_stream", "sse"]
+__all__ = ["TextFrames", "event_stream", "sse"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,25 @@ def sse(data: Any, event: str | None = None) -> bytes:
     text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {text}\n\n".encode()
+
+
+class TextFrames:
+    """``sse(data)`` for a stream's text events, where only one string of
+    ``data`` changes from event to event (a chunk's delta): the bytes around it
+    are rendered once, and each event encodes just its text. A stream sends one
+    event per token, so this is the per-token cost of the API process."""
+
+    _MARK = "\x00text-frame-mark\x00"
+
+    def __init__(self, build: Callable[[str], Any], event: str | None = None) -> None:
+        whole = sse(build(self._MARK), event)
+        mark = json.dumps(self._MARK, ensure_ascii=False).encode()
+        if whole.count(mark) != 1:
+            raise ValueError("the text must appear once in the event")
+        self._head, self._tail = whole.split(mark)
+
+    def __call__(self, text: str) -> bytes:
+        return self._head + json.dumps(text, ensure_ascii=False).encode() + self._tail
 
 
 async def event_stream(

@@ -30,7 +30,7 @@ from api.openai_schemas import (
     chunk,
 )
 from api.schemas import GroundingPublic, SourcePublic
-from api.sse import event_stream, sse
+from api.sse import TextFrames, event_stream, sse
 from rag.answering import Answer, AnswerDelta, AnswerDone, AnswerEvent, AnswerSources
 from rag.auth import Role
 from rag.errors import NotFoundError
@@ -95,6 +95,9 @@ async def chat_completions(
     def piece(delta: dict[str, str], **extra: Any) -> bytes:
         return sse(chunk(id=completion_id, created=created, model=body.model, delta=delta, **extra))
 
+    content = TextFrames(lambda text: chunk(id=completion_id, created=created, model=body.model,
+                                            delta={"content": text}))
+
     def render(event: AnswerEvent) -> list[bytes]:
         out = []
         if not role_sent[0]:
@@ -104,7 +107,7 @@ async def chat_completions(
             state["sources"] = [SourcePublic.of(s) for s in event.sources]
             return out
         if isinstance(event, AnswerDelta):
-            return [*out, piece({"content": event.text})]
+            return [*out, content(event.text)]
         assert isinstance(event, AnswerDone)
         extra: dict[str, object] = {}
         if grounded:
