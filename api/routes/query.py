@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import ReadScope
 from api.deps import ServiceDep
 from api.schemas import AskRequest, AskResponse, EvaluationRequest, SearchRequest, SearchResponse, SourcePublic
-from api.sse import event_stream, sse
+from api.sse import TextFrames, event_stream, sse
 from rag.answering import AnswerDelta, AnswerDone, AnswerEvent, AnswerSources, final_answer
 from rag.evaluation import QAItem, evaluate, render_table
 
@@ -35,12 +35,15 @@ async def ask(name: str, body: AskRequest, service: ServiceDep) -> AskResponse |
     return AskResponse.of(await final_answer(events))
 
 
+_DELTA = TextFrames(lambda text: {"text": text}, "delta")
+
+
 def _ask_event(event: AnswerEvent) -> list[bytes]:
     if isinstance(event, AnswerSources):
         sources = [SourcePublic.of(s).model_dump(mode="json") for s in event.sources]
         return [sse({"grounded": event.grounded, "sources": sources}, "sources")]
     if isinstance(event, AnswerDelta):
-        return [sse({"text": event.text}, "delta")]
+        return [_DELTA(event.text)]
     assert isinstance(event, AnswerDone)
     # grounded is final here: the answer may be withheld after generation.
     done = AskResponse.of(event.answer).model_dump(mode="json", exclude={"sources"})

@@ -22,6 +22,12 @@ def test_text_frames_are_what_sse_renders(event: str | None) -> None:
         assert frames(text) == sse(_chunk(text), event)
 
 
+def test_ask_delta_frames_too() -> None:
+    frames = TextFrames(lambda text: {"text": text}, "delta")
+    for text in TEXTS:
+        assert frames(text) == sse({"text": text}, "delta")
+
+
 def test_the_text_must_appear_once() -> None:
     with pytest.raises(ValueError):
         TextFrames(lambda text: {"a": text, "b": text})
