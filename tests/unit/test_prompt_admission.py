@@ -62,6 +62,7 @@ class FakeLlama:
         self.steps: list[list[int]] = []  # sequence id of each token of each step
         self.outputs: list[int] = []
         self.held: list[int] = []  # the steps decoded keeping the GIL (llama_decode_held)
+        self.calls: list[str] = []  # "decode", "sync", "seq_rm" in the order made
         self.gate: threading.Event | None = None
         self.gated = threading.Event()
 
@@ -70,6 +71,7 @@ class FakeLlama:
         return ctx
 
     def llama_memory_seq_rm(self, mem: Any, seq: int, p0: int, p1: int) -> bool:
+        self.calls.append("seq_rm")
         return True
 
     def llama_memory_seq_cp(self, mem: Any, src: int, dst: int, p0: int, p1: int) -> None:
@@ -83,7 +85,7 @@ class FakeLlama:
         pass
 
     def llama_synchronize(self, ctx: Any) -> None:
-        pass
+        self.calls.append("sync")
 
     def llama_get_sampled_token_ith(self, ctx: Any, i: int) -> int:
         return TOKEN
@@ -100,6 +102,7 @@ class FakeLlama:
         assert batch is not None
         base = batch.seq_values.ctypes.data
         self.steps.append([(int(p) - base) // 4 for p in batch.seq_id[: batch.n]])
+        self.calls.append("decode")
         if self.gate is not None:
             gate, self.gate = self.gate, None
             self.gated.set()
@@ -164,6 +167,19 @@ def test_on_a_gpu_steps_of_next_tokens_keep_the_gil_and_prompt_steps_let_go() ->
     next_tokens_only = [i for i, s in enumerate(steps) if len(set(s)) == len(s)]  # one token per sequence
     assert len(next_tokens_only) > 4 and len(next_tokens_only) < len(steps)
     assert fake.held == next_tokens_only
+
+
+def test_requests_that_come_while_a_step_computes_are_placed_before_it_is_waited_for() -> None:
+    # On a GPU llama_decode returns once the step is queued: the burst that
+    # came meanwhile has its slots' KV cells cleared then, not between this
+    # step's end and the next step's start, when the device would sit idle.
+    fake = FakeLlama()
+    steps, jobs = burst(fake, prompt_steps=8)
+    first_sync = fake.calls.index("sync")
+    second_decode = fake.calls.index("decode", fake.calls.index("decode") + 1)
+    assert fake.calls[:first_sync].count("seq_rm") == 1 + len(jobs)  # the first stream's, then the burst's
+    assert "seq_rm" not in fake.calls[first_sync:second_decode]
+    assert len(steps[1]) == 4 * 505  # the next step holds the burst's prompts
 
 
 def test_the_policy_before_ran_more_passes_for_the_same_burst() -> None:
