@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from rag import metrics
 from rag.errors import InvalidRequestError, RagError
-from rag.generation import CopySource, Generation, GenerationParams, ModelPool, Sampling, TextModel
+from rag.generation import (
+    CopySource,
+    Generation,
+    GenerationHandle,
+    GenerationParams,
+    ModelPool,
+    PromptTooLong,
+    Sampling,
+    TextModel,
+)
 from rag.generation.stream import TextStream
 from rag.grounding import Grounding, GroundingJudge, question_sentences
 from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn, copy_source, copy_texts
@@ -153,32 +162,53 @@ class Answering:
             return
         if self.pool is None:
             raise RagError("this process was started without a model (RAG_LLM_LOAD=false)")
-        # Pieces that arrive while this task is busy are joined: one loop wake-up each time.
-        pieces = TextStream(asyncio.get_running_loop())
         retrieved = time.perf_counter()
+        passages = [s.text for s in sources] if sources is not None else []
+        budget = self.n_ctx - max_tokens
+        generations: list[Generation] = []
         async with self.pool.acquire() as model:
-            acquired = time.perf_counter()
-            prompt, extractive = await asyncio.to_thread(
-                self._build_prompt, model, question, sources, max_tokens, history, sampling
-            )
-            built = time.perf_counter()
-            used: list[SearchHit] = []
-            if sources is not None:
-                used = sources[: prompt.passages_used] if prompt.passages_used else sources[:1]
-                yield AnswerSources(sources=used, grounded=True)
-            params = GenerationParams(max_tokens=max_tokens, stop=prompt.stop, ignore_eog=ignore_eos, sampling=sampling,
-                                      logprobs=sources is not None, extractive=extractive)
-            job = model.submit(prompt.tokens, params, on_text=pieces.push)
-            job.future.add_done_callback(lambda _: pieces.end())
-            try:
-                async for piece in pieces:
-                    yield AnswerDelta(piece)
-                generation: Generation = await job.wait()
-            finally:
-                job.cancel()  # a no-op once finished; stops it when the client left
+            acquired = built = time.perf_counter()
+            if not self._copies(sources, sampling):
+                # The usual case: the whole prompt, every passage in it, goes to
+                # the model as text and is tokenized there; it did not fit if
+                # PromptTooLong comes back before any text.
+                builder = self._builder(model, sources, history)
+                params = GenerationParams(max_tokens=max_tokens, stop=builder.stop, ignore_eog=ignore_eos,
+                                          sampling=sampling, logprobs=sources is not None)
+                text = builder.text(question, passages)
+                try:
+                    async with aclosing(self._generate(
+                        lambda push: model.submit_text(text, budget, params, push), sources, generations,
+                    )) as events:
+                        async for event in events:
+                            yield event
+                except PromptTooLong:
+                    pass
+            used: list[SearchHit] = sources or []
+            passages_used = len(passages)
+            if not generations:
+                prompt, extractive = await asyncio.to_thread(
+                    self._build_prompt, model, question, sources, max_tokens, history, sampling
+                )
+                built = time.perf_counter()
+                passages_used = prompt.passages_used
+                if sources is not None:
+                    used = sources[:passages_used] if passages_used else sources[:1]
+                params = GenerationParams(max_tokens=max_tokens, stop=prompt.stop, ignore_eog=ignore_eos,
+                                          sampling=sampling, logprobs=sources is not None, extractive=extractive)
+                tokens = prompt.tokens
+                async with aclosing(self._generate(
+                    lambda push: model.submit(tokens, params, push), used if sources is not None else None,
+                    generations,
+                )) as events:
+                    async for event in events:
+                        yield event
+            generation = generations[0]
         timings.update(
             queue_s=acquired - retrieved + generation.queue_s,
-            prompt_s=built - acquired,  # fitting the prompt: the tokenizer's round trips
+            # fitting the prompt (the tokenizer's round trips) when the whole did not fit or
+            # tokens are copied; else the model tokenizes it (in time_to_first_token_s)
+            prompt_s=built - acquired,
             time_to_first_token_s=generation.time_to_first_token_s,
             generation_s=generation.total_s,
             total_s=time.perf_counter() - started,
@@ -193,7 +223,7 @@ class Answering:
             "cached_prompt_tokens": generation.cached_tokens,
         }
         if sources is not None:
-            usage["context_passages"] = prompt.passages_used
+            usage["context_passages"] = passages_used
         metrics.observe_generation(timings, usage)
         text = generation.text or (NO_ANSWER if sources is not None else "")
         grounding = reason = draft = None
@@ -220,6 +250,50 @@ class Answering:
             )
         )
 
+    def _copies(self, sources: list[SearchHit] | None, sampling: Sampling | None) -> bool:
+        """Whether the answer is copied from the passages (extractive decoding:
+        greedy answers from passages, completion prompts; an instruction-tuned
+        model's chat answer cites and may refuse)."""
+        return self.extractive and sources is not None and sampling is None and self.prompt_style == "completion"
+
+    def _builder(self, model: TextModel, sources: list[SearchHit] | None, history: Sequence[Turn],
+                 tokenize: Callable[[str], list[int]] | None = None) -> PromptBuilder:
+        return PromptBuilder(
+            self.prompt_style,
+            tokenize or model.tokenize,
+            model.detokenize,
+            history=history,
+            retrieval=sources is not None,
+            best_last=self.best_last and self.prompt_style == "completion",
+        )
+
+    @staticmethod
+    async def _generate(
+        submit: Callable[[Callable[[str], bool]], GenerationHandle],
+        sources: list[SearchHit] | None,
+        out: list[Generation],
+    ) -> AsyncGenerator[AnswerEvent, None]:
+        """One generation's events: ``sources`` (the passages in the prompt;
+        None: no retrieval) with its first text, then its text; its
+        ``Generation`` goes to ``out``. ``submit`` queues it, given where its
+        text goes; what it raises, or its future, passes on."""
+        # Pieces that arrive while this task is busy are joined: one loop wake-up each time.
+        pieces = TextStream(asyncio.get_running_loop())
+        job = submit(pieces.push)
+        job.future.add_done_callback(lambda _: pieces.end())
+        announce = sources is not None
+        try:
+            async for piece in pieces:
+                if announce:
+                    yield AnswerSources(sources=sources or [], grounded=True)
+                    announce = False
+                yield AnswerDelta(piece)
+            out.append(await job.wait())
+        finally:
+            job.cancel()  # a no-op once finished; stops it when the client left
+        if announce:
+            yield AnswerSources(sources=sources or [], grounded=True)
+
     def _build_prompt(
         self,
         model: TextModel,
@@ -238,16 +312,9 @@ class Answering:
             tokens = known.get(text)
             return list(tokens) if tokens is not None else model.tokenize(text)
 
-        builder = PromptBuilder(
-            self.prompt_style,
-            tokenize,
-            model.detokenize,
-            history=history,
-            retrieval=sources is not None,
-            best_last=self.best_last and self.prompt_style == "completion",
-        )
+        builder = self._builder(model, sources, history, tokenize)
         passages = [s.text for s in sources] if sources is not None else []
-        copy = self.extractive and sources is not None and sampling is None and self.prompt_style == "completion"
+        copy = self._copies(sources, sampling)
         # What building will most likely tokenize, in one round trip to a model process
         # (a dozen one by one for five passages and their copies).
         texts = builder.likely_texts(question, passages)

@@ -211,12 +211,16 @@ class PromptBuilder:
             return (END_OF_TURN,)
         return ("\n", "Question:")
 
+    def text(self, question: str, passages: Sequence[str]) -> str:
+        """The whole prompt, every passage in it (``build``'s usual result)."""
+        return self._render(question, passages)
+
     def likely_texts(self, question: str, passages: Sequence[str]) -> list[str]:
         """The texts ``build`` tokenizes when every passage fits, the usual
         case (the whole prompt, once): tokenized beforehand together with
         others (``TextModel.tokenize_many``), they spare a model in another
         process a round trip each."""
-        return [self._render(question, passages)]
+        return [self.text(question, passages)]
 
     def build(self, question: str, passages: Sequence[str], budget: int) -> BuiltPrompt:
         """The prompt with as many passages (in the given order) as fit in

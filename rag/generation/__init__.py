@@ -35,6 +35,7 @@ from rag.generation.types import (
     GenerationHandle,
     GenerationParams,
     KvCacheType,
+    PromptTooLong,
     Sampling,
     TextModel,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "GenerationParams",
     "KvCacheType",
     "ModelPool",
+    "PromptTooLong",
     "Sampling",
     "TextModel",
     "load_models",

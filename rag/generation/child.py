@@ -83,6 +83,9 @@ def _serve(conn: Connection) -> None:
             if kind == "submit":
                 _, job_id, tokens, params = message
                 _submit(model, jobs, outbox, texts, job_id, tokens, params)
+            elif kind == "submit_text":
+                _, job_id, text, budget, params = message
+                _submit_text(model, jobs, outbox, texts, job_id, text, budget, params)
             elif kind == "cancel":
                 job = jobs.get(message[1])
                 if job is not None:
@@ -164,6 +167,29 @@ def _submit(
             outbox.put(("done", job_id, asdict(future.result()), job.token_times))
 
     job.future.add_done_callback(done)
+
+
+def _submit_text(
+    model: Any,
+    jobs: dict[int, Any],
+    outbox: queue.SimpleQueue[tuple[Any, ...] | None],
+    texts: _StepTexts,
+    job_id: int,
+    text: str,
+    budget: int,
+    params: GenerationParams,
+) -> None:
+    """Tokenized here, in order with the other messages (llama.cpp's tokenizer
+    lets go of the GIL: the scheduler goes on meanwhile)."""
+    try:
+        tokens = model.tokenize(text)
+    except Exception as exc:
+        outbox.put(("error", job_id, f"tokenize: {exc}"))
+        return
+    if len(tokens) > budget:
+        outbox.put(("too_long", job_id, len(tokens), budget))
+    else:
+        _submit(model, jobs, outbox, texts, job_id, tokens, params)
 
 
 def _send_loop(conn: Connection, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:

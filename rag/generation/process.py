@@ -27,8 +27,9 @@ Protocol (tuples; the child always sends lists of them):
 ==============================================================  ==================================================
 parent → child                                                  child → parent
 ==============================================================  ==================================================
-``("submit", id, tokens, max, stop, eog, sampling, logprobs)``  ``("texts", [(id, piece), …])``: one step's text
-``("cancel", id)``                                              ``("done", id, generation, token_times)``
+``("submit", id, tokens, params)``                              ``("texts", [(id, piece), …])``: one step's text
+``("submit_text", id, text, budget, params)``                   ``("done", id, generation, token_times)``
+``("cancel", id)``                                              ``("error", id, msg)``, ``("too_long", id, n, budget)``
 ``("call", id, method, arg)``                                   ``("reply", id, value)`` / ``("fail", id, msg)``
 ``("close",)``                                                  first: ``("ready", info)`` or ``("failed", msg)``
 ==============================================================  ==================================================
@@ -53,7 +54,7 @@ from typing import Any
 
 from rag.errors import BackendError, ConfigurationError
 from rag.generation.handle import FutureHandle
-from rag.generation.types import Generation, GenerationParams, TextModel
+from rag.generation.types import Generation, GenerationParams, PromptTooLong, TextModel
 from rag.logs import current_log_format
 
 __all__ = ["ModelProcess", "RemoteJob", "TokenCache"]
@@ -203,12 +204,22 @@ class ModelProcess(TextModel):
             raise ValueError("an empty prompt")
         if len(tokens) + params.max_tokens > self.n_ctx:
             raise ValueError("prompt and max_tokens exceed the context window")
+        return self._queue(on_text, "submit", list(tokens), params)
+
+    def submit_text(
+        self, text: str, budget: int, params: GenerationParams, on_text: Callable[[str], bool] | None = None
+    ) -> RemoteJob:
+        """The child tokenizes ``text``; over ``budget`` tokens (or past the
+        context window), the job's future fails with ``PromptTooLong``."""
+        return self._queue(on_text, "submit_text", text, min(budget, self.n_ctx - params.max_tokens), params)
+
+    def _queue(self, on_text: Callable[[str], bool] | None, *message: Any) -> RemoteJob:
         with self._lock:
             self._check_ready()
             job = RemoteJob(self, next(self._ids), on_text)
             self._jobs[job.id] = job
             try:
-                self._send(("submit", job.id, list(tokens), params))
+                self._send((message[0], job.id, *message[1:]))
             except BackendError:
                 del self._jobs[job.id]
                 raise
@@ -369,11 +380,13 @@ class ModelProcess(TextModel):
             if job is not None:
                 job.token_times = message[3]
                 job.future.set_result(Generation(**message[2]))
-        elif kind == "error":
+        elif kind in ("error", "too_long"):
             with self._lock:
                 job = self._jobs.pop(message[1], None)
             if job is not None:
-                job.future.set_exception(BackendError(message[2]))
+                job.future.set_exception(
+                    BackendError(message[2]) if kind == "error" else PromptTooLong(message[2], message[3])
+                )
         elif kind in ("reply", "fail"):
             with self._lock:
                 future = self._calls.pop(message[1], None)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 __all__ = ["CopySource", "FlashAttention", "Generation", "GenerationHandle", "GenerationParams", "KvCacheType",
-           "Sampling", "TextModel"]
+           "PromptTooLong", "Sampling", "TextModel"]
 
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
 FlashAttention = Literal["auto", "on", "off"]
@@ -77,6 +77,16 @@ class GenerationParams:
     extractive: CopySource | None = None
 
 
+class PromptTooLong(Exception):
+    """``TextModel.submit_text``: the prompt's ``tokens`` exceed the budget
+    given; nothing was queued."""
+
+    def __init__(self, tokens: int, budget: int) -> None:
+        super().__init__(f"the prompt is {tokens} tokens, over the budget of {budget}")
+        self.tokens = tokens
+        self.budget = budget
+
+
 class GenerationHandle(Protocol):
     """A queued or running generation: ``GenerationJob`` in this process,
     ``RemoteJob`` in a model process."""
@@ -119,6 +129,19 @@ class TextModel(Protocol):
         """Queue a generation; ``on_text`` gets each new piece of its text
         and returns False to stop it (the client left)."""
         ...
+
+    def submit_text(
+        self, text: str, budget: int, params: GenerationParams, on_text: Callable[[str], bool] | None = None
+    ) -> GenerationHandle:
+        """``submit`` of the tokens of ``text`` if there are at most ``budget``
+        of them; else ``PromptTooLong``, raised here or by the handle's future
+        (a model in another process tokenizes the text there: one message on
+        the way in, where ``tokenize`` and ``submit`` took a round trip and a
+        message, each through the event loop and a thread of either process)."""
+        tokens = self.tokenize(text)
+        if len(tokens) > budget:
+            raise PromptTooLong(len(tokens), budget)
+        return self.submit(tokens, params, on_text)
 
     def generate(
         self, tokens: list[int], params: GenerationParams, on_text: Callable[[str], bool] | None = None

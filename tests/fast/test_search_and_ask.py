@@ -125,6 +125,25 @@ def test_answers_from_passages_are_copied_from_the_sentence_most_like_the_questi
     assert model.params[-1].sampling is not None and model.params[-1].extractive is None
 
 
+@pytest.mark.parametrize("tokenizes_later", [False, True])
+def test_a_prompt_too_long_as_a_whole_is_built_to_fit(
+    pets: TestClient, model: FakeTextModel, tokenizes_later: bool
+) -> None:
+    # The whole prompt goes to the model as text; over the budget it comes
+    # back refused (at once, or through the job as from a model process) and
+    # is built again within it, the last passages cut.
+    model.tokenizes_later = tokenizes_later
+    question = {"question": "How many hours do cats sleep?"}
+    whole = pets.post("/v1/collections/pets/ask", json=question).json()
+    length = len(model.prompts[-1])  # the fake's tokens are characters
+    budget = length - 40
+    cut = pets.post("/v1/collections/pets/ask", json=question | {"max_tokens": model.n_ctx - budget}).json()
+    assert len(model.prompts) == 2 and len(model.prompts[-1]) <= budget
+    assert cut["grounded"] is True and cut["answer"] == whole["answer"]
+    assert cut["usage"]["prompt_tokens"] <= budget < whole["usage"]["prompt_tokens"] == length
+    assert cut["timings"]["prompt_s"] > 0
+
+
 def test_max_tokens_limits_the_answer(pets: TestClient) -> None:
     body = pets.post("/v1/collections/pets/ask", json={"question": "How long do cats sleep?", "max_tokens": 2}).json()
     assert body["answer"] == _words(body["sources"][0]["text"], 2) and body["finish_reason"] == "length"
@@ -193,12 +212,14 @@ def test_errors_before_the_stream_are_http_errors(pets: TestClient) -> None:
 
 def test_a_model_failure_is_503_or_an_error_event(pets: TestClient, model: FakeTextModel) -> None:
     model.fail = crashed()
-    r = pets.post("/v1/collections/pets/ask", json={"question": "How long do cats sleep?"})
-    assert r.status_code == 503 and r.json()["error"]["code"] == "backend_error"
+    for stream in (False, True):  # nothing was sent yet: the sources go out with the answer's first text
+        r = pets.post("/v1/collections/pets/ask", json={"question": "How long do cats sleep?", "stream": stream})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "backend_error"
+    model.fail_after = 1
     r = pets.post("/v1/collections/pets/ask", json={"question": "How long do cats sleep?", "stream": True})
-    events = sse_events(r.text)  # the sources were out already: the stream ends with an error event
-    assert [n for n, _ in events] == ["sources", "error"]
-    assert json.loads(events[1][1])["error"]["code"] == "backend_error"
+    events = sse_events(r.text)  # the answer had begun: the stream ends with an error event
+    assert [n for n, _ in events] == ["sources", "delta", "error"]
+    assert json.loads(events[2][1])["error"]["code"] == "backend_error"
 
 
 def test_a_full_queue_is_429_with_retry_after(

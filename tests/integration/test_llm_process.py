@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rag.errors import BackendError, ConfigurationError
-from rag.generation import GenerationParams, ModelPool, load_models
+from rag.generation import GenerationParams, ModelPool, PromptTooLong, load_models
 from rag.generation.llama import LlamaModel
 from rag.generation.process import ModelProcess
 from rag.settings import Settings
@@ -63,6 +63,19 @@ def test_the_child_answers_as_the_model_does_in_process(remote: ModelProcess, mo
     assert "".join(pieces).strip() == there.text
     assert there.completion_tokens == here.completion_tokens and there.finish_reason == here.finish_reason
     assert remote.info["torch_loaded"] is False and remote.info["pid"] == remote.pid != os.getpid()
+
+
+def test_a_prompt_sent_as_text_is_tokenized_in_the_child_within_its_budget(remote: ModelProcess) -> None:
+    tokens = remote.tokenize(PROMPT)
+    pieces: list[str] = []
+    there = remote.submit_text(PROMPT, len(tokens), LINE, on_text=lambda p: pieces.append(p) is None).result(120)
+    assert there.prompt_tokens == len(tokens) and there.text == remote.generate(tokens, LINE).text
+    assert "".join(pieces).strip() == there.text and "1889" in there.text
+    over = remote.submit_text(PROMPT, len(tokens) - 1, LINE)  # refused in the child, nothing queued
+    with pytest.raises(PromptTooLong) as refused:
+        over.result(60)
+    assert (refused.value.tokens, refused.value.budget) == (len(tokens), len(tokens) - 1)
+    assert remote.active == 0
 
 
 def test_tokenizer_calls_at_once_while_generating_agree_with_one_by_one(remote: ModelProcess) -> None:

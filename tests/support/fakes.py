@@ -12,10 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rag.errors import BackendError
-from rag.generation import Generation, GenerationParams, TextModel
+from rag.generation import Generation, GenerationParams, PromptTooLong, TextModel
 from rag.generation.handle import FutureHandle
 
 __all__ = ["FakeJob", "FakeTextModel", "HashEmbedder", "first_passage_words"]
@@ -80,7 +80,10 @@ class FakeTextModel(TextModel):
     """A text model whose tokens are Unicode code points and whose answer is
     ``answer(prompt)`` (default: ``first_passage_words``), emitted one word per
     token. ``hold`` (an Event) keeps every generation waiting until it is set;
-    ``fail`` makes generations fail with that error (a crashed model process)."""
+    ``fail`` makes generations fail with that error (a crashed model process),
+    after ``fail_after`` words of text. ``tokenizes_later``: ``submit_text``
+    refuses a prompt over its budget through the job's future, as a model
+    process does, not at once."""
 
     def __init__(
         self,
@@ -97,6 +100,8 @@ class FakeTextModel(TextModel):
         self._answer = answer
         self.hold: threading.Event | None = None
         self.fail: BaseException | None = None
+        self.fail_after = 0
+        self.tokenizes_later = False
         self.prompts: list[str] = []
         self.jobs: list[FakeJob] = []
         self.options: list[dict[str, Any]] = []  # each submit's ignore_eog and sampling
@@ -133,6 +138,15 @@ class FakeTextModel(TextModel):
         ).start()
         return job
 
+    def submit_text(
+        self, text: str, budget: int, params: GenerationParams, on_text: Callable[[str], bool] | None = None
+    ) -> FakeJob:
+        if self.tokenizes_later and len(text) > budget:
+            job = FakeJob()
+            threading.Thread(target=job.future.set_exception, args=(PromptTooLong(len(text), budget),)).start()
+            return job
+        return cast(FakeJob, super().submit_text(text, budget, params, on_text))
+
     def close(self) -> None:
         self.closed = True
 
@@ -150,7 +164,7 @@ class FakeTextModel(TextModel):
             while not self.hold.wait(0.01):
                 if job.cancelled:
                     break
-        if self.fail is not None:
+        if self.fail is not None and not self.fail_after:
             job.future.set_exception(self.fail)
             return
         text = self._answer(prompt)
@@ -173,6 +187,9 @@ class FakeTextModel(TextModel):
             if on_text is not None and not on_text(piece):
                 reason = "cancelled"
                 break
+            if self.fail is not None and produced >= self.fail_after:
+                job.future.set_exception(self.fail)
+                return
         ended = time.perf_counter()
         job.future.set_result(
             Generation(
