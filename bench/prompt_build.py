@@ -8,6 +8,14 @@ as ``Answering`` does. Each round uses new texts (nothing cached).
     python bench/prompt_build.py --model MODEL.gguf [--passages 5] [--words 120] [--rounds 9]
 
 PROMPT_BUILD_REPO=DIR: that checkout's code (before/after on one machine).
+
+``--refused`` (give a ``--budget`` the whole prompt exceeds): the ways
+``Answering`` goes when the whole prompt does not fit: sent as text and
+refused by the model process (``submit_text``, ``PromptTooLong``), then
+``fitting_texts`` in one round trip; or predicted too long (characters per
+token), ``likely_texts`` and ``fitting_texts`` in one round trip; against
+session 10's way (``likely_texts``, then each passage's texts one round trip
+at a time); the three alternating round by round.
 """
 
 from __future__ import annotations
@@ -43,8 +51,15 @@ def main() -> None:
     ap.add_argument("--words", type=int, default=120)
     ap.add_argument("--budget", type=int, default=3800)
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--refused", action="store_true")
     args = ap.parse_args()
     model = ModelProcess(args.model, n_ctx=4096, threads=2, parallel=1, n_gpu_layers=0)
+    if args.refused:
+        try:
+            refused(model, args)
+        finally:
+            model.close()
+        return
     try:
         times, tokens = [], 0
         for r in range(args.rounds + 1):
@@ -64,6 +79,41 @@ def main() -> None:
               f"median {statistics.median(ms):.2f} ms  ({ms[0]:.2f}-{ms[-1]:.2f}, {len(ms)} rounds)")
     finally:
         model.close()
+
+
+def refused(model: ModelProcess, args: argparse.Namespace) -> None:
+    from rag.generation import GenerationParams, PromptTooLong
+
+    times: dict[str, list[float]] = {"refused, fitting_texts": [], "predicted, likely+fitting_texts": [],
+                                      "likely_texts, one by one": []}
+    tokens = 0
+    for r in range(args.rounds + 1):
+        for way in times:
+            question = f"How does the scheduler admit prompts? ({r} {way})"
+            passages = [passage(args.words, f"r{r}p{i}{way[:3]}") for i in range(args.passages)]
+            builder = PromptBuilder(args.style, model.tokenize, model.detokenize)
+            started = time.perf_counter()
+            if way.startswith("refused"):
+                job = model.submit_text(builder.text(question, passages), args.budget, GenerationParams(max_tokens=8))
+                try:
+                    job.result(60)
+                    raise SystemExit("the whole prompt fitted: give a smaller --budget")
+                except PromptTooLong:
+                    pass
+                model.tokenize_many(builder.fitting_texts(question, passages))
+            elif way.startswith("predicted"):
+                both = builder.likely_texts(question, passages) + builder.fitting_texts(question, passages)
+                model.tokenize_many(both)
+            else:
+                model.tokenize_many(builder.likely_texts(question, passages))
+            prompt = builder.build(question, passages, budget=args.budget)
+            if r:
+                times[way].append(time.perf_counter() - started)
+            tokens = len(prompt.tokens)
+    for way, ts in times.items():
+        ms = sorted(1000 * t for t in ts)
+        print(f"prompt build  {args.style}  {args.passages} passages  {tokens} tokens  {way}: "
+              f"median {statistics.median(ms):.2f} ms  ({ms[0]:.2f}-{ms[-1]:.2f}, {len(ms)} rounds)")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,23 @@ class AnswerDone:
 AnswerEvent = AnswerSources | AnswerDelta | AnswerDone
 
 
+class CharsPerToken:
+    """The characters per token of the prompts the model took or refused
+    (a running mean; the event loop's alone): a prompt that looks longer than
+    its budget is fitted at once, not sent whole first to be refused."""
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+
+    def may_fit(self, text: str, budget: int) -> bool:
+        return self.mean <= 0 or len(text) <= budget * self.mean
+
+    def saw(self, text: str, tokens: int) -> None:
+        if tokens > 0:
+            ratio = len(text) / tokens
+            self.mean = ratio if self.mean <= 0 else 0.9 * self.mean + 0.1 * ratio
+
+
 @dataclass(frozen=True)
 class Answering:
     """Generation: the model pool (None in a process started without a model),
@@ -103,6 +120,7 @@ class Answering:
     end_bias: float = 0.0  # extractive answers: bias toward ending the span
     copy_sentences: int = 0  # extractive answers: from the n sentences most like the question (0: all)
     best_last: bool = False  # completion prompts: passages from the last to the best
+    chars: CharsPerToken = field(default_factory=lambda: CharsPerToken())
 
     @classmethod
     def from_settings(
@@ -168,27 +186,35 @@ class Answering:
         generations: list[Generation] = []
         async with self.pool.acquire() as model:
             acquired = built = time.perf_counter()
+            whole: bool | None = True  # whether the whole prompt is expected to fit (None: maybe not)
             if not self._copies(sources, sampling):
                 # The usual case: the whole prompt, every passage in it, goes to
                 # the model as text and is tokenized there; it did not fit if
-                # PromptTooLong comes back before any text.
+                # PromptTooLong comes back before any text. One that looks too
+                # long (by the characters per token of the prompts before) is
+                # fitted at once.
                 builder = self._builder(model, sources, history)
                 params = GenerationParams(max_tokens=max_tokens, stop=builder.stop, ignore_eog=ignore_eos,
                                           sampling=sampling, logprobs=sources is not None)
                 text = builder.text(question, passages)
-                try:
-                    async with aclosing(self._generate(
-                        lambda push: model.submit_text(text, budget, params, push), sources, generations,
-                    )) as events:
-                        async for event in events:
-                            yield event
-                except PromptTooLong:
-                    pass
+                if self.chars.may_fit(text, budget):
+                    try:
+                        async with aclosing(self._generate(
+                            lambda push: model.submit_text(text, budget, params, push), sources, generations,
+                        )) as events:
+                            async for event in events:
+                                yield event
+                        self.chars.saw(text, generations[0].prompt_tokens)
+                    except PromptTooLong as refused:
+                        self.chars.saw(text, refused.tokens)
+                        whole = False
+                else:
+                    whole = None
             used: list[SearchHit] = sources or []
             passages_used = len(passages)
             if not generations:
                 prompt, extractive = await asyncio.to_thread(
-                    self._build_prompt, model, question, sources, max_tokens, history, sampling
+                    self._build_prompt, model, question, sources, max_tokens, history, sampling, whole
                 )
                 built = time.perf_counter()
                 passages_used = prompt.passages_used
@@ -302,10 +328,13 @@ class Answering:
         max_tokens: int,
         history: Sequence[Turn],
         sampling: Sampling | None = None,
+        whole: bool | None = True,
     ) -> tuple[BuiltPrompt, CopySource | None]:
         """The prompt, and extractive decoding's source when the answer is to
         be copied from the passages (greedy answers from passages, completion
-        prompts: an instruction-tuned model's chat answer cites and may refuse)."""
+        prompts: an instruction-tuned model's chat answer cites and may refuse).
+        ``whole``: whether the whole prompt is expected to fit (None: maybe;
+        False: the model refused it) decides what is asked for in one go."""
         known: dict[str, list[int]] = {}
 
         def tokenize(text: str) -> list[int]:
@@ -317,7 +346,9 @@ class Answering:
         copy = self._copies(sources, sampling)
         # What building will most likely tokenize, in one round trip to a model process
         # (a dozen one by one for five passages and their copies).
-        texts = builder.likely_texts(question, passages)
+        texts = [] if whole is False else builder.likely_texts(question, passages)
+        if whole is not True:
+            texts += builder.fitting_texts(question, passages)
         if copy and not self.copy_sentences:
             texts += copy_texts(passages, builder.stop)
         known.update(zip(texts, model.tokenize_many(texts), strict=True))

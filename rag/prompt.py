@@ -222,6 +222,13 @@ class PromptBuilder:
         process a round trip each."""
         return [self.text(question, passages)]
 
+    def fitting_texts(self, question: str, passages: Sequence[str]) -> list[str]:
+        """The texts ``build`` tokenizes when the whole prompt does not fit:
+        the frame without passages, each passage as it is counted, and ""
+        (the BOS check); left are the final prompt and, when the last passage
+        that fits is cut, its two parts."""
+        return [self._render(question, []), "", *(f"[{i}] {text.strip()}\n\n" for i, text in enumerate(passages, 1))]
+
     def build(self, question: str, passages: Sequence[str], budget: int) -> BuiltPrompt:
         """The prompt with as many passages (in the given order) as fit in
         ``budget`` tokens; the last one that fits only partly is cut."""

@@ -127,21 +127,30 @@ def test_answers_from_passages_are_copied_from_the_sentence_most_like_the_questi
 
 @pytest.mark.parametrize("tokenizes_later", [False, True])
 def test_a_prompt_too_long_as_a_whole_is_built_to_fit(
-    pets: TestClient, model: FakeTextModel, tokenizes_later: bool
+    pets: TestClient, app_client: Callable[..., TestClient], fast_settings: Settings, model: FakeTextModel,
+    tokenizes_later: bool,
 ) -> None:
-    # The whole prompt goes to the model as text; over the budget it comes
-    # back refused (at once, or through the job as from a model process) and
-    # is built again within it, the last passages cut.
+    # The whole prompt goes to the model as text (not when the answer is
+    # copied from the passages, which needs its tokens here); over the budget
+    # it comes back refused (at once, or through the job as from a model
+    # process) and is built again within it, the last passages cut. Once the
+    # service has seen prompts, one that looks too long is fitted at once.
     model.tokenizes_later = tokenizes_later
+    generated = fast_settings.model_copy(update={"answer_extractive": False})
     question = {"question": "How many hours do cats sleep?"}
-    whole = pets.post("/v1/collections/pets/ask", json=question).json()
+    whole = app_client(settings=generated).post("/v1/collections/pets/ask", json=question).json()
+    assert model.texts == model.prompts  # sent as text, taken whole
     length = len(model.prompts[-1])  # the fake's tokens are characters
     budget = length - 40
-    cut = pets.post("/v1/collections/pets/ask", json=question | {"max_tokens": model.n_ctx - budget}).json()
-    assert len(model.prompts) == 2 and len(model.prompts[-1]) <= budget
-    assert cut["grounded"] is True and cut["answer"] == whole["answer"]
-    assert cut["usage"]["prompt_tokens"] <= budget < whole["usage"]["prompt_tokens"] == length
-    assert cut["timings"]["prompt_s"] > 0
+    fresh = app_client(settings=generated)  # the same collection; a service that has seen no prompt yet
+    for attempts in (1, 1):  # the first is sent whole and refused; the second is not sent whole
+        cut = fresh.post("/v1/collections/pets/ask", json=question | {"max_tokens": model.n_ctx - budget}).json()
+        assert len(model.texts) == 1 + attempts and model.texts[-1] == model.prompts[0]
+        assert len(model.prompts[-1]) <= budget
+        assert cut["grounded"] is True and cut["answer"] == whole["answer"]
+        assert cut["usage"]["prompt_tokens"] <= budget < whole["usage"]["prompt_tokens"] == length
+        assert cut["timings"]["prompt_s"] > 0
+    assert len(model.prompts) == 3 and model.prompts[1] == model.prompts[2]
 
 
 def test_max_tokens_limits_the_answer(pets: TestClient) -> None:

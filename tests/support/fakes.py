@@ -102,6 +102,7 @@ class FakeTextModel(TextModel):
         self.fail: BaseException | None = None
         self.fail_after = 0
         self.tokenizes_later = False
+        self.texts: list[str] = []  # each submit_text's prompt
         self.prompts: list[str] = []
         self.jobs: list[FakeJob] = []
         self.options: list[dict[str, Any]] = []  # each submit's ignore_eog and sampling
@@ -141,6 +142,7 @@ class FakeTextModel(TextModel):
     def submit_text(
         self, text: str, budget: int, params: GenerationParams, on_text: Callable[[str], bool] | None = None
     ) -> FakeJob:
+        self.texts.append(text)
         if self.tokenizes_later and len(text) > budget:
             job = FakeJob()
             threading.Thread(target=job.future.set_exception, args=(PromptTooLong(len(text), budget),)).start()

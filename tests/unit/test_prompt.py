@@ -136,3 +136,29 @@ def test_the_likely_texts_are_all_a_fitting_prompt_tokenizes(
         copy_source(prompt, tokenize)
     assert prompt.passages_used == len(passages) and not prompt.truncated
     assert set(asked) <= known
+
+
+@pytest.mark.parametrize("style", ["gemma-chat", "completion"])
+def test_the_fitting_texts_leave_only_the_final_prompt_when_the_whole_does_not_fit(
+    vocab: LlamaModel, style: str
+) -> None:
+    """The model refused the whole prompt: ``fitting_texts`` (asked for in one
+    go) are all that fitting it passage by passage tokenizes but the final
+    prompt and the two parts of a passage cut."""
+    passages = ["Alice wrote the report in March.", "Bob read it twice. " * 30, "Carol filed it. " * 30]
+    plain = PromptBuilder(style, vocab.tokenize, vocab.detokenize)
+    whole, frame = (len(vocab.tokenize(plain.text("Who wrote it?", p))) for p in (passages, []))
+    for budget in (whole - 60, whole - 200, frame + 20):
+        asked: list[str] = []
+
+        def tokenize(text: str, asked: list[str] = asked) -> list[int]:
+            asked.append(text)
+            return vocab.tokenize(text)
+
+        builder = PromptBuilder(style, tokenize, vocab.detokenize)
+        known = set(builder.fitting_texts("Who wrote it?", passages)) | {builder.text("Who wrote it?", passages)}
+        prompt = builder.build("Who wrote it?", passages, budget=budget)
+        assert prompt.truncated and len(prompt.tokens) <= budget
+        n = prompt.passages_used  # the passage cut is the last one in, or the next one, left out
+        cut = {t for i in (n, n + 1) if 0 < i <= len(passages) for t in (f"[{i}] ", passages[i - 1].strip())}
+        assert set(asked) - known <= {prompt.text} | cut, budget
