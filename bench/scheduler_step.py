@@ -32,9 +32,10 @@ from rag.generation.batch import Batch  # noqa: E402
 from rag.generation.job import GenerationJob  # noqa: E402
 from rag.generation.scheduler import Scheduler  # noqa: E402
 from rag.generation.slots import Slot  # noqa: E402
+from tests.support.fakes import FakeLlamaCalls  # noqa: E402
 
 
-class FakeLlama:
+class FakeLlama(FakeLlamaCalls):
     """What the scheduler calls; the decode of next tokens is timed."""
 
     def __init__(self, device_s: float) -> None:
@@ -43,30 +44,12 @@ class FakeLlama:
         self.gaps: list[float] = []  # llama_synchronize's return to the next decode call
         self.batch: Batch | None = None
 
-    def llama_get_memory(self, ctx: Any) -> Any:
-        return ctx
-
-    def llama_memory_seq_rm(self, mem: Any, seq: int, p0: int, p1: int) -> bool:
-        return True
-
-    def llama_memory_seq_cp(self, mem: Any, src: int, dst: int, p0: int, p1: int) -> None:
-        pass
-
-    def llama_memory_clear(self, mem: Any, data: bool) -> None:
-        pass
-
-    def llama_sampler_reset(self, sampler: Any) -> None:
-        pass
-
     def llama_synchronize(self, ctx: Any) -> None:
         time.sleep(self.device_s)
         self.synced = time.perf_counter()
 
     def llama_get_sampled_token_ith(self, ctx: Any, i: int) -> int:
         return 1000 + i
-
-    def llama_vocab_is_eog(self, vocab: Any, token: int) -> bool:
-        return False
 
     def llama_decode_held(self, ctx: Any, raw: Any) -> int:
         now = time.perf_counter()

@@ -209,3 +209,35 @@ class FakeTextModel(TextModel):
 def crashed() -> BackendError:
     """The error a dead model process fails its requests with."""
     return BackendError("the model process died")
+
+
+class FakeLlamaCalls:
+    """The llama.cpp functions ``Scheduler`` calls (rag/generation/scheduler.py),
+    doing nothing: every sampled token is ``token`` and none ends generation.
+    Subclasses record or time the ones they watch."""
+
+    token = 7
+
+    def llama_get_memory(self, ctx: Any) -> Any:
+        return ctx
+
+    def llama_memory_seq_rm(self, mem: Any, seq: int, p0: int, p1: int) -> bool:
+        return True
+
+    def llama_memory_seq_cp(self, mem: Any, src: int, dst: int, p0: int, p1: int) -> None:
+        pass
+
+    def llama_memory_clear(self, mem: Any, data: bool) -> None:
+        pass
+
+    def llama_sampler_reset(self, sampler: Any) -> None:
+        pass
+
+    def llama_synchronize(self, ctx: Any) -> None:
+        pass
+
+    def llama_get_sampled_token_ith(self, ctx: Any, i: int) -> int:
+        return self.token
+
+    def llama_vocab_is_eog(self, vocab: Any, token: int) -> bool:
+        return False

@@ -22,6 +22,7 @@ from rag.generation.job import GenerationJob
 from rag.generation.scheduler import Scheduler
 from rag.generation.slots import Slot
 from rag.generation.trace import StepTrace
+from tests.support.fakes import FakeLlamaCalls
 
 N_BATCH = 2048
 N_UBATCH = 512
@@ -53,9 +54,11 @@ def split_equal(seqs: list[int], n_ubatch: int) -> list[int]:
     return sizes
 
 
-class FakeLlama:
+class FakeLlama(FakeLlamaCalls):
     """The llama.cpp functions the scheduler calls. ``llama_decode`` records
     the batch; ``gate`` (when set) holds the first decode until released."""
+
+    token = TOKEN
 
     def __init__(self) -> None:
         self.batch: Batch | None = None
@@ -66,32 +69,12 @@ class FakeLlama:
         self.gate: threading.Event | None = None
         self.gated = threading.Event()
 
-    # memory
-    def llama_get_memory(self, ctx: Any) -> Any:
-        return ctx
-
     def llama_memory_seq_rm(self, mem: Any, seq: int, p0: int, p1: int) -> bool:
         self.calls.append("seq_rm")
         return True
 
-    def llama_memory_seq_cp(self, mem: Any, src: int, dst: int, p0: int, p1: int) -> None:
-        pass
-
-    def llama_memory_clear(self, mem: Any, data: bool) -> None:
-        pass
-
-    # sampling
-    def llama_sampler_reset(self, sampler: Any) -> None:
-        pass
-
     def llama_synchronize(self, ctx: Any) -> None:
         self.calls.append("sync")
-
-    def llama_get_sampled_token_ith(self, ctx: Any, i: int) -> int:
-        return TOKEN
-
-    def llama_vocab_is_eog(self, vocab: Any, token: int) -> bool:
-        return False
 
     def llama_decode_held(self, ctx: Any, raw: Any) -> int:
         self.held.append(len(self.steps))
