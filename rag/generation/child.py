@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -164,7 +163,10 @@ def _submit(
         if exc is not None:
             outbox.put(("error", job_id, str(exc)))
         else:
-            outbox.put(("done", job_id, asdict(future.result()), job.token_times))
+            # The Generation as it is, pickled by the sender thread: dataclasses.asdict
+            # copied it deeply here, on the scheduler's thread (~0.1-0.2 ms a request,
+            # 16 of them in a row at the end of a burst).
+            outbox.put(("done", job_id, future.result(), job.token_times))
 
     job.future.add_done_callback(done)
 

@@ -28,7 +28,7 @@ Protocol (tuples; the child always sends lists of them):
 parent → child                                                  child → parent
 ==============================================================  ==================================================
 ``("submit", id, tokens, params)``                              ``("texts", [(id, piece), …])``: one step's text
-``("submit_text", id, text, budget, params)``                   ``("done", id, generation, token_times)``
+``("submit_text", id, text, budget, params)``                   ``("done", id, Generation, token_times)``
 ``("cancel", id)``                                              ``("error", id, msg)``, ``("too_long", id, n, budget)``
 ``("call", id, method, arg)``                                   ``("reply", id, value)`` / ``("fail", id, msg)``
 ``("close",)``                                                  first: ``("ready", info)`` or ``("failed", msg)``
@@ -379,7 +379,8 @@ class ModelProcess(TextModel):
                 job = self._jobs.pop(message[1], None)
             if job is not None:
                 job.token_times = message[3]
-                job.future.set_result(Generation(**message[2]))
+                generation: Generation = message[2]  # pickled as it is by the child's sender thread
+                job.future.set_result(generation)
         elif kind in ("error", "too_long"):
             with self._lock:
                 job = self._jobs.pop(message[1], None)
