@@ -28,6 +28,7 @@ log-probabilities of the answer: no model runs.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -71,8 +72,12 @@ _REFUSAL = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _stem(word: str) -> str:
-    """A light stemmer: enough to match "wars"/"war", "founded"/"found"."""
+    """A light stemmer: enough to match "wars"/"war", "founded"/"found".
+    Remembered: an answer is judged against its passages' every word, and the
+    judging runs on the event loop at the end of each /ask (a burst's streams
+    end together, and their judgings queue there)."""
     w = word.lower().replace("’", "'")
     if w.endswith("'s"):
         w = w[:-2]
@@ -84,7 +89,13 @@ def _stem(word: str) -> str:
 
 def content_words(text: str) -> list[str]:
     """Stemmed words of ``text`` without stop words, in order."""
-    return [_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP]
+    return list(_content_words(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _content_words(text: str) -> tuple[str, ...]:
+    # Judging one answer reads each sentence of its passages several times.
+    return tuple(_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP)
 
 
 def is_refusal(answer: str) -> bool:
@@ -167,8 +178,9 @@ def _best_match(answer: str, passages: Sequence[tuple[int, str]]) -> _Match | No
         if needle:
             lowered = text.lower()
             at = lowered.find(needle)
-            if at < 0 and len(needle) > 3:
-                # Whitespace may differ (line breaks inside the passage).
+            if at < 0 and len(needle) > 3 and needle in " ".join(lowered.split()):
+                # Whitespace differs (line breaks inside the passage): where, in the text as it is
+                # (the pattern compiled only then: an answer's is new each time and long).
                 pattern = r"\s+".join(re.escape(part) for part in needle.split())
                 found = re.search(pattern, lowered)
                 at = found.start() if found else -1
