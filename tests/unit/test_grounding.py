@@ -39,6 +39,14 @@ def test_verbatim_answer_quotes_its_sentence_with_offsets() -> None:
     assert PASSAGES[0][1][ev.start : ev.end] == ev.text == "It was completed in 1889 for the World's Fair."
 
 
+def test_a_verbatim_answer_is_found_where_the_passage_spaces_it_otherwise() -> None:
+    passages = [(1, "The bridge opened in 1932. Its steel arch   spans\tthe harbour. It took eight years.")]
+    evidence, supported = find_evidence("its steel arch spans  the harbour", passages)
+    assert supported and evidence[0].text == "Its steel arch   spans\tthe harbour." and evidence[0].start == 27
+    evidence, supported = find_evidence("its steel arch spans the river", passages)  # not verbatim: by its words
+    assert evidence[0].text == "Its steel arch   spans\tthe harbour."
+
+
 def test_cited_passage_is_searched_first() -> None:
     evidence, supported = find_evidence("the tower [2]", PASSAGES)
     assert supported and evidence[0].rank == 2
