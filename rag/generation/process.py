@@ -336,7 +336,11 @@ class ModelProcess(TextModel):
         try:
             while True:
                 for message in conn.recv():
-                    self._dispatch(message)
+                    try:
+                        self._dispatch(message)
+                    except Exception as exc:  # this reader must go on: every request waits on it
+                        log.exception("model process %d: a %r message failed", proc.pid, message[0])
+                        self._fail(message, f"the model process's answer could not be read: {exc}")
         except (EOFError, OSError):
             pass
         code = proc.wait()
@@ -396,6 +400,16 @@ class ModelProcess(TextModel):
                     future.set_result(message[2])
                 else:
                     future.set_exception(BackendError(message[2]))
+
+    def _fail(self, message: tuple[Any, ...], reason: str) -> None:
+        """Fails the request or call ``message`` was about, if it named one."""
+        key = message[1] if len(message) > 1 and isinstance(message[1], int) else None
+        with self._lock:
+            job = self._jobs.pop(key, None) if key is not None else None
+            call = self._calls.pop(key, None) if key is not None else None
+        for future in (job.future if job is not None else None, call):
+            if future is not None and not future.done():
+                future.set_exception(BackendError(reason))
 
     def _fail_all(self, reason: str) -> None:
         with self._lock:

@@ -78,6 +78,27 @@ def test_a_prompt_sent_as_text_is_tokenized_in_the_child_within_its_budget(remot
     assert remote.active == 0
 
 
+def test_an_answer_that_cannot_be_read_fails_its_request_and_the_rest_go_on(
+    remote: ModelProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A message this side fails to handle (a bug, or a child of another
+    # version) must not stop the one thread that reads every answer.
+    tokens = remote.tokenize(PROMPT)
+    dispatch = remote._dispatch
+    broken: list[str] = []
+
+    def once_unreadable(message: tuple[object, ...]) -> None:
+        if message[0] == "done" and not broken:
+            broken.append("done")
+            raise TypeError("an answer of another shape")
+        dispatch(message)
+
+    monkeypatch.setattr(remote, "_dispatch", once_unreadable)
+    with pytest.raises(BackendError, match="could not be read"):
+        remote.generate(tokens, LINE)
+    assert "1889" in remote.generate(tokens, LINE).text and remote.active == 0
+
+
 def test_tokenizer_calls_at_once_while_generating_agree_with_one_by_one(remote: ModelProcess) -> None:
     """The child answers calls on several threads, beside its scheduler's."""
     texts = [f"{i} {PROMPT * (1 + i % 3)}" for i in range(24)]
