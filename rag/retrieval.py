@@ -204,7 +204,7 @@ class Retriever:
     ) -> tuple[list[list[SearchHit]], dict[str, float]]:
         t = time.perf_counter()
         dense: Sequence[list[float] | None] = (
-            embedder.embed(list(queries)) if mode in ("hybrid", "dense") else [None] * len(queries)
+            embedder.embed_queries(list(queries)) if mode in ("hybrid", "dense") else [None] * len(queries)
         )
         timings = {"embed_s": time.perf_counter() - t, "store_s": 0.0}
         limit = max(k, self._rerank_candidates) if use_reranker else k

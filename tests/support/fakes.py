@@ -50,6 +50,9 @@ class HashEmbedder:
     def embed_query(self, text: str) -> list[float]:
         return self.embed([text])[0]
 
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embed(texts)
+
     def _vector(self, text: str) -> list[float]:
         vector = [0.0] * self.dimension
         for word in _WORD.findall(text.lower()):
