@@ -16,6 +16,11 @@ The same client talks to:
 ``--ignore-eos`` asks each stream for exactly ``--max-tokens`` tokens
 (llama-server's request field of that name; the service accepts it too).
 
+``--versus URL`` measures a second service beside the first, with the same
+client, their rounds alternating and taking turns going first
+(``--versus-label``, ``--versus-json``): a before/after where the machine's
+drift within a run falls on both alike.
+
 Usage::
 
     python bench/load.py --url http://127.0.0.1:8000 --kind chat --model gemma-3-270m-q4_k_m \\
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import statistics
@@ -196,28 +202,52 @@ def make_client(args: argparse.Namespace, max_streams: int) -> Any:
     return httpx.AsyncClient(base_url=args.url, limits=limits, timeout=args.timeout, headers=headers)
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+def round_order(labels: list[str], r: int) -> list[str]:
+    """Round ``r``'s order of the services measured side by side: they take
+    turns going first, round by round (what drifts on the machine meanwhile,
+    the GPU's clocks or another tenant, falls on both alike)."""
+    return labels if r % 2 == 0 else labels[::-1]
+
+
+def summarize(label: str, s: int, rounds: list[dict[str, float]]) -> dict[str, Any]:
+    summary = {k: {"median": statistics.median(r[k] for r in rounds), "min": min(r[k] for r in rounds),
+                   "max": max(r[k] for r in rounds)}
+               for k in rounds[0] if k != "started" and all(k in r for r in rounds)}
+    m = {k: v["median"] for k, v in summary.items()}
+    print(f"{label:<16} S={s:<3} wall {m['wall_s']:.3f} s ({summary['wall_s']['min']:.3f}-"
+          f"{summary['wall_s']['max']:.3f})  {m['tokens_per_s']:,.0f} tok/s (prompt+gen), "
+          f"gen {m['completion_tokens_per_s']:,.0f} tok/s  ttft p50 {1000 * m['ttft_p50_s']:.1f} ms  "
+          f"gap p50 {1000 * m['gap_p50_s']:.2f} ms p95 {1000 * m['gap_p95_s']:.2f} ms  "
+          f"tokens {m['prompt_tokens']:.0f}+{m['completion_tokens']:.0f}  chunks {m['chunks']:.0f}"
+          + (f"  before gen p50 {1000 * m['server_before_gen_p50_s']:.1f} max "
+             f"{1000 * m['server_before_gen_max_s']:.1f} ms" if "server_before_gen_p50_s" in m else "")
+          + "".join(f"  {key[:-2]} {1000 * m[f'server_{key}_p50']:.1f}" for key in _BEFORE_GEN_PARTS
+                    if f"server_{key}_p50" in m),
+          flush=True)
+    return {"rounds": rounds, "summary": summary}
+
+
+async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each service's report, by label: ``--url`` alone, or beside ``--versus``
+    with their rounds alternating."""
     streams = [int(x) for x in args.streams.split(",")]
-    out: dict[str, Any] = {"kind": args.kind, "url": args.url, "label": args.label, "streams": {}}
-    async with make_client(args, max(streams)) as client:
+    targets = {args.label: args.url}
+    if args.versus:
+        targets[args.versus_label] = args.versus
+    out = {label: {"kind": args.kind, "url": url, "label": label, "streams": {}} for label, url in targets.items()}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {label: await stack.enter_async_context(make_client(argparse.Namespace(**{**vars(args), "url": url}),
+                                                                      max(streams)))
+                   for label, url in targets.items()}
         for s in streams:
-            await one_round(client, args, s, salt=f"{args.label}-warm{s}")
-            rounds = [await one_round(client, args, s, salt=f"{args.label}-r{r}") for r in range(args.rounds)]
-            summary = {k: {"median": statistics.median(r[k] for r in rounds), "min": min(r[k] for r in rounds),
-                           "max": max(r[k] for r in rounds)}
-                       for k in rounds[0] if k != "started" and all(k in r for r in rounds)}
-            out["streams"][s] = {"rounds": rounds, "summary": summary}
-            m = {k: v["median"] for k, v in summary.items()}
-            print(f"{args.label:<16} S={s:<3} wall {m['wall_s']:.3f} s ({summary['wall_s']['min']:.3f}-"
-                  f"{summary['wall_s']['max']:.3f})  {m['tokens_per_s']:,.0f} tok/s (prompt+gen), "
-                  f"gen {m['completion_tokens_per_s']:,.0f} tok/s  ttft p50 {1000 * m['ttft_p50_s']:.1f} ms  "
-                  f"gap p50 {1000 * m['gap_p50_s']:.2f} ms p95 {1000 * m['gap_p95_s']:.2f} ms  "
-                  f"tokens {m['prompt_tokens']:.0f}+{m['completion_tokens']:.0f}  chunks {m['chunks']:.0f}"
-                  + (f"  before gen p50 {1000 * m['server_before_gen_p50_s']:.1f} max "
-                     f"{1000 * m['server_before_gen_max_s']:.1f} ms" if "server_before_gen_p50_s" in m else "")
-                  + "".join(f"  {key[:-2]} {1000 * m[f'server_{key}_p50']:.1f}" for key in _BEFORE_GEN_PARTS
-                            if f"server_{key}_p50" in m),
-                  flush=True)
+            for label, client in clients.items():
+                await one_round(client, args, s, salt=f"{label}-warm{s}")
+            rounds: dict[str, list[dict[str, float]]] = {label: [] for label in clients}
+            for r in range(args.rounds):
+                for label in round_order(list(clients), r):
+                    rounds[label].append(await one_round(clients[label], args, s, salt=f"{label}-r{r}"))
+            for label in clients:
+                out[label]["streams"][s] = summarize(label, s, rounds[label])
     return out
 
 
@@ -239,10 +269,14 @@ def main() -> None:
     ap.add_argument("--client", choices=["httpx", "aiohttp"], default="httpx")
     ap.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--versus", help="a second service's URL, measured with the same client, rounds alternating")
+    ap.add_argument("--versus-label", default="before")
+    ap.add_argument("--versus-json", type=Path)
     args = ap.parse_args()
-    report = asyncio.run(run(args))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    reports = asyncio.run(run(args))
+    for label, path in ((args.label, args.json), (args.versus_label, args.versus_json)):
+        if path and label in reports:
+            path.write_text(json.dumps(reports[label], indent=2))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@
 #                    before, e.g. LLAMA_SAMPLED_COPY_PER_ROW=1; with parts/before.tgz,
 #                    bundle.sh's BEFORE_REF, the service before is that commit's code,
 #                    on asyncio's loop and h11 as it ran then), /v1/chat/completions alternating
-#                    per stream count ($PAIRS times, the two taking turns going first),
+#                    per stream count ($PAIRS times, the two taking turns going first;
+#                    INTERLEAVE=1: round by round instead, through one client, load.py --versus),
 #                    llama-batched-bench's T ($TB_ROUNDS runs)
 #                    before and after; then on the first, alternating per stream
 #                    count, /ask (retrieval + generation, over the data directory of
@@ -175,6 +176,13 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   wait_ready http://127.0.0.1:8000/readyz 240 || exit 1
   if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
     wait_ready http://127.0.0.1:8001/readyz 240 || exit 1
+    if [ "${INTERLEAVE:-0}" = 1 ]; then  # one client, the two services' rounds alternating (bench/load.py --versus)
+      for s in ${STREAMS//,/ }; do
+        STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY \
+          --versus http://127.0.0.1:8001 --versus-label before-chat-S$s --versus-json $W/before-chat-S$s.json
+      done
+      PAIRS=0
+    fi
     for pair in $(seq 1 $PAIRS); do  # the services take turns going first, pair by pair
       p=""; [ $PAIRS = 1 ] || p=p$pair-
       for s in ${STREAMS//,/ }; do
@@ -209,7 +217,7 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   batched_bench
   echo "load average at end: $(cat /proc/loadavg)" >> $OUT/http.log
   merge $OUT/http.json service before
-  pairs=""; [ $PAIRS = 1 ] || pairs=$(seq -f "service-chat-p%g-S" 1 $PAIRS)
+  pairs=""; [ $PAIRS -le 1 ] || pairs=$(seq -f "service-chat-p%g-S" 1 $PAIRS)
   for prefix in service-chat-S $pairs service-ask-S service-chatlong-S; do  # where each round's time went (timeline.py)
     python3 bench/device/timeline.py $OUT/http.json $W/steps.jsonl $OUT/batched-bench.jsonl --prefix $prefix
   done 2>&1 | tee $OUT/timeline.log

@@ -52,3 +52,11 @@ def test_the_sse_lines_of_either_client_are_read_alike() -> None:
     for line in ["event: delta", 'data: {"text":"a"}', "event: done", 'data: {"usage":{"x":1},"timings":{"t":2}}']:
         assert ask.line(line)
     assert len(ask.arrivals) == 1 and ask.usage == {"x": 1} and ask.timings == {"t": 2}
+
+
+def test_services_side_by_side_take_turns_going_first_round_by_round() -> None:
+    from bench.load import round_order
+
+    orders = [round_order(["now", "before"], r) for r in range(4)]
+    assert orders == [["now", "before"], ["before", "now"], ["now", "before"], ["before", "now"]]
+    assert round_order(["alone"], 1) == ["alone"]
