@@ -103,6 +103,8 @@ class Scheduler:
         self._busy: list[Slot] = []
         self._stopping = False  # stop() was asked: ends the thread at the next turn
         self._chains_due: dict[int, Slot] = {}  # placed while a step computed: chain to change first
+        # A step of next tokens queued by _collect before its bookkeeping: its outputs, began, called.
+        self._ahead: tuple[list[Slot], float, float] | None = None
         self._wake = threading.Event()
         self.closed = False
         # Called on this thread once the text of a step has gone to the jobs'
@@ -134,17 +136,18 @@ class Scheduler:
     def _run(self) -> None:
         try:
             while True:
-                self._take_incoming()
-                if self._stopping:
-                    self._shut()
-                    break
-                self._admit()
-                if not self._busy:
-                    if self._trace is not None:
-                        self._trace.flush()
-                    self._wake.wait()
-                    self._wake.clear()
-                    continue
+                if self._ahead is None:  # else a step is computing: requests are placed meanwhile (_step)
+                    self._take_incoming()
+                    if self._stopping:
+                        self._shut()
+                        break
+                    self._admit()
+                    if not self._busy:
+                        if self._trace is not None:
+                            self._trace.flush()
+                        self._wake.wait()
+                        self._wake.clear()
+                        continue
                 self._step()
         except BaseException as exc:  # never leave a caller waiting forever
             log.exception("llama.cpp scheduler failed")
@@ -229,16 +232,21 @@ class Scheduler:
         whose stop string shows up then has one token decoded in vain. On a
         CPU the decode is the work itself: text first, then the step, and a
         stopped sequence costs nothing more."""
-        for slot in self._chains_due.values():
-            if slot.job is not None:
-                self._use_sampling(slot)
-        self._chains_due.clear()
-        if not self._overlap:
-            self._drain()
-        began = time.perf_counter()
-        outputs = self._fill()
-        launched = self._batch.n > 0 and self._launch(outputs)
-        called = time.perf_counter()
+        if self._ahead is not None:  # queued by the last step's _collect
+            outputs, began, called = self._ahead
+            self._ahead = None
+            launched = True
+        else:
+            for slot in self._chains_due.values():
+                if slot.job is not None:
+                    self._use_sampling(slot)
+            self._chains_due.clear()
+            if not self._overlap:
+                self._drain()
+            began = time.perf_counter()
+            outputs = self._fill()
+            launched = self._batch.n > 0 and self._launch(outputs)
+            called = time.perf_counter()
         if self._overlap:
             if launched:
                 # Requests that came while the last step ran are placed while this one computes.
@@ -246,10 +254,10 @@ class Scheduler:
                 self._admit(in_flight=True)
             self._drain()
         if launched:
-            self._collect(outputs)
+            collected = self._collect(outputs)
             if self._trace is not None:
                 n = self._batch.n
-                self._trace.record(began, called, time.perf_counter(), n, n - self._decodes, len(outputs))
+                self._trace.record(began, called, collected, n, n - self._decodes, len(outputs))
         for slot in [s for s in self._busy if s.job is not None and s.job.ending is not None and not s.job.unsent]:
             assert slot.job is not None and slot.job.ending is not None
             self._release(slot, slot.job.ending)
@@ -352,13 +360,26 @@ class Scheduler:
                 job.future.set_exception(BackendError(f"llama_decode failed with {rc}"))
         return False
 
-    def _collect(self, outputs: list[Slot]) -> None:
+    def _collect(self, outputs: list[Slot]) -> float:
         """Reads the step's sampled tokens (waiting for the device) and decides
-        what it can from the token ids alone; the text comes in ``_drain``."""
+        what it can from the token ids alone; the text comes in ``_drain``.
+        Returns when the tokens were read.
+        When every sequence of a step of next tokens goes on and nothing
+        waits, the next step goes to the device first (``_ahead``): its batch
+        is this one with the new tokens, one position on, and what follows
+        here runs while it computes."""
         lc = self._lc
         lc.llama_synchronize(self._ctx)  # the wait, letting go of the GIL; the reads below are quick
         tokens = [self._sample(slot) for slot in outputs]
         now = time.perf_counter()  # after sampling: llama_decode may return before the device is done
+        ahead = self._overlap and self._steady(outputs, tokens)
+        if ahead:
+            began = time.perf_counter()
+            n = len(tokens)
+            self._batch.token[:n] = tokens
+            self._batch.pos[:n] += 1
+            if self._launch(outputs):
+                self._ahead = (outputs, began, time.perf_counter())
         for slot, token in zip(outputs, tokens, strict=True):
             job = slot.job
             if job is None or job.ending is not None:
@@ -375,11 +396,34 @@ class Scheduler:
                 continue
             job.produced += 1
             job.last_token = token
+            if ahead:
+                job.n_past += 1  # the token is in the step already queued
             job.unsent.append(token)
             # The sampled token enters the KV cache with the next step.
             slot.cached.append(token)
             if job.produced >= job.max_tokens:
                 job.ending = "length"
+        return now
+
+    def _steady(self, outputs: list[Slot], tokens: list[int]) -> bool:
+        """Whether the step after this one holds just the same sequences' next
+        tokens: this one did, every sequence goes on (no end of generation,
+        no length reached, no cancel or stop), and no request waits to be
+        placed or has a sampler chain to change."""
+        if (len(outputs) != self._batch.n or self._decodes != self._batch.n or len(self._busy) != len(outputs)
+                or self._waiting or not self._incoming.empty() or self._chains_due or self._stopping):
+            return False
+        for slot, token in zip(outputs, tokens, strict=True):
+            job = slot.job
+            if job is None or job.ending is not None or job.cancelled or job.produced + 1 >= job.max_tokens:
+                return False
+            if not job.ignore_eog:
+                is_eog = self._eog.get(token)
+                if is_eog is None:
+                    is_eog = self._eog[token] = bool(self._lc.llama_vocab_is_eog(self._vocab, token))
+                if is_eog:
+                    return False
+        return True
 
     def _drain(self) -> None:
         """Turns sampled tokens into text: stop strings, the caller's callback."""

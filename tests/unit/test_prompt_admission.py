@@ -203,3 +203,66 @@ def test_the_step_trace_records_every_step_once_the_scheduler_idles(tmp_path: Pa
     assert all(r["prompt"] == 0 for r in rows[1:] if r["tokens"] <= 17)
     assert all(r["began"] <= r["launched"] <= r["collected"] for r in rows)
     assert all(a["collected"] <= b["began"] for a, b in itertools.pairwise(rows))
+
+
+class SampledLlama(FakeLlama):
+    """Each step's sampled tokens differ (by step and output row); every
+    decode records its batch as (sequence, position, token)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fed: list[list[tuple[int, int, int]]] = []
+
+    def llama_get_sampled_token_ith(self, ctx: Any, i: int) -> int:
+        return 1000 + 100 * len(self.steps) + i
+
+    def llama_decode(self, ctx: Any, raw: Any) -> int:
+        batch = self.batch
+        assert batch is not None
+        base = batch.seq_values.ctypes.data
+        self.fed.append([((int(p) - base) // 4, int(q), int(t))
+                         for p, q, t in zip(batch.seq_id[: batch.n], batch.pos[: batch.n], batch.token[: batch.n],
+                                            strict=True)])
+        return super().llama_decode(ctx, raw)
+
+
+def test_a_step_of_the_same_sequences_next_tokens_is_queued_before_the_last_ones_bookkeeping() -> None:
+    # On a GPU, when every sequence of a step of next tokens goes on and
+    # nothing waits, the next step is that batch with the sampled tokens,
+    # one position on, queued as soon as they are read.
+    fake = SampledLlama()
+    batch = Batch(SimpleNamespace(llama_batch=SimpleNamespace), N_BATCH, 3)
+    fake.batch = batch
+    ahead: list[bool] = []
+
+    class Watched(Scheduler):
+        def _steady(self, outputs: list[Slot], tokens: list[int]) -> bool:
+            ahead.append(super()._steady(outputs, tokens))
+            return ahead[-1]
+
+    scheduler = Watched(
+        fake, object(), object(), [Slot(seq_id=i, sampler=None) for i in range(3)], batch,
+        n_vocab=16, piece=lambda t: b"x", prompt_cache=False, min_copy=16, backend_sampling=True,
+        overlap=True, name="fake", prompt_steps=8, n_ubatch=N_UBATCH,
+    )
+    try:
+        jobs = [GenerationJob(list(range(1, 5 + i)), GenerationParams(max_tokens=8, ignore_eog=True)) for i in range(3)]
+        for job in jobs:
+            scheduler.put(job)
+        assert all(job.result(10).completion_tokens == 8 for job in jobs)
+    finally:
+        scheduler.stop()
+    assert sum(ahead) >= 4  # most steps of the three streams' next tokens went ahead
+    sampled: dict[int, int] = {}  # each sequence's last sampled token
+    next_pos: dict[int, int] = {}
+    for step, fed in enumerate(fake.fed):
+        rows = [(i, seq, pos, token) for i, (seq, pos, token) in enumerate(fed)]
+        for _, seq, pos, token in rows:
+            if seq in sampled and pos == next_pos[seq]:  # a next token: the one sampled for it last
+                assert token == sampled[seq], (step, seq)
+            next_pos[seq] = pos + 1
+        for i, seq, _, _ in rows:  # the rows with an output: a sequence's last row in the step
+            if all(s != seq or j <= i for j, s, _, _ in rows):
+                sampled[seq] = 1000 + 100 * (step + 1) + i
+    lengths = {seq: len(jobs[seq].tokens) for seq in range(3)}
+    assert all(next_pos[seq] == lengths[seq] + 7 for seq in range(3))  # 7 next tokens fed after each prompt
