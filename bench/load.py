@@ -21,6 +21,15 @@ client, their rounds alternating and taking turns going first
 (``--versus-label``, ``--versus-json``): a before/after where the machine's
 drift within a run falls on both alike.
 
+``--reference CMD`` takes its turn in the same rotation: a shell command
+(``{streams}`` replaced by S) that does the same work without the service and
+prints ``T TOKENS`` on its last line, its wall time in seconds and the tokens
+(prompt + generated) of each of its S sequences; bench/device/batched_t.sh
+runs llama-batched-bench so. Each round of a service then gets
+``ratio_to_reference``: its tokens per second against the reference's in the
+same round, measured next to it; a GPU's speed drifts by up to 20% within a
+few minutes (docs/benchmarks.md, session 11), more than a service's overhead.
+
 Usage::
 
     python bench/load.py --url http://127.0.0.1:8000 --kind chat --model gemma-3-270m-q4_k_m \\
@@ -209,6 +218,26 @@ def round_order(labels: list[str], r: int) -> list[str]:
     return labels if r % 2 == 0 else labels[::-1]
 
 
+async def reference_round(command: str, s: int) -> dict[str, float]:
+    """One run of ``--reference``'s command for S sequences: its ``T TOKENS``."""
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_shell(command.replace("{streams}", str(s)),
+                                                 stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    lines = out.decode().split()
+    if proc.returncode != 0 or len(lines) < 2:
+        raise RuntimeError(f"--reference {command!r} for {s} sequences: exit {proc.returncode}, output {out[-300:]!r}")
+    return {"t_s": float(lines[-2]), "tokens_per_sequence": float(lines[-1]), "started": started}
+
+
+def with_reference(rounds: list[dict[str, float]], reference: list[dict[str, float]]) -> None:
+    """Adds each round's ``ratio_to_reference``: its tokens per second per
+    stream against the reference's per sequence, round by round."""
+    for r, ref in zip(rounds, reference, strict=True):
+        r["ratio_to_reference"] = ((r["prompt_tokens"] + r["completion_tokens"]) / r["wall_s"]) / (
+            ref["tokens_per_sequence"] / ref["t_s"])
+
+
 def summarize(label: str, s: int, rounds: list[dict[str, float]]) -> dict[str, Any]:
     summary = {k: {"median": statistics.median(r[k] for r in rounds), "min": min(r[k] for r in rounds),
                    "max": max(r[k] for r in rounds)}
@@ -222,9 +251,18 @@ def summarize(label: str, s: int, rounds: list[dict[str, float]]) -> dict[str, A
           + (f"  before gen p50 {1000 * m['server_before_gen_p50_s']:.1f} max "
              f"{1000 * m['server_before_gen_max_s']:.1f} ms" if "server_before_gen_p50_s" in m else "")
           + "".join(f"  {key[:-2]} {1000 * m[f'server_{key}_p50']:.1f}" for key in _BEFORE_GEN_PARTS
-                    if f"server_{key}_p50" in m),
+                    if f"server_{key}_p50" in m)
+          + (f"  ratio to reference {m['ratio_to_reference']:.3f} ({summary['ratio_to_reference']['min']:.3f}-"
+             f"{summary['ratio_to_reference']['max']:.3f})" if "ratio_to_reference" in m else ""),
           flush=True)
     return {"rounds": rounds, "summary": summary}
+
+
+def summarize_reference(s: int, rounds: list[dict[str, float]]) -> dict[str, Any]:
+    t = [r["t_s"] for r in rounds]
+    print(f"{'reference':<16} S={s:<3} T {statistics.median(t):.3f} s ({min(t):.3f}-{max(t):.3f}), "
+          f"{rounds[0]['tokens_per_sequence']:.0f} tokens per sequence", flush=True)
+    return {"rounds": rounds, "summary": {"t_s": {"median": statistics.median(t), "min": min(t), "max": max(t)}}}
 
 
 async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -239,16 +277,27 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         clients = {label: await stack.enter_async_context(make_client(argparse.Namespace(**{**vars(args), "url": url}),
                                                                       max(streams)))
                    for label, url in targets.items()}
+        labels = [*clients, *([REFERENCE] if args.reference else [])]
+        if args.reference:
+            out[REFERENCE] = {"kind": "reference", "command": args.reference, "label": REFERENCE, "streams": {}}
         for s in streams:
             for label, client in clients.items():
                 await one_round(client, args, s, salt=f"{label}-warm{s}")
-            rounds: dict[str, list[dict[str, float]]] = {label: [] for label in clients}
+            rounds: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
             for r in range(args.rounds):
-                for label in round_order(list(clients), r):
-                    rounds[label].append(await one_round(clients[label], args, s, salt=f"{label}-r{r}"))
+                for label in round_order(labels, r):
+                    rounds[label].append(await reference_round(args.reference, s) if label == REFERENCE
+                                         else await one_round(clients[label], args, s, salt=f"{label}-r{r}"))
             for label in clients:
+                if args.reference:
+                    with_reference(rounds[label], rounds[REFERENCE])
                 out[label]["streams"][s] = summarize(label, s, rounds[label])
+            if args.reference:
+                out[REFERENCE]["streams"][s] = summarize_reference(s, rounds[REFERENCE])
     return out
+
+
+REFERENCE = "reference"  # --reference's label among the services
 
 
 def main() -> None:
@@ -272,9 +321,13 @@ def main() -> None:
     ap.add_argument("--versus", help="a second service's URL, measured with the same client, rounds alternating")
     ap.add_argument("--versus-label", default="before")
     ap.add_argument("--versus-json", type=Path)
+    ap.add_argument("--reference", help="a command doing the same work without the service, in the rotation too; "
+                                        "{streams} is replaced, it prints 'T TOKENS' last (see above)")
+    ap.add_argument("--reference-json", type=Path)
     args = ap.parse_args()
     reports = asyncio.run(run(args))
-    for label, path in ((args.label, args.json), (args.versus_label, args.versus_json)):
+    for label, path in ((args.label, args.json), (args.versus_label, args.versus_json),
+                        (REFERENCE, args.reference_json)):
         if path and label in reports:
             path.write_text(json.dumps(reports[label], indent=2))
 

@@ -15,7 +15,9 @@
 #                    bundle.sh's BEFORE_REF, the service before is that commit's code,
 #                    on asyncio's loop and h11 as it ran then), /v1/chat/completions alternating
 #                    per stream count ($PAIRS times, the two taking turns going first;
-#                    INTERLEAVE=1: round by round instead, through one client, load.py --versus),
+#                    INTERLEAVE=1: round by round instead, through one client, load.py --versus,
+#                    with llama-batched-bench's T for the same S taking its turn in every round
+#                    (batched_t.sh): each round's ratio_to_reference is against the T run beside it),
 #                    llama-batched-bench's T ($TB_ROUNDS runs)
 #                    before and after; then on the first, alternating per stream
 #                    count, /ask (retrieval + generation, over the data directory of
@@ -36,7 +38,9 @@
 #   e2e.sh trace     bench/device/steptrace.py: the scheduler's phases per step for a
 #                    burst of 16 and of 64 streams (in-process)
 #   e2e.sh embed     bench/device/embed_query.py: one question at a time through the
-#                    service's embedder, on CUDA and on the CPU (a lone /ask's embed_s)
+#                    service's embedder, on CUDA and on the CPU (a lone /ask's embed_s),
+#                    with pauses of $PAUSES s (0,0.5) before each, questions of one length
+#                    and of varied lengths
 #   e2e.sh profile   py-spy --native (bundle.sh PYSPY=1 carries its wheel) on the model
 #                    process of one service under $PROFILE_STREAMS (16) streams of chat,
 #                    then on the scheduler in-process (steptrace.py) and on llama.cpp's
@@ -90,7 +94,10 @@ if [ "$step" = raw ]; then  # 128 decode steps of 16 streams without the schedul
   exit 0
 fi
 if [ "$step" = embed ]; then  # one question at a time through the service's embedder, on CUDA and on the CPU
-  python3 bench/device/embed_query.py $W/minilm --queries ${QUERIES:-60} 2>&1 | grep "^embed" | tee $OUT/embed.log
+  for vary in "" --vary-length; do
+    python3 bench/device/embed_query.py $W/minilm --queries ${QUERIES:-60} --pause ${PAUSES:-0,0.5} $vary 2>&1 \
+      | grep "^embed" | tee -a $OUT/embed.log
+  done
   exit 0
 fi
 if [ "$step" = trace ]; then  # the scheduler's phases, step by step (steptrace.py)
@@ -179,7 +186,9 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
     if [ "${INTERLEAVE:-0}" = 1 ]; then  # one client, the two services' rounds alternating (bench/load.py --versus)
       for s in ${STREAMS//,/ }; do
         STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY \
-          --versus http://127.0.0.1:8001 --versus-label before-chat-S$s --versus-json $W/before-chat-S$s.json
+          --versus http://127.0.0.1:8001 --versus-label before-chat-S$s --versus-json $W/before-chat-S$s.json \
+          --reference "M=$M B=$B NP=$NP SLOT=$SLOT bash bench/device/batched_t.sh {streams} $OUT/batched-bench.jsonl" \
+          --reference-json $W/reference-chat-S$s.json
       done
       PAIRS=0
     fi
@@ -216,7 +225,7 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   kill $now; wait $now
   batched_bench
   echo "load average at end: $(cat /proc/loadavg)" >> $OUT/http.log
-  merge $OUT/http.json service before
+  merge $OUT/http.json service before reference
   pairs=""; [ $PAIRS -le 1 ] || pairs=$(seq -f "service-chat-p%g-S" 1 $PAIRS)
   for prefix in service-chat-S $pairs service-ask-S service-chatlong-S; do  # where each round's time went (timeline.py)
     python3 bench/device/timeline.py $OUT/http.json $W/steps.jsonl $OUT/batched-bench.jsonl --prefix $prefix

@@ -60,3 +60,33 @@ def test_services_side_by_side_take_turns_going_first_round_by_round() -> None:
     orders = [round_order(["now", "before"], r) for r in range(4)]
     assert orders == [["now", "before"], ["before", "now"], ["now", "before"], ["before", "now"]]
     assert round_order(["alone"], 1) == ["alone"]
+
+
+def test_the_reference_runs_its_command_for_the_stream_count_and_reads_its_last_line() -> None:
+    import asyncio
+
+    from bench.load import reference_round
+
+    got = asyncio.run(reference_round("echo loading; echo {streams} sequences; echo 0.47 640", 16))
+    assert got["t_s"] == 0.47 and got["tokens_per_sequence"] == 640.0 and "started" in got
+
+
+def test_a_reference_that_fails_says_so() -> None:
+    import asyncio
+
+    import pytest
+
+    from bench.load import reference_round
+
+    with pytest.raises(RuntimeError, match="exit 3"):
+        asyncio.run(reference_round("echo 0.5 640; exit 3", 16))
+
+
+def test_each_round_is_compared_with_the_reference_run_beside_it() -> None:
+    from bench.load import with_reference
+
+    rounds = [{"wall_s": 0.5, "prompt_tokens": 600.0, "completion_tokens": 128.0},
+              {"wall_s": 0.5, "prompt_tokens": 600.0, "completion_tokens": 128.0}]
+    reference = [{"t_s": 0.5, "tokens_per_sequence": 728.0}, {"t_s": 0.45, "tokens_per_sequence": 728.0}]
+    with_reference(rounds, reference)
+    assert [round(r["ratio_to_reference"], 6) for r in rounds] == [1.0, 0.9]
