@@ -266,3 +266,57 @@ def test_a_step_of_the_same_sequences_next_tokens_is_queued_before_the_last_ones
                 sampled[seq] = 1000 + 100 * (step + 1) + i
     lengths = {seq: len(jobs[seq].tokens) for seq in range(3)}
     assert all(next_pos[seq] == lengths[seq] + 7 for seq in range(3))  # 7 next tokens fed after each prompt
+
+
+def test_an_idle_scheduler_starts_on_a_burst_together_once_woken(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The model process queues the requests it reads back to back without
+    # waking the scheduler (put(wake=False)), then wakes it: the first step
+    # holds every prompt of the burst, not the first alone.
+    from rag.generation import scheduler as module
+
+    monkeypatch.setattr(module, "HOLD_CAP_S", 10.0)
+    fake = FakeLlama()
+    scheduler = make_scheduler(fake, slots=4, prompt_steps=8)
+    try:
+        jobs = [GenerationJob([1] + [100 + i] * 400, GenerationParams(max_tokens=2, ignore_eog=True)) for i in range(4)]
+        scheduler.put(jobs[0], wake=False)
+        time.sleep(0.05)  # room for a scheduler that wrongly started to do so (the rest is not waited for)
+        for job in jobs[1:3]:
+            scheduler.put(job, wake=False)
+        scheduler.put(jobs[3])  # a put that wakes, as wake() does
+        assert all(job.result(10).completion_tokens == 2 for job in jobs)
+    finally:
+        scheduler.stop()
+    assert split_equal(fake.steps[0], N_UBATCH) == [401] * 4
+
+
+def test_a_burst_never_woken_starts_after_the_hold_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag.generation import scheduler as module
+
+    monkeypatch.setattr(module, "HOLD_CAP_S", 0.05)
+    scheduler = make_scheduler(FakeLlama(), slots=2, prompt_steps=8)
+    try:
+        job = GenerationJob([1, 2, 3], GenerationParams(max_tokens=2, ignore_eog=True))
+        scheduler.put(job, wake=False)
+        assert job.result(10).completion_tokens == 2
+    finally:
+        scheduler.stop()
+
+
+def test_a_busy_scheduler_takes_requests_queued_without_a_wake() -> None:
+    fake = FakeLlama()
+    scheduler = make_scheduler(fake, slots=3, prompt_steps=8)
+    try:
+        first = GenerationJob([1, 2, 3], GenerationParams(max_tokens=6, ignore_eog=True))
+        fake.gate = threading.Event()
+        gate = fake.gate
+        scheduler.put(first)
+        assert fake.gated.wait(10)
+        later = [GenerationJob([1, 2, 3, 4], GenerationParams(max_tokens=2, ignore_eog=True)) for _ in range(2)]
+        for job in later:
+            scheduler.put(job, wake=False)
+        gate.set()
+        assert all(job.result(10).completion_tokens == job.max_tokens for job in [first, *later])
+    finally:
+        scheduler.stop()
+    assert sorted(fake.steps[1]) == [1, 1, 1, 1, 2, 2, 2, 2]  # both prompts in the step after the gated one
