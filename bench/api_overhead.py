@@ -8,7 +8,10 @@ prompt (at most four per step, as a 2,048-token step holds four 512-token
 prompts) or ``--step-ms`` per decode step (sleeping, so the GIL is free as it
 is while llama.cpp runs), and hands each running stream one token a step,
 as the real scheduler does; ``--tokenize-ms`` holds each tokenizer call that
-long, one at a time (the model process answers its calls on one thread).
+long, one at a time, and a prompt sent as text (``submit_text``) is
+tokenized so on a thread of the model's, as the model process tokenizes it
+on its main loop (the submit times the server reports are when the API
+process handed each request over).
 So the caller's wall time beyond ``16 × prompt / 4 + 128 × step`` is what
 the HTTP path adds: the burst's spread arrival at the scheduler and the
 delivery of the text.
@@ -49,7 +52,7 @@ _HERE = Path(__file__).resolve().parent
 _ROOT = os.environ.get("API_OVERHEAD_REPO") or str(_HERE.parent)
 sys.path[:] = [_ROOT, *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
 
-from rag.generation import Generation, GenerationParams, TextModel  # noqa: E402
+from rag.generation import Generation, GenerationParams, PromptTooLong, TextModel  # noqa: E402
 from rag.generation.handle import FutureHandle  # noqa: E402
 from rag.generation.process import TokenCache  # noqa: E402
 
@@ -80,8 +83,10 @@ class PacedModel(TextModel):
         self._tokenizer = threading.Lock()
         self._token_cache = TokenCache()  # as ModelProcess keeps one
         self._inbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._texts: queue.SimpleQueue[tuple[_Job, str, int]] = queue.SimpleQueue()
         self.submits: list[float] = []
         threading.Thread(target=self._run, name="paced-scheduler", daemon=True).start()
+        threading.Thread(target=self._tokenize_texts, name="paced-tokenizer", daemon=True).start()
 
     @property
     def name(self) -> str:
@@ -111,6 +116,28 @@ class PacedModel(TextModel):
         self.submits.append(job.submitted)
         self._inbox.put(job)
         return job
+
+    def submit_text(
+        self, text: str, budget: int, params: GenerationParams, on_text: Callable[[str], bool] | None = None
+    ) -> _Job:
+        """As the model process takes a prompt sent as text: tokenized on the
+        model's side, one at a time (``--tokenize-ms`` each), then queued;
+        the caller does not wait for it."""
+        job = _Job(0, params, on_text)
+        self.submits.append(job.submitted)
+        self._texts.put((job, text, budget))
+        return job
+
+    def _tokenize_texts(self) -> None:
+        while True:
+            job, text, budget = self._texts.get()
+            if self._tokenize_s:
+                time.sleep(self._tokenize_s)
+            job.prompt_tokens = len(text)  # tokenize(): a character a token
+            if job.prompt_tokens > budget:
+                job.future.set_exception(PromptTooLong(job.prompt_tokens, budget))
+            else:
+                self._inbox.put(job)
 
     def close(self) -> None:
         self._inbox.put(None)

@@ -13,7 +13,6 @@ import queue
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -73,10 +72,8 @@ def _serve(conn: Connection) -> None:
     # vocabulary only and ctypes lets go of the GIL, as llama-server tokenizes
     # on its HTTP threads while it decodes).
     answering = concurrent.futures.ThreadPoolExecutor(_CALL_THREADS, thread_name_prefix="model-call")
-    burst = _Burst(conn, model)
     try:
         while True:
-            burst.before_reading()
             try:
                 message = conn.recv()
             except (EOFError, OSError):
@@ -84,10 +81,10 @@ def _serve(conn: Connection) -> None:
             kind = message[0]
             if kind == "submit":
                 _, job_id, tokens, params = message
-                burst.queued(_submit(model, jobs, outbox, texts, job_id, tokens, params))
+                _submit(model, jobs, outbox, texts, job_id, tokens, params)
             elif kind == "submit_text":
                 _, job_id, text, budget, params = message
-                burst.queued(_submit_text(model, jobs, outbox, texts, job_id, text, budget, params))
+                _submit_text(model, jobs, outbox, texts, job_id, text, budget, params)
             elif kind == "cancel":
                 job = jobs.get(message[1])
                 if job is not None:
@@ -105,43 +102,6 @@ def _serve(conn: Connection) -> None:
 
 
 _CALL_THREADS = 4
-
-
-class _Burst:
-    """Requests read off the socket back to back reach the scheduler together.
-
-    Each is queued without waking the scheduler (``submit(wake=False)``);
-    it is woken once the socket holds nothing more to read, once a step's
-    worth of prompt tokens (n_batch) is queued, or ``HOLD_S`` after the first
-    one. A lone request is thus woken for as soon as it is queued; a burst of
-    16, whose prompts this loop tokenizes one after the other, no longer has
-    its first prompt stepped alone while the rest are tokenized."""
-
-    HOLD_S = 0.003
-
-    def __init__(self, conn: Connection, model: Any) -> None:
-        self._conn = conn
-        self._model = model
-        self._tokens = 0  # prompt tokens queued since the scheduler was last woken
-        self._since = 0.0
-
-    def queued(self, tokens: int) -> None:
-        if not tokens:
-            return
-        if not self._tokens:
-            self._since = time.perf_counter()
-        self._tokens += tokens
-        if self._tokens >= self._model.n_batch:
-            self._wake()
-
-    def before_reading(self) -> None:
-        """Wakes the scheduler unless more of the burst is there to be read."""
-        if self._tokens and (time.perf_counter() - self._since > self.HOLD_S or not self._conn.poll(0)):
-            self._wake()
-
-    def _wake(self) -> None:
-        self._tokens = 0
-        self._model.wake()
 
 
 def _answer(
@@ -188,14 +148,12 @@ def _submit(
     job_id: int,
     tokens: list[int],
     params: GenerationParams,
-) -> int:
-    """Queues the job without waking the scheduler (``_Burst``); returns its
-    prompt's length, 0 when refused."""
+) -> None:
     try:
-        job = model.submit(tokens, params, functools.partial(texts.add, job_id), wake=False)
+        job = model.submit(tokens, params, functools.partial(texts.add, job_id))
     except Exception as exc:
         outbox.put(("error", job_id, str(exc)))
-        return 0
+        return
     jobs[job_id] = job
 
     def done(future: concurrent.futures.Future[Generation]) -> None:
@@ -211,7 +169,6 @@ def _submit(
             outbox.put(("done", job_id, future.result(), job.token_times))
 
     job.future.add_done_callback(done)
-    return len(tokens)
 
 
 def _submit_text(
@@ -223,18 +180,18 @@ def _submit_text(
     text: str,
     budget: int,
     params: GenerationParams,
-) -> int:
+) -> None:
     """Tokenized here, in order with the other messages (llama.cpp's tokenizer
-    lets go of the GIL: the scheduler goes on meanwhile); as ``_submit``."""
+    lets go of the GIL: the scheduler goes on meanwhile)."""
     try:
         tokens = model.tokenize(text)
     except Exception as exc:
         outbox.put(("error", job_id, f"tokenize: {exc}"))
-        return 0
+        return
     if len(tokens) > budget:
         outbox.put(("too_long", job_id, len(tokens), budget))
-        return 0
-    return _submit(model, jobs, outbox, texts, job_id, tokens, params)
+    else:
+        _submit(model, jobs, outbox, texts, job_id, tokens, params)
 
 
 def _send_loop(conn: Connection, outbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:

@@ -276,13 +276,10 @@ class LlamaModel(TextModel):
 
     # --- requests ------------------------------------------------------------
     def submit(
-        self, tokens: list[int], params: GenerationParams, on_text: Callable[[str], bool] | None = None,
-        *, wake: bool = True,
+        self, tokens: list[int], params: GenerationParams, on_text: Callable[[str], bool] | None = None
     ) -> GenerationJob:
         """Queue a generation; the returned job completes with a
-        ``Generation`` (or ``BackendError``). ``wake=False``: more requests
-        follow at once, and an idle scheduler waits for ``wake`` to start on
-        them together (``Scheduler.put``)."""
+        ``Generation`` (or ``BackendError``)."""
         if not tokens:
             raise ValueError("an empty prompt")
         if len(tokens) + params.max_tokens > self.n_ctx:
@@ -291,13 +288,8 @@ class LlamaModel(TextModel):
         if scheduler is None or scheduler.closed:
             raise BackendError("the model is closed")
         job = GenerationJob(list(tokens), params, on_text)
-        scheduler.put(job, wake=wake)
+        scheduler.put(job)
         return job
-
-    def wake(self) -> None:
-        """Lets an idle scheduler start on what ``submit(wake=False)`` queued."""
-        if self._scheduler is not None:
-            self._scheduler.wake()
 
     def on_text_handled(self, hook: Callable[[], None]) -> None:
         """``hook`` runs on the scheduler thread after each step's text went to

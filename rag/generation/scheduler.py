@@ -51,10 +51,6 @@ __all__ = ["Scheduler"]
 
 log = logging.getLogger(__name__)
 
-# The longest an idle scheduler waits for a burst's wake (Scheduler.put): a
-# safety net, the model process wakes it once its socket has nothing more.
-HOLD_CAP_S = 0.02
-
 
 class Scheduler:
     """Decodes the jobs handed to ``put`` on a thread of its own, until
@@ -110,7 +106,6 @@ class Scheduler:
         # A step of next tokens queued by _collect before its bookkeeping: its outputs, began, called.
         self._ahead: tuple[list[Slot], float, float] | None = None
         self._wake = threading.Event()
-        self._unwoken = 0  # jobs put with wake=False since the last wake
         self.closed = False
         # Called on this thread once the text of a step has gone to the jobs'
         # callbacks (the model process sends a step's text in one message).
@@ -118,21 +113,8 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, job: GenerationJob, *, wake: bool = True) -> None:
-        """Hands ``job`` over. ``wake=False``: more are on their way (a burst
-        read off the model process's socket), so an idle scheduler does not
-        start a step on this one alone but waits for ``wake`` (at most
-        ``HOLD_CAP_S``); a busy one takes it at its next step all the same."""
+    def put(self, job: GenerationJob) -> None:
         self._incoming.put(job)
-        if wake:
-            self.wake()
-        else:
-            self._unwoken += 1
-            if self._unwoken == 1:
-                self._wake.set()  # an idle scheduler turns to _hold, which waits at most HOLD_CAP_S
-
-    def wake(self) -> None:
-        self._unwoken = 0
         self._wake.set()
 
     @property
@@ -155,8 +137,6 @@ class Scheduler:
         try:
             while True:
                 if self._ahead is None:  # else a step is computing: requests are placed meanwhile (_step)
-                    if not self._busy and self._unwoken:
-                        self._hold()
                     self._take_incoming()
                     if self._stopping:
                         self._shut()
@@ -184,17 +164,6 @@ class Scheduler:
                     break
                 if left is not None and not left.future.done():
                     left.future.set_exception(BackendError("the model was closed"))
-
-    def _hold(self) -> None:
-        """Waits, idle, for the rest of a burst that ``put(wake=False)`` began:
-        a first step that held the first prompt alone cost a whole extra step
-        (a 16-stream burst on the H200 ran its prompts in steps of 1, 4, 4, 4
-        and 3 prompts where four steps of four would do: docs/benchmarks.md,
-        session 12)."""
-        self._wake.clear()  # a wake from before this burst's jobs is not theirs
-        if self._unwoken:
-            self._wake.wait(HOLD_CAP_S)
-        self._unwoken = 0  # what has come is taken now, woken or not
 
     def _take_incoming(self) -> None:
         """Moves the jobs handed to ``put`` to the waiting list (``stop``'s
