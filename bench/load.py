@@ -21,6 +21,10 @@ client, their rounds alternating and taking turns going first
 (``--versus-label``, ``--versus-json``): a before/after where the machine's
 drift within a run falls on both alike.
 
+``--versus-kind`` and ``--versus-prompt-words`` give the second one a kind
+and prompt length of its own: ``/ask`` and chat of the same length, on the
+same service, round by round.
+
 ``--reference CMD`` takes its turn in the same rotation: a shell command
 (``{streams}`` replaced by S) that does the same work without the service and
 prints ``T TOKENS`` on its last line, its wall time in seconds and the tokens
@@ -269,25 +273,23 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Each service's report, by label: ``--url`` alone, or beside ``--versus``
     with their rounds alternating."""
     streams = [int(x) for x in args.streams.split(",")]
-    targets = {args.label: args.url}
+    targets = {args.label: args}
     if args.versus:
-        targets[args.versus_label] = args.versus
-    out = {label: {"kind": args.kind, "url": url, "label": label, "streams": {}} for label, url in targets.items()}
+        targets[args.versus_label] = versus_args(args)
+    out = {label: {"kind": a.kind, "url": a.url, "label": label, "streams": {}} for label, a in targets.items()}
     async with contextlib.AsyncExitStack() as stack:
-        clients = {label: await stack.enter_async_context(make_client(argparse.Namespace(**{**vars(args), "url": url}),
-                                                                      max(streams)))
-                   for label, url in targets.items()}
+        clients = {label: await stack.enter_async_context(make_client(a, max(streams))) for label, a in targets.items()}
         labels = [*clients, *([REFERENCE] if args.reference else [])]
         if args.reference:
             out[REFERENCE] = {"kind": "reference", "command": args.reference, "label": REFERENCE, "streams": {}}
         for s in streams:
             for label, client in clients.items():
-                await one_round(client, args, s, salt=f"{label}-warm{s}")
+                await one_round(client, targets[label], s, salt=f"{label}-warm{s}")
             rounds: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
             for r in range(args.rounds):
                 for label in round_order(labels, r):
                     rounds[label].append(await reference_round(args.reference, s) if label == REFERENCE
-                                         else await one_round(clients[label], args, s, salt=f"{label}-r{r}"))
+                                         else await one_round(clients[label], targets[label], s, salt=f"{label}-r{r}"))
             for label in clients:
                 if args.reference:
                     with_reference(rounds[label], rounds[REFERENCE])
@@ -298,6 +300,18 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 REFERENCE = "reference"  # --reference's label among the services
+
+
+def versus_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The second service's arguments: ``--versus``'s URL, and the kind and
+    prompt length of ``--versus-kind``/``--versus-prompt-words`` where given
+    (``/ask`` beside chat of the same length, on one service)."""
+    changes: dict[str, Any] = {"url": args.versus}
+    if args.versus_kind:
+        changes["kind"] = args.versus_kind
+    if args.versus_prompt_words is not None:
+        changes["prompt_words"] = args.versus_prompt_words
+    return argparse.Namespace(**{**vars(args), **changes})
 
 
 def main() -> None:
@@ -321,6 +335,8 @@ def main() -> None:
     ap.add_argument("--versus", help="a second service's URL, measured with the same client, rounds alternating")
     ap.add_argument("--versus-label", default="before")
     ap.add_argument("--versus-json", type=Path)
+    ap.add_argument("--versus-kind", choices=["chat", "ask"], help="the second service's kind (default: --kind)")
+    ap.add_argument("--versus-prompt-words", type=int, help="the second service's prompt words")
     ap.add_argument("--reference", help="a command doing the same work without the service, in the rotation too; "
                                         "{streams} is replaced, it prints 'T TOKENS' last (see above)")
     ap.add_argument("--reference-json", type=Path)

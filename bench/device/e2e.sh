@@ -22,7 +22,8 @@
 #                    before and after; then on the first, alternating per stream
 #                    count, /ask (retrieval + generation, over the data directory of
 #                    bench/device/askdata.sh, $ASK_DATA) and chat with prompts as
-#                    long as /ask's ($ASK_WORDS words of filler), and chat with
+#                    long as /ask's ($ASK_WORDS words of filler; INTERLEAVE=1: round
+#                    by round, load.py --versus-kind), and chat with
 #                    random sampling ($SAMPLING); at 16 streams the service now once more
 #                    through httpx's client (the client of the earlier sessions);
 #                    BEFORE_SERVICE=0: this checkout's service alone. The service now
@@ -215,6 +216,12 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   batched_bench  # T between the chat and the /ask runs as well (the GPU's speed drifts within a session)
   if [ "${ASK:-1}" = 1 ]; then
     for s in ${STREAMS//,/ }; do
+      if [ "${INTERLEAVE:-0}" = 1 ]; then  # /ask and chat as long, round by round through one client
+        STREAMS=$s load 8000 service-ask-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
+          --api-key $KEY --versus http://127.0.0.1:8000 --versus-label service-chatlong-S$s --versus-kind chat \
+          --versus-prompt-words $ASK_WORDS --versus-json $W/service-chatlong-S$s.json
+        continue
+      fi
       STREAMS=$s load 8000 service-ask-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
         --api-key $KEY
       STREAMS=$s load 8000 service-chatlong-S$s model --kind chat --prompt-words $ASK_WORDS --rounds $ROUNDS \

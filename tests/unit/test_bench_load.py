@@ -90,3 +90,18 @@ def test_each_round_is_compared_with_the_reference_run_beside_it() -> None:
     reference = [{"t_s": 0.5, "tokens_per_sequence": 728.0}, {"t_s": 0.45, "tokens_per_sequence": 728.0}]
     with_reference(rounds, reference)
     assert [round(r["ratio_to_reference"], 6) for r in rounds] == [1.0, 0.9]
+
+
+def test_the_second_service_may_ask_another_kind_of_request_of_its_own_length() -> None:
+    import argparse
+
+    from bench.load import versus_args
+
+    args = argparse.Namespace(url="http://a", versus="http://a", kind="ask", prompt_words=0,
+                              versus_kind="chat", versus_prompt_words=680, collection="bench")
+    second = versus_args(args)
+    assert (second.url, second.kind, second.prompt_words, second.collection) == ("http://a", "chat", 680, "bench")
+    same = versus_args(argparse.Namespace(**{**vars(args), "versus": "http://b", "versus_kind": None,
+                                             "versus_prompt_words": None}))
+    assert (same.url, same.kind, same.prompt_words) == ("http://b", "ask", 0)
+    assert args.kind == "ask"  # the first one's arguments stay as they were
