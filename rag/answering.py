@@ -29,7 +29,16 @@ from rag.generation import (
 )
 from rag.generation.stream import TextStream
 from rag.grounding import Grounding, GroundingJudge, question_sentences
-from rag.prompt import BuiltPrompt, PromptBuilder, ResolvedPromptStyle, Turn, copy_source, copy_texts
+from rag.prompt import (
+    MAX_CHARS_PER_TOKEN,
+    BuiltPrompt,
+    PromptBuilder,
+    ResolvedPromptStyle,
+    Turn,
+    copy_source,
+    copy_texts,
+    reachable,
+)
 from rag.retrieval import SearchHit
 from rag.settings import Settings
 
@@ -94,6 +103,8 @@ class CharsPerToken:
         self.mean = 0.0
 
     def may_fit(self, text: str, budget: int) -> bool:
+        if len(text) > budget * MAX_CHARS_PER_TOKEN:  # whatever the mean: the model would tokenize it for nothing
+            return False
         return self.mean <= 0 or len(text) <= budget * self.mean
 
     def saw(self, text: str, tokens: int) -> None:
@@ -183,6 +194,8 @@ class Answering:
         retrieved = time.perf_counter()
         passages = [s.text for s in sources] if sources is not None else []
         budget = self.n_ctx - max_tokens
+        # What could never fit is left out before anything is tokenized.
+        question, history = reachable(question, history, budget)
         generations: list[Generation] = []
         async with self.pool.acquire() as model:
             acquired = built = time.perf_counter()

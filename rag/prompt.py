@@ -36,6 +36,7 @@ from rag.generation.types import CopySource
 from rag.gguf_info import read_gguf_string
 
 __all__ = [
+    "MAX_CHARS_PER_TOKEN",
     "BuiltPrompt",
     "PromptBuilder",
     "ResolvedPromptStyle",
@@ -44,6 +45,7 @@ __all__ = [
     "copy_texts",
     "detect_prompt_style",
     "is_gemma_template",
+    "reachable",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,31 @@ log = logging.getLogger(__name__)
 ResolvedPromptStyle = Literal["gemma-chat", "completion"]
 
 Turn = tuple[Literal["user", "assistant"], str]
+
+# More characters than a token of any vocabulary llama.cpp loads covers (Gemma
+# 3's longest token is 31): a text longer than budget × this cannot fit in
+# budget tokens, so no more of it need ever be tokenized (``reachable``).
+MAX_CHARS_PER_TOKEN = 128
+
+
+def reachable(question: str, history: Sequence[Turn], budget: int) -> tuple[str, list[Turn]]:
+    """What of a conversation could be kept in ``budget`` tokens at all: the
+    question's first ``budget * MAX_CHARS_PER_TOKEN`` characters, and the
+    newest turns of the history that hold no more characters together, in
+    whole pairs as ``PromptBuilder`` drops them (oldest first). The rest could
+    never fit, and tokenizing it costs about 0.4 µs a character (llama.cpp's
+    Gemma tokenizer on the dev VM): a 20 MB message took 36 s."""
+    limit = budget * MAX_CHARS_PER_TOKEN
+    total = kept = 0
+    for _, text in reversed(history):
+        total += len(text)
+        if total > limit:
+            break
+        kept += 1
+    drop = len(history) - kept
+    drop += drop % 2 if len(history) - drop > 1 else 0
+    return question[:limit], list(history[drop:])
+
 
 START_OF_TURN = "<start_of_turn>"
 END_OF_TURN = "<end_of_turn>"
@@ -174,6 +201,9 @@ class PromptBuilder:
         self._retrieval = retrieval
 
     def _render_history(self) -> str:
+        return "".join(self._render_turns())
+
+    def _render_turns(self) -> list[str]:
         if self.style == "gemma-chat":
             parts = []
             for i, (role, text) in enumerate(self._history):
@@ -181,11 +211,9 @@ class PromptBuilder:
                 if i == 0 and role == "user" and self._retrieval:
                     body = f"{INSTRUCTIONS}\n\n{body}"
                 parts.append(f"{START_OF_TURN}{'user' if role == 'user' else 'model'}\n{body}{END_OF_TURN}\n")
-            return "".join(parts)
-        lines = []
-        for role, text in self._history:
-            lines.append(f"Question: {text.strip()}\n" if role == "user" else f"Short answer: {text.strip()}\n\n")
-        return "".join(lines)
+            return parts
+        return [f"Question: {text.strip()}\n" if role == "user" else f"Short answer: {text.strip()}\n\n"
+                for role, text in self._history]
 
     def _render(self, question: str, passages: Sequence[str]) -> str:
         history = self._render_history()
@@ -224,16 +252,19 @@ class PromptBuilder:
 
     def fitting_texts(self, question: str, passages: Sequence[str]) -> list[str]:
         """The texts ``build`` tokenizes when the whole prompt does not fit:
-        the frame without passages, each passage as it is counted, and ""
-        (the BOS check); left are the final prompt and, when the last passage
-        that fits is cut, its two parts."""
-        return [self._render(question, []), "", *(f"[{i}] {text.strip()}\n\n" for i, text in enumerate(passages, 1))]
+        the frame without passages, each passage as it is counted, "" (the
+        BOS check) and each turn of the history (counted when the frame does
+        not fit); left are the final prompt and, when the last passage that
+        fits is cut, its two parts."""
+        return [self._render(question, []), "", *(f"[{i}] {text.strip()}\n\n" for i, text in enumerate(passages, 1)),
+                *self._render_turns()]
 
     def build(self, question: str, passages: Sequence[str], budget: int) -> BuiltPrompt:
         """The prompt with as many passages (in the given order) as fit in
         ``budget`` tokens; the last one that fits only partly is cut."""
         if budget <= 0:
             raise ValueError("prompt budget must be positive")
+        question, self._history = reachable(question, self._history, budget)
         # Usually everything fits: the whole prompt tokenized once, not each
         # passage on its own first (llama.cpp's tokenizer is most of the cost).
         text = self._render(question, passages)
@@ -242,8 +273,23 @@ class PromptBuilder:
             return BuiltPrompt(text=text, tokens=tokens, passages_used=len(passages), truncated=False,
                                stop=self.stop, passages=tuple(passages))
         frame = self._tokenize(self._render(question, []))
+        if len(frame) > budget and len(self._history) > 1:
+            # Oldest turns go first (the question and its context matter more),
+            # in pairs, each turn counted once: dropping them one pair at a time
+            # and tokenizing the frame again each time took seconds for a
+            # conversation of a hundred turns.
+            over = len(frame) - budget
+            counts = [len(self._tokenize_plain(turn)) for turn in self._render_turns()]
+            drop = 0
+            while over > 0 and drop + 2 < len(counts):
+                # A pair counted as a token more each than alone (joins): the count stops
+                # short rather than past the fewest pairs to drop; the loop below goes on.
+                over -= counts[drop] + counts[drop + 1] + 2
+                drop += 2
+            del self._history[:drop]
+            frame = self._tokenize(self._render(question, []))
         while len(frame) > budget and self._history:
-            # Oldest turns go first: the question and its context matter more.
+            # What the counts missed (the instructions move to the first turn left).
             del self._history[: 2 if len(self._history) > 1 else 1]
             frame = self._tokenize(self._render(question, []))
         if len(frame) > budget:

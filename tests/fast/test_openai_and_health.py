@@ -138,3 +138,23 @@ def test_a_process_without_a_model(
     r = client.post("/v1/collections/pets/ask", json={"question": "How long do cats sleep?"})
     assert r.status_code == 500 and "RAG_LLM_LOAD=false" in r.json()["error"]["message"]
     assert client.post("/v1/collections/pets/search", json={"query": "cats"}).status_code == 200
+
+
+def test_a_conversation_far_longer_than_the_context_is_cut_before_the_model_tokenizes_it(
+    pets: TestClient, model: FakeTextModel
+) -> None:
+    from rag.prompt import MAX_CHARS_PER_TOKEN
+
+    # 2 MB of earlier turns and a 3 MB question: a model tokenizes ~2.5 MB a
+    # second, and a 20 MB message kept the model process's tokenizer busy 36 s.
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "x" * 50_000}
+               for i in range(40)]
+    messages = [*history, {"role": "user", "content": "What now? " + "y" * 3_000_000}]
+    r = pets.post("/v1/chat/completions", json={"model": "fake-model", "messages": messages, "max_tokens": 16})
+    assert r.status_code == 200, r.text
+    budget = model.n_ctx - 16
+    # Nothing went to the model whole; no more of a text than could fit was handed over.
+    assert not model.texts or max(map(len, model.texts)) <= 2 * budget * MAX_CHARS_PER_TOKEN
+    prompt = model.prompts[-1]
+    assert prompt.startswith("Question: What now? yyy") and prompt.endswith("\nShort answer:")
+    assert len(prompt) <= budget  # the fake model's tokens are characters

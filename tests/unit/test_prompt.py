@@ -162,3 +162,66 @@ def test_the_fitting_texts_leave_only_the_final_prompt_when_the_whole_does_not_f
         n = prompt.passages_used  # the passage cut is the last one in, or the next one, left out
         cut = {t for i in (n, n + 1) if 0 < i <= len(passages) for t in (f"[{i}] ", passages[i - 1].strip())}
         assert set(asked) - known <= {prompt.text} | cut, budget
+
+
+def _conversation(turns: int) -> list[tuple[str, str]]:
+    return [("user" if i % 2 == 0 else "assistant", f"turn {i}: " + "words of the earlier talk " * (5 + 7 * (i % 5)))
+            for i in range(turns)]
+
+
+@pytest.mark.parametrize("style", ["gemma-chat", "completion"])
+@pytest.mark.parametrize("retrieval", [True, False])
+def test_a_long_conversation_keeps_the_newest_pairs_of_turns_that_fit_counting_each_turn_once(
+    vocab: LlamaModel, style: str, retrieval: bool
+) -> None:
+    history = _conversation(60)
+    passages = ["Alice wrote the report."] if retrieval else []
+    chars: list[int] = []
+
+    def tokenize(text: str) -> list[int]:
+        chars.append(len(text))
+        return vocab.tokenize(text)
+
+    def builder(turns: list[tuple[str, str]], tok: object = vocab.tokenize) -> PromptBuilder:
+        return PromptBuilder(style, tok, vocab.detokenize, history=turns, retrieval=retrieval)  # type: ignore[arg-type]
+
+    for budget in (800, 1500, 3000):
+        chars.clear()
+        prompt = builder(history, tokenize).build("Who wrote it?", passages, budget)
+        # The oldest turns go, in pairs, as few as leave a frame that fits.
+        drop = next(d for d in range(0, len(history) + 1, 2)
+                    if len(vocab.tokenize(builder(history[d:]).text("Who wrote it?", []))) <= budget)
+        assert 0 < drop < len(history), budget
+        assert prompt.text == builder(history[drop:]).build("Who wrote it?", passages, budget).text
+        assert len(prompt.tokens) <= budget
+        # Each turn tokenized a few times at most: dropping a pair at a time and
+        # tokenizing the frame again each time was quadratic in the turns.
+        assert sum(chars) < 5 * sum(len(t) for _, t in history), budget
+
+
+def test_an_oversized_question_is_cut_to_what_could_fit_before_it_is_tokenized(vocab: LlamaModel) -> None:
+    from rag.prompt import MAX_CHARS_PER_TOKEN
+
+    question = "What did the team read before each shift? " * 50_000  # 2.1 million characters
+    longest: list[int] = []
+
+    def tokenize(text: str) -> list[int]:
+        longest.append(len(text))
+        return vocab.tokenize(text)
+
+    prompt = PromptBuilder("gemma-chat", tokenize, vocab.detokenize, retrieval=False).build(question, [], budget=200)
+    assert prompt.truncated and 180 <= len(prompt.tokens) <= 200  # the room is used: the question's beginning
+    assert prompt.text.startswith("<start_of_turn>user\nWhat did the team read before each shift? What did")
+    assert max(longest) <= 200 * MAX_CHARS_PER_TOKEN + 100
+
+
+def test_what_of_a_conversation_could_fit_at_all() -> None:
+    from rag.prompt import MAX_CHARS_PER_TOKEN, reachable
+
+    limit = 10 * MAX_CHARS_PER_TOKEN
+    history = [("user", "a" * 300), ("assistant", "b" * 300), ("user", "c" * 500), ("assistant", "d" * 400)]
+    question, kept = reachable("q" * (limit + 50), history, budget=10)  # type: ignore[arg-type]
+    assert question == "q" * limit
+    assert kept == history[2:]  # the newest turns holding at most `limit` characters, in whole pairs
+    assert reachable("q", history, budget=100) == ("q", history)  # type: ignore[arg-type]
+    assert reachable("q", [("user", "x" * (limit + 1))], budget=10) == ("q", [])
