@@ -18,7 +18,7 @@ from rag.intake import UploadResult
 from rag.options import AskOptions, SearchOptions
 from rag.quality import GoldenQuestion
 from rag.registry import CollectionRecord, DocumentRecord, RunRecord, ScheduleRecord, VersionRecord
-from rag.retrieval import SearchHit
+from rag.retrieval import MAX_QUERY_CHARS, SearchHit
 from rag.schedules import next_slot
 from rag.service import CollectionInfo
 from rag.store import MetadataValue, SearchFilter
@@ -171,7 +171,7 @@ class FilterSpec(_Strict):
 
 
 class SearchRequest(_Strict):
-    query: str = Field(min_length=1, max_length=4000)
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int | None = Field(default=None, ge=1, le=100, description="Default: RAG_TOP_K.")
     mode: SearchModeName | None = Field(default=None, description="Default: the service's (hybrid).")
     filter: FilterSpec | None = None
@@ -264,7 +264,7 @@ class SearchResponse(BaseModel):
 
 
 class AskRequest(_Strict):
-    question: str = Field(min_length=1, max_length=4000)
+    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     top_k: int | None = Field(default=None, ge=1, le=50)
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     mode: SearchModeName | None = None
@@ -304,7 +304,7 @@ class AskResponse(GroundingPublic):
 
 
 class EvaluationItem(_Strict):
-    question: str = Field(min_length=1, max_length=4000)
+    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     answers: list[str] = Field(default_factory=list, description="Empty: unanswerable.")
     document: str | None = Field(default=None, description="File name (or document id) holding the answer.")
     id: str | None = None

@@ -35,6 +35,7 @@ class HashEmbedder:
         self.max_seq_length = 256
         self.device = "cpu"
         self.calls = 0
+        self.longest = 0  # the longest text embedded
 
     @property
     def chunk_token_limit(self) -> int:
@@ -45,6 +46,7 @@ class HashEmbedder:
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         self.calls += 1
+        self.longest = max(self.longest, *map(len, texts)) if texts else self.longest
         return [self._vector(t) for t in texts]
 
     def embed_query(self, text: str) -> list[float]:
