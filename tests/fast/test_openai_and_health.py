@@ -169,3 +169,15 @@ def test_a_chat_grounded_in_a_collection_searches_for_the_first_characters_of_a_
     reply = _chat(pets, "rag/pets", "How long do cats sleep? " * 100_000)  # 2.4 MB
     assert reply["sources"][0]["filename"] == "cats.txt"  # type: ignore[index]
     assert 0 < embedder.longest <= MAX_QUERY_CHARS
+
+
+def test_an_embedding_input_is_read_no_further_than_the_model_could(pets: TestClient, embedder: HashEmbedder) -> None:
+    from rag.service import EMBED_CHARS_PER_TOKEN
+
+    embedder.longest = 0
+    huge = "cats sleep " * 200_000  # 2.2 MB
+    r = pets.post("/v1/embeddings", json={"model": embedder.name, "input": [huge, "dogs"]})
+    assert r.status_code == 200, r.text
+    limit = embedder.max_seq_length * EMBED_CHARS_PER_TOKEN
+    assert embedder.longest == limit
+    assert r.json()["usage"]["prompt_tokens"] == embedder.count_tokens(huge[:limit]) + 1
