@@ -63,15 +63,17 @@ MAX_CHARS_PER_TOKEN = 128
 def reachable(question: str, history: Sequence[Turn], budget: int) -> tuple[str, list[Turn]]:
     """What of a conversation could be kept in ``budget`` tokens at all: the
     question's first ``budget * MAX_CHARS_PER_TOKEN`` characters, and the
-    newest turns of the history that hold no more characters together, in
-    whole pairs as ``PromptBuilder`` drops them (oldest first). The rest could
-    never fit, and tokenizing it costs about 0.4 µs a character (llama.cpp's
-    Gemma tokenizer on the dev VM): a 20 MB message took 36 s."""
+    newest turns of the history that hold no more characters together (and
+    no more than ``budget // 2`` turns: a turn takes more than two tokens in
+    either style), in whole pairs as ``PromptBuilder`` drops them (oldest
+    first). The rest could never fit, and tokenizing it costs about 0.4 µs a
+    character (llama.cpp's Gemma tokenizer on the dev VM): a 20 MB message
+    took 36 s."""
     limit = budget * MAX_CHARS_PER_TOKEN
     total = kept = 0
     for _, text in reversed(history):
         total += len(text)
-        if total > limit:
+        if total > limit or kept == budget // 2:
             break
         kept += 1
     drop = len(history) - kept

@@ -225,3 +225,5 @@ def test_what_of_a_conversation_could_fit_at_all() -> None:
     assert kept == history[2:]  # the newest turns holding at most `limit` characters, in whole pairs
     assert reachable("q", history, budget=100) == ("q", history)  # type: ignore[arg-type]
     assert reachable("q", [("user", "x" * (limit + 1))], budget=10) == ("q", [])
+    many = [("user" if i % 2 == 0 else "assistant", "x") for i in range(100)]
+    assert reachable("q", many, budget=10)[1] == many[-4:]  # at most budget // 2 turns, in whole pairs
