@@ -52,16 +52,22 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    """``max_bytes`` for a file upload (multipart/form-data), ``max_other_bytes``
+    (at most that) for any other body."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_other_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_other_bytes = min(max_bytes, max_other_bytes or max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
-        message = f"the request body is larger than the {limit:,}-byte limit (RAG_MAX_REQUEST_BYTES)"
+        upload = (_header(scope, b"content-type") or "").lower().startswith("multipart/form-data")
+        limit, setting = (self.max_bytes, "RAG_MAX_REQUEST_BYTES") if upload else (
+            self.max_other_bytes, "RAG_MAX_JSON_BYTES")
+        message = f"the request body is larger than the {limit:,}-byte limit ({setting})"
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.strip().isdigit():

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 def install_guards(app: FastAPI, settings: Settings) -> None:
     """Outermost first, as a request meets them: CORS (only with origins
     configured), the cross-site guard, authentication, the body limit."""
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_request_bytes, max_other_bytes=settings.max_json_bytes
+    )
     app.add_middleware(AuthMiddleware, enabled=settings.auth_enabled, docs_open=settings.docs == "open")
     app.add_middleware(OriginGuardMiddleware, allowed_origins=settings.cors_origins)
     install_cors(app, settings.cors_origins)

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         description="Largest request body, all files of an upload together (413 as soon as the body "
         "passes it, whether Content-Length declares it or a chunked body streams it).",
     )
+    max_json_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="Largest request body that is not a file upload (multipart/form-data): JSON requests, "
+        "golden questions (413 as RAG_MAX_REQUEST_BYTES); a 100 MB chat message took 300 MB of the API "
+        "process's memory at its peak.",
+    )
     max_files_per_request: int = Field(default=100, gt=0, description="Most files in one upload (413 above).")
 
     worker_concurrency: int = Field(

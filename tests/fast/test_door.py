@@ -348,6 +348,24 @@ def test_request_size_and_file_count_limits(app_client: Callable[..., TestClient
     assert fine.status_code == 202
 
 
+def test_a_body_that_is_not_an_upload_has_a_limit_of_its_own(
+    app_client: Callable[..., TestClient], fast_settings: Settings
+) -> None:
+    client = app_client(settings=fast_settings.model_copy(update={"max_request_bytes": 256 * 1024,
+                                                                     "max_json_bytes": 64 * 1024}))
+    client.post("/v1/collections", json={"name": "small"})
+    question = {"model": "fake-model", "messages": [{"role": "user", "content": "x" * 100_000}]}
+    big = client.post("/v1/chat/completions", json=question)
+    assert big.status_code == 413 and "RAG_MAX_JSON_BYTES" in big.json()["error"]["message"]
+    golden = client.put("/v1/collections/small/golden", content=b'{"question": "q"}\n' * 5000)
+    assert golden.status_code == 413
+    # A file upload of the same size is within its own limit.
+    upload = client.post("/v1/collections/small/documents", files=[("files", ("a.txt", b"word " * 20_000))])
+    assert upload.status_code == 202, upload.text
+    small = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}
+    assert client.post("/v1/chat/completions", json=small).status_code == 200
+
+
 def test_stored_names_are_clean_and_the_original_is_kept_escaped(client: TestClient, runtime: Runtime) -> None:
     client.post("/v1/collections", json={"name": "names"})
     given = "inv\u202eoice\x1b[2Jfdp" + "y" * 600 + ".txt"  # (httpx percent-encodes newlines and tabs)
