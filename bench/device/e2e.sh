@@ -137,7 +137,7 @@ cpu_ticks() {  # /proc/stat's cpu line: user nice system idle iowait irq softirq
 load() {  # port label model [extra]; after each block, the machine's CPU time during it (steal: the VM's host)
   local before; before=$(cpu_ticks)
   python3 bench/load.py --url http://127.0.0.1:$1 --label $2 --model $3 --streams $STREAMS \
-    --max-tokens 128 --ignore-eos --client $CLIENT --json $W/$2.json ${@:4} 2>&1 | tee -a $OUT/${LOG:-http.log}
+    --max-tokens 128 --ignore-eos --client $CLIENT --json $W/$2.json "${@:4}" 2>&1 | tee -a $OUT/${LOG:-http.log}
   python3 - "$2" "$before" "$(cpu_ticks)" <<'PYEOF' | tee -a $OUT/${LOG:-http.log}
 import sys
 label, a, b = sys.argv[1], list(map(int, sys.argv[2].split())), list(map(int, sys.argv[3].split()))
