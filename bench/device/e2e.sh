@@ -72,6 +72,8 @@ ASK_DATA=${ASK_DATA:-$W/parts/data-ask.tgz}
 ASK_WORDS=${ASK_WORDS:-680}  # chat prompts about as long as /ask's (~890 tokens)
 SAMPLING=${SAMPLING---temperature 0.8 --top-p 0.95}
 BEFORE=${BEFORE:-}
+NOW=${NOW:-}                 # settings of the service now, e.g. RAG_LLM_PROMPT_CACHE=false (chat's salted prompts never hit
+                             # the prompt cache; /ask's share their passages from round to round and do)
 CLIENT=${CLIENT:-aiohttp}
 TB_ROUNDS=${TB_ROUNDS:-3}
 PAIRS=${PAIRS:-1}            # http: chat blocks of now and before, $PAIRS times, taking turns going first
@@ -176,7 +178,7 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   : > $OUT/batched-bench.jsonl
   batched_bench
   rm -f $W/steps.jsonl $W/steps-before.jsonl
-  serve 8000 $W/data-ask RAG_LLM_STEP_TRACE=$W/steps.jsonl; now=$!
+  serve 8000 $W/data-ask RAG_LLM_STEP_TRACE=$W/steps.jsonl $NOW; now=$!
   if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
     code=$(before_code)
     (cd ${code:-.} && CODE=$code serve 8001 $W/data-before $BEFORE); before=$(pgrep -f "port 8001" | head -1)
