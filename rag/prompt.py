@@ -54,9 +54,9 @@ ResolvedPromptStyle = Literal["gemma-chat", "completion"]
 
 Turn = tuple[Literal["user", "assistant"], str]
 
-# More characters than a token of any vocabulary llama.cpp loads covers (Gemma
-# 3's longest token is 31): a text longer than budget × this cannot fit in
-# budget tokens, so no more of it need ever be tokenized (``reachable``).
+# Well above the characters one token covers (Gemma 3's longest token has 31):
+# a text longer than budget × this cannot fit in budget tokens, so no more of
+# it need ever be tokenized (``reachable``).
 MAX_CHARS_PER_TOKEN = 128
 
 
@@ -284,8 +284,9 @@ class PromptBuilder:
             counts = [len(self._tokenize_plain(turn)) for turn in self._render_turns()]
             drop = 0
             while over > 0 and drop + 2 < len(counts):
-                # A pair counted as a token more each than alone (joins): the count stops
-                # short rather than past the fewest pairs to drop; the loop below goes on.
+                # Each pair taken to free two tokens more than its count (a join may
+                # tokenize differently): this errs toward too few, never too many;
+                # the loop below drops the rest pair by pair.
                 over -= counts[drop] + counts[drop + 1] + 2
                 drop += 2
             del self._history[:drop]
