@@ -163,12 +163,12 @@ def test_a_conversation_far_longer_than_the_context_is_cut_before_the_model_toke
 def test_a_chat_grounded_in_a_collection_searches_for_the_first_characters_of_a_huge_question(
     pets: TestClient, embedder: HashEmbedder
 ) -> None:
-    from rag.retrieval import MAX_QUERY_CHARS
+    from rag.retrieval import SEARCHED_CHARS
 
     embedder.longest = 0
     reply = _chat(pets, "rag/pets", "How long do cats sleep? " * 100_000)  # 2.4 MB
     assert reply["sources"][0]["filename"] == "cats.txt"  # type: ignore[index]
-    assert 0 < embedder.longest <= MAX_QUERY_CHARS
+    assert embedder.longest == SEARCHED_CHARS
 
 
 def test_an_embedding_input_is_read_no_further_than_the_model_could(pets: TestClient, embedder: HashEmbedder) -> None:
