@@ -26,7 +26,8 @@
 #                    by round, load.py --versus-kind), and chat with
 #                    random sampling ($SAMPLING); at 16 streams the service now once more
 #                    through httpx's client (the client of the earlier sessions);
-#                    BEFORE_SERVICE=0: this checkout's service alone. The service now
+#                    BEFORE_SERVICE=0: this checkout's service alone (with INTERLEAVE=1 still T beside each
+#                    chat round). The service now
 #                    records its scheduler's steps (RAG_LLM_STEP_TRACE) and timeline.py
 #                    splits each round's wall time with them (timeline.log)
 #   e2e.sh prompt    bench/device/prompt_phase.py: a burst's prompt phase packed as
@@ -173,6 +174,7 @@ before_code() {  # parts/before.tgz (bundle.sh BEFORE_REF): that commit's code, 
   echo $W/before
 }
 if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask, long chat, sampling
+  REFERENCE="M=$M B=$B NP=$NP SLOT=$SLOT bash bench/device/batched_t.sh {streams} $OUT/batched-bench.jsonl"
   : > $OUT/http.log; echo "load average at start: $(cat /proc/loadavg)" >> $OUT/http.log
   rm -rf $W/data-ask $W/data-before && tar xzf $ASK_DATA -C $W
   : > $OUT/batched-bench.jsonl
@@ -190,7 +192,7 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
       for s in ${STREAMS//,/ }; do
         STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY \
           --versus http://127.0.0.1:8001 --versus-label before-chat-S$s --versus-json $W/before-chat-S$s.json \
-          --reference "M=$M B=$B NP=$NP SLOT=$SLOT bash bench/device/batched_t.sh {streams} $OUT/batched-bench.jsonl" \
+          --reference "$REFERENCE" \
           --reference-json $W/reference-chat-S$s.json
       done
       PAIRS=0
@@ -210,8 +212,14 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
     STREAMS=16 CLIENT=httpx load 8000 service-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
     STREAMS=16 CLIENT=httpx load 8001 before-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
     kill $before; while kill -0 $before 2>/dev/null; do sleep 0.5; done
-  elif [ "${CHAT:-1}" = 1 ]; then  # BEFORE_SERVICE=0: this checkout's service alone
+  elif [ "${CHAT:-1}" = 1 ]; then  # BEFORE_SERVICE=0: this checkout's service alone (INTERLEAVE=1: T beside each round)
     for s in ${STREAMS//,/ }; do
+      if [ "${INTERLEAVE:-0}" = 1 ]; then
+        STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY \
+          --reference "$REFERENCE" \
+          --reference-json $W/reference-chat-S$s.json
+        continue
+      fi
       STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY
     done
   fi
