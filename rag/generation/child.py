@@ -21,7 +21,7 @@ from typing import Any
 from rag.generation.types import Generation, GenerationParams
 from rag.logs import configure_logging
 
-__all__ = ["main"]
+__all__ = ["SWITCH_INTERVAL_S", "main"]
 
 
 def _serve(conn: Connection) -> None:
@@ -42,6 +42,13 @@ def _serve(conn: Connection) -> None:
     # that triggers it is whichever allocates (requests being unpickled),
     # while the scheduler waits for the GIL between its llama.cpp calls.
     gc.freeze()
+    # A thread that wants the GIL waits a whole switch interval (5 ms by
+    # default) before it asks the holder to let go. The scheduler thread takes
+    # it back after every llama.cpp call that let go of it, and inside a prompt
+    # step llama.cpp calls into Python once per slot for every graph it builds
+    # (the batch-greedy sampler): each of those waited behind whichever thread
+    # of this process was running Python (requests coming in, text going out).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
     sender = threading.Thread(target=_send_loop, args=(conn, outbox), name="model-sender", daemon=True)
     sender.start()
@@ -54,6 +61,7 @@ def _serve(conn: Connection) -> None:
                 "n_vocab": model.n_vocab,
                 "threads": model.threads,
                 "torch_loaded": "torch" in sys.modules,
+                "switch_interval_s": sys.getswitchinterval(),
             },
         )
     )
@@ -102,6 +110,7 @@ def _serve(conn: Connection) -> None:
 
 
 _CALL_THREADS = 4
+SWITCH_INTERVAL_S = 1e-4  # see _serve; bench/graph_build.py --busy --switch-interval
 
 
 def _answer(

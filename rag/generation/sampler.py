@@ -89,7 +89,11 @@ class BatchGreedy:
         try:
             from llama_cpp import _ggml
 
-            g = _ggml.libggml
+            # Bound through PyDLL: these calls only add nodes to a graph, and the
+            # callbacks making them run with the GIL taken on entry (llama_decode
+            # let go of it). Through the CDLL each call would let go of it and
+            # take it back, waiting for any other thread that took it meanwhile.
+            g = ctypes.PyDLL(_ggml.libggml._name, handle=_ggml.libggml._handle)
             fns = {
                 "ggml_argmax": ([ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),
                 "ggml_get_rows": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], ctypes.c_void_p),

@@ -16,6 +16,7 @@ import pytest
 
 from rag.errors import BackendError, ConfigurationError
 from rag.generation import GenerationParams, ModelPool, PromptTooLong, load_models
+from rag.generation.child import SWITCH_INTERVAL_S
 from rag.generation.llama import LlamaModel
 from rag.generation.process import ModelProcess
 from rag.settings import Settings
@@ -63,6 +64,8 @@ def test_the_child_answers_as_the_model_does_in_process(remote: ModelProcess, mo
     assert "".join(pieces).strip() == there.text
     assert there.completion_tokens == here.completion_tokens and there.finish_reason == here.finish_reason
     assert remote.info["torch_loaded"] is False and remote.info["pid"] == remote.pid != os.getpid()
+    # The scheduler thread waits for the GIL no longer than this behind the model process's other threads.
+    assert remote.info["switch_interval_s"] == pytest.approx(SWITCH_INTERVAL_S)
 
 
 def test_a_prompt_sent_as_text_is_tokenized_in_the_child_within_its_budget(remote: ModelProcess) -> None:
