@@ -19,7 +19,13 @@ Per round (bench/load.py's ``started`` and ``wall_s``, both on
   sequence count (its median T over the runs in the file): median over the
   rounds, then the range.
 
-    python bench/device/timeline.py http.json steps.jsonl [batched-bench.jsonl] [--prefix service-chat-S]
+Where the rounds had llama-batched-bench run beside them (``bench/load.py
+--reference``, e2e.sh's ``INTERLEAVE=1``), each round's prompt phase and
+decode are also set against that round's own run (its row in
+batched-bench.jsonl, found by its T): ``beside`` lines, the differences'
+median and range; ``--per-round`` prints every round.
+
+    python bench/device/timeline.py http.json steps.jsonl [batched-bench.jsonl] [--prefix service-chat-S] [--per-round]
 """
 
 from __future__ import annotations
@@ -77,12 +83,46 @@ def batched_bench(path: Path | None) -> dict[int, dict[str, float]]:
     return {pl: {k: statistics.median(r[k] for r in rows) for k in ("t_pp", "t_tg", "t")} for pl, rows in runs.items()}
 
 
+def rows_of(path: Path | None) -> list[dict[str, Any]]:
+    if path is None or not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def beside(http: dict[str, Any], steps: list[dict[str, Any]], rows: list[dict[str, Any]], prefix: str,
+           per_round: bool) -> None:
+    """Each round against the batched-bench run of its own round (``--reference``)."""
+    reference = "reference-" + prefix.split("-", 1)[1]
+    for s, rounds in sorted(rounds_of(http, prefix).items()):
+        refs = http.get(f"{reference}{s}", {}).get("streams", {}).get(str(s), {}).get("rounds", [])
+        pairs = []
+        for i, (r, ref) in enumerate(zip(rounds, refs, strict=False)):
+            row = next((x for x in rows if x["pl"] == s and abs(x["t"] - ref["t_s"]) < 1e-6), None)
+            part = split(r, steps)
+            if row is None or part is None:
+                continue
+            d_pp, d_tg = part["prompt_phase"] - row["t_pp"], part["decode"] - row["t_tg"]
+            pairs.append((d_pp, d_tg, part["wall"] - row["t"]))
+            if per_round:
+                print(f"beside S={s} round {i:2d}  wall {part['wall'] * 1e3:6.1f} vs T {row['t'] * 1e3:6.1f}"
+                      f"  prompt {part['prompt_phase'] * 1e3:6.1f} vs pp {row['t_pp'] * 1e3:6.1f}"
+                      f"  decode {part['decode'] * 1e3:6.1f} vs tg {row['t_tg'] * 1e3:6.1f}")
+        if not pairs:
+            continue
+        text = []
+        for name, k in (("prompt - pp", 0), ("decode - tg", 1), ("wall - T", 2)):
+            v = sorted(p[k] * 1e3 for p in pairs)
+            text.append(f"{name} {statistics.median(v):+.1f} ms ({v[0]:+.1f} to {v[-1]:+.1f})")
+        print(f"beside {prefix}{s}: rounds {len(pairs)}  " + "  ".join(text))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("http", type=Path)
     ap.add_argument("steps", type=Path)
     ap.add_argument("batched_bench", type=Path, nargs="?")
     ap.add_argument("--prefix", default="service-chat-S")
+    ap.add_argument("--per-round", action="store_true", help="every round beside its own batched-bench run")
     args = ap.parse_args()
     http = json.loads(args.http.read_text())
     steps = sorted((json.loads(x) for x in args.steps.read_text().splitlines() if x.strip()), key=lambda s: s["began"])
@@ -106,6 +146,8 @@ def main() -> None:
               f"  prompt {m['prompt_phase'] * 1000:6.1f} ({m['prompt_steps']:.0f} steps)"
               f"  decode {m['decode'] * 1000:6.1f} ({m['decode_steps']:.0f} steps, {m['step'] * 1000:.2f}/step)"
               f"  idle {m['idle'] * 1000:5.1f}  tail {m['tail'] * 1000:5.1f}{ref_text}")
+
+    beside(http, steps, rows_of(args.batched_bench), args.prefix, args.per_round)
 
 
 if __name__ == "__main__":
