@@ -24,7 +24,9 @@
 #                    bench/device/askdata.sh, $ASK_DATA) and chat with prompts as
 #                    long as /ask's ($ASK_WORDS words of filler; INTERLEAVE=1: round
 #                    by round, load.py --versus-kind), and chat with
-#                    random sampling ($SAMPLING); at 16 streams the service now once more
+#                    random sampling ($SAMPLING); ASK_VERSUS="VAR=value ...": instead, /ask
+#                    of the service now against a second one with those settings (e.g. the
+#                    question embedder on the CPU), rounds alternating; at 16 streams the service now once more
 #                    through httpx's client (the client of the earlier sessions);
 #                    BEFORE_SERVICE=0: this checkout's service alone (with INTERLEAVE=1 still T beside each
 #                    chat round). The service now
@@ -61,6 +63,9 @@ cp -a build/bin/*.so* llama_cpp/lib/ 2>/dev/null
 [ -f model.gguf ] || cat parts/model.* > model.gguf
 [ -d minilm ] || [ ! -f parts/minilm.tgz ] || tar xzf parts/minilm.tgz
 echo "model sha256 $(sha256sum model.gguf | cut -c1-16)"
+if ls parts/onnxruntime-*.whl > /dev/null 2>&1 && [ ! -d site/onnxruntime ]; then  # bundle.sh ONNX=1 (c7)
+  python3 -m pip install -q --no-index --no-deps --no-compile --target $W/site parts/*.whl 2>&1 | tail -2
+fi
 export PYTHONPATH=$W:$W/site:$REPO PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 cd $REPO
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,driver_version --format=csv,noheader
@@ -224,7 +229,21 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
     done
   fi
   batched_bench  # T between the chat and the /ask runs as well (the GPU's speed drifts within a session)
-  if [ "${ASK:-1}" = 1 ]; then
+  if [ "${ASK:-1}" = 1 ] && [ -n "${ASK_VERSUS:-}" ]; then  # /ask of two services, settings apart, rounds alternating
+    IFS=';' read -ra variants <<< "$ASK_VERSUS"; v=0
+    for variant in "${variants[@]}"; do  # "A;B": each against the service now in turn
+      v=$((v + 1))
+      rm -rf $W/data-ask2 && mkdir -p $W/data-ask2 && tar xzf $ASK_DATA -C $W/data-ask2 --strip-components=1
+      echo "versus$v: $variant" | tee -a $OUT/http.log
+      serve 8002 $W/data-ask2 $variant; other=$!
+      wait_ready http://127.0.0.1:8002/readyz 300 || { tail -20 $W/serve-8002.log; exit 1; }
+      for s in ${STREAMS//,/ }; do
+        STREAMS=$s load 8000 service-ask-v$v-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
+          --api-key $KEY --versus http://127.0.0.1:8002 --versus-label versus$v-ask-S$s --versus-json $W/versus$v-ask-S$s.json
+      done
+      kill $other; wait $other
+    done
+  elif [ "${ASK:-1}" = 1 ]; then
     for s in ${STREAMS//,/ }; do
       if [ "${INTERLEAVE:-0}" = 1 ]; then  # /ask and chat as long, round by round through one client
         STREAMS=$s load 8000 service-ask-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
@@ -242,7 +261,7 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   kill $now; wait $now
   batched_bench
   echo "load average at end: $(cat /proc/loadavg)" >> $OUT/http.log
-  merge $OUT/http.json service before reference
+  merge $OUT/http.json service before reference versus
   pairs=""; [ $PAIRS -le 1 ] || pairs=$(seq -f "service-chat-p%g-S" 1 $PAIRS)
   for prefix in service-chat-S $pairs service-ask-S service-chatlong-S; do  # where each round's time went (timeline.py)
     python3 bench/device/timeline.py $OUT/http.json $W/steps.jsonl $OUT/batched-bench.jsonl --prefix $prefix
