@@ -22,7 +22,6 @@
 #
 # Then, on the device, one call per folder: bench/device/setup.sh (with c0),
 # bench/device/part.sh .device/cN (c1..c6), and the measurements (e2e.sh).
-#   .device/c7/                  with ONNX=1: onnxruntime, onnx and their small dependencies (wheels)
 #   .device/gpu/                 this commit's code (git archive), for a call from another checkout
 set -euo pipefail
 LCP=${LCP:-0.3.36}
@@ -98,16 +97,6 @@ rm -f $D/c6/before.tgz
 # PYSPY=1: py-spy's wheel (a sampling profiler with native stacks) for e2e.sh profile
 rm -f $D/c6/py_spy-*.whl
 [ "${PYSPY:-0}" = 0 ] || $PY -m pip download -q --no-deps py-spy==0.4.3 -d $D/c6
-
-# ONNX=1: .device/c7/ with ONNX Runtime and onnx (the embedder's ONNX backend, which the GPU image
-#    lacks; e2e.sh installs them from the parts), at this .venv's versions
-rm -rf $D/c7
-if [ "${ONNX:-0}" != 0 ]; then
-  mkdir -p $D/c7
-  $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 -d $D/c7 $($PY -m pip freeze | grep -iE '^(onnxruntime|onnx|ml.dtypes|flatbuffers)==')
-fi
 
 # 6. This commit's code in .device/gpu: a device call sends the checkout its session started in, which
 #    for a helper working in another worktree is not this one; carry .device/gpu and run from there.

@@ -63,9 +63,6 @@ cp -a build/bin/*.so* llama_cpp/lib/ 2>/dev/null
 [ -f model.gguf ] || cat parts/model.* > model.gguf
 [ -d minilm ] || [ ! -f parts/minilm.tgz ] || tar xzf parts/minilm.tgz
 echo "model sha256 $(sha256sum model.gguf | cut -c1-16)"
-if ls parts/onnxruntime-*.whl > /dev/null 2>&1 && [ ! -d site/onnxruntime ]; then  # bundle.sh ONNX=1 (c7)
-  python3 -m pip install -q --no-index --no-deps --no-compile --target $W/site parts/*.whl 2>&1 | tail -2
-fi
 export PYTHONPATH=$W:$W/site:$REPO PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 cd $REPO
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,driver_version --format=csv,noheader
