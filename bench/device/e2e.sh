@@ -26,7 +26,8 @@
 #                    by round, load.py --versus-kind), and chat with
 #                    random sampling ($SAMPLING); ASK_VERSUS="VAR=value ...": instead, /ask
 #                    of the service now against a second one with those settings (e.g. the
-#                    question embedder on the CPU), rounds alternating; at 16 streams the service now once more
+#                    question embedder on the CPU), rounds alternating, then that one's /ask against
+#                    its own chat as long; at 16 streams the service now once more
 #                    through httpx's client (the client of the earlier sessions);
 #                    BEFORE_SERVICE=0: this checkout's service alone (with INTERLEAVE=1 still T beside each
 #                    chat round). The service now
@@ -237,6 +238,10 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
       for s in ${STREAMS//,/ }; do
         STREAMS=$s load 8000 service-ask-v$v-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
           --api-key $KEY --versus http://127.0.0.1:8002 --versus-label versus$v-ask-S$s --versus-json $W/versus$v-ask-S$s.json
+        # then that service's /ask against its own chat as long, as the service now was measured before
+        STREAMS=$s load 8002 versus$v-askc-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
+          --api-key $KEY --versus http://127.0.0.1:8002 --versus-label versus$v-chatlong-S$s --versus-kind chat \
+          --versus-prompt-words $ASK_WORDS --versus-json $W/versus$v-chatlong-S$s.json
       done
       kill $other; wait $other
     done
