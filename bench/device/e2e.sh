@@ -212,8 +212,10 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
         fi
       done
     done
-    STREAMS=16 CLIENT=httpx load 8000 service-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
-    STREAMS=16 CLIENT=httpx load 8001 before-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
+    if [ "${HTTPX:-1}" = 1 ]; then  # HTTPX=0: not through httpx's client as well
+      STREAMS=16 CLIENT=httpx load 8000 service-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
+      STREAMS=16 CLIENT=httpx load 8001 before-chat-httpx-S16 model --kind chat --rounds $ROUNDS --api-key $KEY
+    fi
     kill $before; while kill -0 $before 2>/dev/null; do sleep 0.5; done
   elif [ "${CHAT:-1}" = 1 ]; then  # BEFORE_SERVICE=0: this checkout's service alone (INTERLEAVE=1: T beside each round)
     for s in ${STREAMS//,/ }; do
