@@ -133,7 +133,10 @@ class Embedder:
     serialises calls: the fast tokenizer underneath raises "Already borrowed"
     when two threads use it at once (API queries beside the worker).
     ``embed_queries``: ``embed`` for searches, concurrent ones embedded
-    together (``Coalesced``).
+    together (``Coalesced``); with a ``query_device`` of another kind than
+    ``device`` (``cpu`` beside ``cuda``), by a second copy of the model there
+    (``backend`` resolved for that device: ONNX Runtime on the CPU), so that
+    questions do not queue behind a GPU that generation keeps busy.
     """
 
     def __init__(
@@ -145,15 +148,27 @@ class Embedder:
         threads: int | None = None,
         backend: EmbeddingBackend = "torch",
         onnx_cache: Path | None = None,
+        query_device: str | None = None,
     ) -> None:
         path = resolve_embedding_model(model)
         self._batch_size = batch_size
         self._lock = threading.Lock()
-        self.embed_queries = Coalesced(self.embed)
         # The bundled model's folder is just 'model': name it by the model.
         self.name = model.split(":", 1)[1] if model == BUNDLED_EMBEDDING_MODEL else path.name
         self.model_id = model  # as configured: what an index version records
-        backend = resolve_embedding_backend(backend, device)
+        self._load(path, device, threads, resolve_embedding_backend(backend, device), onnx_cache)
+        self.embed_queries = Coalesced(self.embed)
+        self.query_device, self.query_backend = self.device, self.backend
+        if query_device is not None and _device_kind(query_device) != _device_kind(self.device):
+            questions = Embedder(
+                model, device=query_device, batch_size=batch_size, threads=threads, backend=backend, onnx_cache=onnx_cache
+            )
+            self.embed_queries = Coalesced(questions.embed)
+            self.query_device, self.query_backend = questions.device, questions.backend
+
+    def _load(
+        self, path: Path, device: str | None, threads: int | None, backend: EmbeddingBackend, onnx_cache: Path | None
+    ) -> None:
         self.backend = backend
         self._onnx: Any = None
         if backend != "torch":
@@ -279,9 +294,11 @@ class EmbedderSet:
         batch_size: int = 32,
         backend: EmbeddingBackend = "torch",
         onnx_cache: Path | None = None,
+        query_device: str | None = None,
     ) -> None:
         self.default = default
         self._device = device
+        self._query_device = query_device
         self._batch_size = batch_size
         self._backend = backend
         self._onnx_cache = onnx_cache
@@ -300,9 +317,15 @@ class EmbedderSet:
                     batch_size=self._batch_size,
                     backend=self._backend,
                     onnx_cache=self._onnx_cache,
+                    query_device=self._query_device,
                 )
                 self._loaded[model] = embedder
             return embedder
+
+
+def _device_kind(device: str) -> str:
+    """``cuda`` of ``cuda:0``."""
+    return device.split(":", 1)[0]
 
 
 def _auto_device() -> str:

@@ -163,6 +163,14 @@ class Settings(BaseSettings):
     embedding_device: str | None = Field(
         default=None, description="cpu, cuda, mps… Default: chosen automatically."
     )
+    embedding_query_device: str | None = Field(
+        default=None,
+        description="Device questions (searches, /ask) are embedded on, by a second copy of "
+        "the embedding model when it differs from the embedder's (the backend as "
+        "RAG_EMBEDDING_BACKEND resolves it there: ONNX Runtime on the CPU). Default: the "
+        "embedder's. cpu keeps questions from queueing behind a GPU that generation keeps "
+        "busy; see docs/benchmarks.md.",
+    )
     embedding_batch_size: int = Field(default=32, gt=0, description="Texts embedded in one batch.")
     embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         default="auto",

@@ -206,6 +206,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         threads=settings.embedding_threads,
         backend=settings.embedding_backend,
         onnx_cache=settings.model_dir / "onnx",
+        query_device=settings.embedding_query_device,
     )
     embedders = EmbedderSet(
         embedder,
@@ -213,6 +214,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         batch_size=settings.embedding_batch_size,
         backend=settings.embedding_backend,
         onnx_cache=settings.model_dir / "onnx",
+        query_device=settings.embedding_query_device,
     )
     blobs = BlobStore(settings.blob_dir)
     lexical = LexicalEncoder(

@@ -137,3 +137,26 @@ def test_the_api_process_runs_without_torch(cache: Path, tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_questions_go_to_a_copy_on_the_query_device(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAG_EMBEDDING_QUERY_DEVICE: chunks are embedded where the embedder runs,
+    questions by a second copy of the model on the query device, with the
+    backend resolved there (auto: ONNX Runtime on the CPU). This machine has no
+    GPU, so the embedder's own CPU plays one here (taken for another kind of
+    device)."""
+    import rag.embedder
+
+    monkeypatch.setattr(rag.embedder, "_device_kind", lambda device: "gpu" if device == "cpu" else device)
+    embedder = Embedder(BUNDLED_EMBEDDING_MODEL, device="cpu", backend="torch", onnx_cache=cache, query_device="cpu:0")
+    assert (embedder.device, embedder.backend) == ("cpu", "torch")
+    assert embedder.query_device == "cpu"
+    assert embedder.query_backend == "torch"  # torch configured: the copy keeps it
+    questions = embedder.embed_queries(TEXTS[:3])
+    assert min(_cosines(questions, embedder.embed(TEXTS[:3]))) >= 0.99999
+
+
+def test_no_copy_on_the_same_device(cache: Path) -> None:
+    embedder = Embedder(BUNDLED_EMBEDDING_MODEL, device="cpu", backend="onnx", onnx_cache=cache, query_device="cpu")
+    assert (embedder.query_device, embedder.query_backend) == ("cpu", "onnx")
+    assert embedder.embed_queries(["hello"]) == embedder.embed(["hello"])
