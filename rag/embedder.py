@@ -161,7 +161,8 @@ class Embedder:
         self.query_device, self.query_backend = self.device, self.backend
         if query_device is not None and _device_kind(query_device) != _device_kind(self.device):
             questions = Embedder(
-                model, device=query_device, batch_size=batch_size, threads=threads, backend=backend, onnx_cache=onnx_cache
+                model, device=query_device, batch_size=batch_size, threads=threads, backend=backend,
+                onnx_cache=onnx_cache,
             )
             self.embed_queries = Coalesced(questions.embed)
             self.query_device, self.query_backend = questions.device, questions.backend
