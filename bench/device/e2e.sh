@@ -133,8 +133,13 @@ if [ "$step" = harness ]; then
   exit 0
 fi
 
-wait_ready() {  # url, seconds
-  for _ in $(seq 1 "$2"); do curl -sf "$1" > /dev/null && return 0; sleep 1; done
+wait_ready() {  # url, seconds[, pid: give up at once when that process is gone]
+  local t0=$SECONDS
+  for _ in $(seq 1 "$2"); do
+    curl -sf "$1" > /dev/null && { echo "ready in $((SECONDS - t0)) s: $1"; return 0; }
+    [ -z "${3:-}" ] || kill -0 "$3" 2>/dev/null || { echo "exited before ready: $1"; return 1; }
+    sleep 1
+  done
   echo "not ready: $1"; return 1
 }
 cpu_ticks() {  # /proc/stat's cpu line: user nice system idle iowait irq softirq steal (ticks)
@@ -188,9 +193,9 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
     code=$(before_code)
     (cd ${code:-.} && CODE=$code serve 8001 $W/data-before $BEFORE); before=$(pgrep -f "port 8001" | head -1)
   fi
-  wait_ready http://127.0.0.1:8000/readyz 240 || exit 1
+  wait_ready http://127.0.0.1:8000/readyz 240 $now || { tail -c 3000 $W/serve-8000.log > $OUT/serve.log; exit 1; }
   if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
-    wait_ready http://127.0.0.1:8001/readyz 240 || exit 1
+    wait_ready http://127.0.0.1:8001/readyz 240 $before || { tail -c 3000 $W/serve-8001.log > $OUT/serve.log; exit 1; }
     if [ "${INTERLEAVE:-0}" = 1 ]; then  # one client, the two services' rounds alternating (bench/load.py --versus)
       for s in ${STREAMS//,/ }; do
         STREAMS=$s load 8000 service-chat-S$s model --kind chat --rounds $ROUNDS --api-key $KEY \
@@ -236,7 +241,8 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
       rm -rf $W/data-ask2 && mkdir -p $W/data-ask2 && tar xzf $ASK_DATA -C $W/data-ask2 --strip-components=1
       echo "versus$v: $variant" | tee -a $OUT/http.log
       serve 8002 $W/data-ask2 $variant; other=$!
-      wait_ready http://127.0.0.1:8002/readyz 300 || { tail -20 $W/serve-8002.log; exit 1; }
+      wait_ready http://127.0.0.1:8002/readyz 300 $other | tee -a $OUT/http.log
+      curl -sf http://127.0.0.1:8002/readyz > /dev/null || { tail -c 3000 $W/serve-8002.log | tee $OUT/serve-8002.log; exit 1; }
       for s in ${STREAMS//,/ }; do
         STREAMS=$s load 8000 service-ask-v$v-S$s model --kind ask --collection bench --prompt-words 0 --rounds $ROUNDS \
           --api-key $KEY --versus http://127.0.0.1:8002 --versus-label versus$v-ask-S$s --versus-json $W/versus$v-ask-S$s.json

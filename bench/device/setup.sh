@@ -3,7 +3,7 @@
 # bench/device/bundle.sh): unpack llama.cpp and the bindings under /root/w,
 # install the wheels into /root/w/site, and start the CUDA build of llama.cpp
 # (libraries, llama-bench, llama-batched-bench, llama-server; $TARGETS) in the
-# background. Then one call per folder: bench/device/part.sh .device/cN (the
+# background. Then one call per folder: bench/device/part.sh .device/m01 … m10 and c6 (the
 # model's parts, the embedder and the /ask data directory).
 set -e
 R=$PWD/.device/c0
