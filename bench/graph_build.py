@@ -1,6 +1,7 @@
 """What a decode graph's build costs the host with the samplers attached to
 every slot: none, llama.cpp's stock greedy chains (C), or ``BatchGreedy``
-chains (a Python callback per chain and graph).
+chains, in C (``batch-greedy``: batch_greedy.c) or in Python
+(``batch-greedy-py``: a Python callback per chain and graph).
 
 llama.cpp applies every attached chain each time it builds a graph: for
 each micro-batch of a prompt step (their shapes differ), and for a decode
@@ -41,9 +42,9 @@ def context(lc: Any, model: Any, slots: int, variant: str, threads: int) -> tupl
     cparams.no_perf = True
     keep: list[Any] = []
     if variant != "none":
-        greedy = BatchGreedy(lc) if variant == "batch-greedy" else None
-        if greedy is not None and not greedy.available:
-            raise SystemExit("BatchGreedy is not available with this llama.cpp")
+        greedy = BatchGreedy(lc, native=variant == "batch-greedy") if variant.startswith("batch-greedy") else None
+        if greedy is not None and (not greedy.available or greedy.native != (variant == "batch-greedy")):
+            raise SystemExit(f"{variant} is not available with this llama.cpp")
         chains = []
         for _ in range(slots):
             if greedy is not None:
@@ -102,7 +103,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--busy", action="store_true", help="another thread runs Python all along")
-    ap.add_argument("--variants", default="none,greedy,batch-greedy")
+    ap.add_argument("--variants", default="none,greedy,batch-greedy,batch-greedy-py")
     ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval, seconds (Python's default 0.005)")
     args = ap.parse_args()
     if args.switch_interval is not None:

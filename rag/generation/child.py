@@ -62,6 +62,7 @@ def _serve(conn: Connection) -> None:
                 "threads": model.threads,
                 "torch_loaded": "torch" in sys.modules,
                 "switch_interval_s": sys.getswitchinterval(),
+                "sampler": model.sampler,
             },
         )
     )

@@ -9,7 +9,9 @@ Gemma's vocabulary out of the context every token and samples them on the CPU:
 a few percent on a CPU, half the decode speed on an H100, and 1.4 ms per
 sequence per step in batched decoding. The chains hold ``BatchGreedy``
 (sampler.py), which takes one two-stage argmax over the whole batch's logits
-instead of llama.cpp's one-block argmax per sequence (docs/benchmarks.md).
+instead of llama.cpp's one-block argmax per sequence (docs/benchmarks.md); its
+samplers are C (batch_greedy.c) where that compiles, so that llama.cpp builds
+a graph without calling into Python.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class LlamaModel(TextModel):
         prompt_steps: int | None = None,
         backend_sampling: bool | None = None,
         batch_greedy: bool = True,
+        native_sampler: bool = True,
         overlap: bool | None = None,
         vocab_only: bool = False,
         step_trace: Path | None = None,
@@ -100,7 +103,7 @@ class LlamaModel(TextModel):
             return
         slots = self._make_slots()
         cparams = self._context_params(flash_attn, kv_cache_type)
-        configs = self._attach_samplers(cparams, slots, batch_greedy) if backend_sampling else None
+        configs = self._attach_samplers(cparams, slots, batch_greedy, native_sampler) if backend_sampling else None
         self._create_context(cparams, kv_cache_type, flash_attn)
         if lora_path is not None:
             self._apply_lora(lora_path, lora_scale)
@@ -161,14 +164,16 @@ class LlamaModel(TextModel):
         cparams.type_v = kv_type
         return cparams
 
-    def _attach_samplers(self, cparams: Any, slots: list[Slot], batch_greedy: bool) -> Any:
+    def _attach_samplers(self, cparams: Any, slots: list[Slot], batch_greedy: bool, native: bool) -> Any:
         """Greedy sampling inside the decode graph: the slots' own chains, or,
-        where it works, one argmax for the whole batch. Returns the per-sequence
-        configs, which must live as long as the context."""
+        where it works, one argmax for the whole batch (in C where it builds,
+        unless ``native`` is False). Returns the per-sequence configs, which
+        must live as long as the context."""
         lc = self._lc
         chains = [slot.sampler for slot in slots]
-        greedy = BatchGreedy(lc) if batch_greedy else None
+        greedy = BatchGreedy(lc, native=native) if batch_greedy else None
         if greedy is not None and greedy.available:
+            self._resources.append(greedy.close)  # freed after the chains below
             chains = [greedy.chain() for _ in slots]
             self._resources.extend(functools.partial(lc.llama_sampler_free, c) for c in chains)
         self._greedy = greedy
@@ -242,6 +247,19 @@ class LlamaModel(TextModel):
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
         return chain
+
+    @property
+    def sampler(self) -> str:
+        """How greedy tokens are chosen: "batch-greedy (C)" or "batch-greedy
+        (Python)" in the decode graph, "llama.cpp greedy" (its stock backend
+        sampler), or "host" (an argmax over the logits, as on a CPU)."""
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.backend_sampling:
+            return "host"
+        greedy = self._greedy
+        if greedy is None or not greedy.available:
+            return "llama.cpp greedy"
+        return "batch-greedy (C)" if greedy.native else "batch-greedy (Python)"
 
     # --- text ----------------------------------------------------------------
     @property

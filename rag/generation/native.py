@@ -9,8 +9,9 @@ import threading
 from typing import Any
 
 from rag.errors import ConfigurationError
+from rag.generation import cbuild
 
-__all__ = ["QUICK_CALLS", "QuickCalls", "backend_init", "default_gpu_layers", "llama_cpp"]
+__all__ = ["QUICK_CALLS", "QuickCalls", "backend_init", "default_gpu_layers", "llama_cpp", "quiet_log"]
 
 
 def llama_cpp() -> Any:
@@ -33,11 +34,30 @@ _backend_ready = False
 
 
 def backend_init(lc: Any) -> None:
+    """llama.cpp's backends, once per process, and its log quiet (``quiet_log``)
+    unless ``RAG_LLAMA_VERBOSE`` is set."""
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
             lc.llama_backend_init()
+            if not os.environ.get("RAG_LLAMA_VERBOSE"):
+                quiet_log(lc)
             _backend_ready = True
+
+
+def quiet_log(lc: Any) -> bool:
+    """llama.cpp's log (warnings and errors to stderr, the rest dropped)
+    handled in C, by ``batch_greedy.c``'s ``rag_quiet_log``: llama-cpp-python's
+    handler is a Python callback for every line, debug lines included, some
+    made inside ``llama_decode`` (for each reused CUDA graph), each waiting for
+    the GIL. Returns False (its handler stays) where the C helpers are
+    unavailable."""
+    lib = cbuild.library()
+    if lib is None:
+        return False
+    address = ctypes.cast(lib.rag_quiet_log, ctypes.c_void_p).value
+    lc.llama_log_set(lc.llama_log_callback(address), None)
+    return True
 
 
 # llama.cpp calls that return at once (no device work, nothing to wait for;

@@ -1,12 +1,15 @@
 """``BatchGreedy``: greedy sampling of a whole batch inside llama.cpp's decode
 graph, one two-stage argmax over every sequence's logits (a llama.cpp backend
-sampler of our own, written against ggml through ctypes)."""
+sampler of our own: in C, ``batch_greedy.c``, where it can be compiled, else
+written against ggml through ctypes)."""
 
 from __future__ import annotations
 
 import ctypes
 import logging
 from typing import Any
+
+from rag.generation import cbuild
 
 __all__ = ["BatchGreedy", "PerGraph"]
 
@@ -37,6 +40,15 @@ class _GgmlTensor(ctypes.Structure):
 
 class _GgmlInitParams(ctypes.Structure):
     _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+
+
+class _RagGgml(ctypes.Structure):
+    """``struct rag_ggml`` of ``batch_greedy.c``: the ggml functions it calls."""
+
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "ggml_argmax", "ggml_get_rows", "ggml_reshape_1d", "ggml_reshape_2d", "ggml_reshape_3d", "ggml_cast",
+        "ggml_scale", "ggml_add", "ggml_view_1d", "ggml_is_contiguous", "ggml_nelements",
+    )]
 
 
 class PerGraph:
@@ -80,12 +92,20 @@ class BatchGreedy:
     It needs to see which logits tensor a sequence's row is a view of, so it
     reads ``struct ggml_tensor``; ``available`` is False (and the stock greedy
     sampler is used) unless that layout checks out against ggml itself.
+
+    ``native``: the samplers are ``batch_greedy.c``'s (``native=True`` asks
+    for them; they are used where the library builds and its structs match
+    these), so that building a graph never calls into Python; else each
+    application is a Python callback.
     """
 
-    def __init__(self, lc: Any) -> None:
+    def __init__(self, lc: Any, native: bool = True) -> None:
         self._lc = lc
         self._graph = PerGraph()
         self.available = False
+        self.native = False
+        self._lib: Any = None
+        self._shared: int | None = None
         try:
             from llama_cpp import _ggml
 
@@ -123,6 +143,8 @@ class BatchGreedy:
             log.info("batched greedy sampling unavailable: %s", exc)
         if not self.available:
             return
+        if native and self._load_native():
+            return
 
         iface_fields = [(name, ftype) for name, ftype in lc.llama_sampler_i._fields_]
         # The name callback returns a pointer we own (a c_char_p result from a
@@ -142,6 +164,35 @@ class BatchGreedy:
             # no backend_reset: PerGraph sees a new graph by itself
         }
         self._iface = _Iface(**self._callbacks)
+
+    def _load_native(self) -> bool:
+        lib = cbuild.library()
+        if lib is None:
+            return False
+        layout = (ctypes.c_size_t * 4)()
+        lib.rag_bg_layout(layout)
+        expected = (ctypes.sizeof(_GgmlTensor), _GgmlTensor.view_src.offset, _GgmlTensor.view_offs.offset,
+                    ctypes.sizeof(self._lc.llama_sampler_i))
+        if tuple(layout) != expected:
+            log.warning("batch_greedy.c's structs do not match this llama.cpp (%s, expected %s); "
+                        "sampling through Python", tuple(layout), expected)
+            return False
+        lib.rag_bg_shared_new.argtypes, lib.rag_bg_shared_new.restype = [ctypes.POINTER(_RagGgml)], ctypes.c_void_p
+        lib.rag_bg_shared_free.argtypes, lib.rag_bg_shared_free.restype = [ctypes.c_void_p], None
+        lib.rag_bg_new.argtypes, lib.rag_bg_new.restype = [ctypes.c_void_p], ctypes.c_void_p
+        lib.rag_bg_iface.argtypes, lib.rag_bg_iface.restype = [], ctypes.c_void_p
+        fns = _RagGgml(*(ctypes.cast(getattr(self._g, field[0]), ctypes.c_void_p).value for field in _RagGgml._fields_))
+        shared = lib.rag_bg_shared_new(ctypes.byref(fns))
+        if not shared:
+            return False
+        self._lib, self._shared, self.native = lib, shared, True
+        return True
+
+    def close(self) -> None:
+        """Frees what the C samplers share; after every chain was freed."""
+        if self._shared is not None:
+            self._lib.rag_bg_shared_free(self._shared)
+            self._shared = None
 
     def _layout_ok(self) -> bool:
         """Whether ``_GgmlTensor`` reads this ggml's tensors right: a view's
@@ -170,8 +221,15 @@ class BatchGreedy:
         attaches chains, one per sequence)."""
         lc = self._lc
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        iface = ctypes.cast(ctypes.pointer(self._iface), ctypes.POINTER(lc.llama_sampler_i))
-        sampler = lc.llama_sampler_init(iface, None)
+        if self.native:
+            iface = ctypes.cast(self._lib.rag_bg_iface(), ctypes.POINTER(lc.llama_sampler_i))
+            context = self._lib.rag_bg_new(self._shared)
+            if not context:
+                raise MemoryError("rag_bg_new")
+            sampler = lc.llama_sampler_init(iface, context)
+        else:
+            iface = ctypes.cast(ctypes.pointer(self._iface), ctypes.POINTER(lc.llama_sampler_i))
+            sampler = lc.llama_sampler_init(iface, None)
         lc.llama_sampler_chain_add(chain, sampler)
         self._graph.forget()
         return chain

@@ -87,7 +87,7 @@ class Scheduler:
         self._piece = piece
         self.prompt_cache = prompt_cache
         self._min_copy = min_copy
-        self._backend_sampling = backend_sampling
+        self.backend_sampling = backend_sampling  # sampled inside the decode graph
         self._overlap = overlap
         self._greedy_chain = greedy_chain  # a new greedy chain for the decode graph
         self._prompt_steps = prompt_steps
@@ -223,7 +223,7 @@ class Scheduler:
 
     def _use_sampling(self, slot: Slot) -> None:
         assert slot.job is not None
-        slot.use_sampling(self._lc, self._ctx, slot.job.sampling, self._greedy_chain, self._backend_sampling)
+        slot.use_sampling(self._lc, self._ctx, slot.job.sampling, self._greedy_chain, self.backend_sampling)
 
     def _step(self) -> None:
         """One decoding step. On a GPU ``llama_decode`` only queues the work,
@@ -445,7 +445,7 @@ class Scheduler:
     def _sample(self, slot: Slot) -> int:
         job = slot.job
         assert job is not None
-        if self._backend_sampling and (slot.custom is None or slot.custom_on_backend):
+        if self.backend_sampling and (slot.custom is None or slot.custom_on_backend):
             # Sampling ran inside llama_decode's graph; only the id is read.
             token = int(self._lc.llama_get_sampled_token_ith(self._ctx, job.out_index))
             if token >= 0:

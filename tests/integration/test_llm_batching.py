@@ -65,16 +65,24 @@ def test_prompts_first_gives_the_same_answers_and_reuses_a_prefix(model_path: Pa
         m.close()
 
 
-def test_the_gpu_path_answers_together_as_alone(model_path: Path) -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["C", "Python"])
+def test_the_gpu_path_answers_together_as_alone(model_path: Path, model: LlamaModel, native: bool) -> None:
     # As on a GPU, on this CPU: the batch-greedy sampler in the decode graph
     # (one argmax shared by the sequences of a graph, forgotten when the next
-    # graph is built), text handled while a step is queued, steps of next
-    # tokens decoded keeping the GIL; another thread calling into llama.cpp
-    # all along, a sampled request in between (its chain replaces a slot's
-    # greedy one, which then comes back as a new chain).
+    # graph is built; batch_greedy.c's or its Python twin), text handled while
+    # a step is queued, steps of next tokens decoded keeping the GIL; another
+    # thread calling into llama.cpp all along, a sampled request in between
+    # (its chain replaces a slot's greedy one, which then comes back as a new
+    # chain).
     m = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=4, n_batch=256, n_ubatch=64, prompt_steps=2,
-                   backend_sampling=True, overlap=True)
+                   backend_sampling=True, overlap=True, native_sampler=native)
+    assert m.sampler == ("batch-greedy (C)" if native else "batch-greedy (Python)")
+    assert model.sampler == "host"
     alone = [m.generate(m.tokenize(p), GenerationParams(max_tokens=16)) for p in PROMPTS[:3]]
+    # The graph's argmax picks what an argmax over the logits on the host picks.
+    on_host = [model.generate(model.tokenize(p), GenerationParams(max_tokens=16)) for p in PROMPTS[:3]]
+    for a, h in zip(alone, on_host, strict=True):
+        assert a.text.split("\n")[0][:30] == h.text.split("\n")[0][:30]
     done = threading.Event()
 
     def tokenize_all_along() -> None:
