@@ -96,9 +96,16 @@ def _model_config(path: Path) -> tuple[str, int]:
     return pooling, max_len
 
 
+# Part of every cached export's name: bumped when the export itself changes, so
+# that files exported before are not loaded (2: weights stored as fp16 are
+# exported as fp32; before, they made a graph ONNX Runtime refuses).
+_EXPORT_VERSION = 2
+
+
 def _fingerprint(path: Path) -> str:
-    """Changes when the model's weights or config change (size + mtime of each file)."""
-    digest = hashlib.sha256()
+    """Changes when the model's weights or config change (size + mtime of each
+    file), or the export does (``_EXPORT_VERSION``)."""
+    digest = hashlib.sha256(f"export-{_EXPORT_VERSION}".encode())
     for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json")):
         stat = file.stat()
         digest.update(f"{file.relative_to(path)}:{stat.st_size}:{int(stat.st_mtime)}".encode())
@@ -147,7 +154,9 @@ def _export_fp32(model_path: Path, target: Path) -> None:
             "or copy an exported model.onnx into the cache"
         ) from exc
     model = AutoModel.from_pretrained(str(model_path), local_files_only=True)
-    model.eval()
+    # In fp32 whatever the stored dtype: weights stored as fp16 load as fp16
+    # (transformers 5), and their graph mixed fp16 weights with fp32 layer norms.
+    model.float().eval()
     names = ["input_ids", "attention_mask", "token_type_ids"]
     takes_types = "token_type_ids" in model.forward.__code__.co_varnames
     names = names if takes_types else names[:2]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.embedder import Embedder
+from rag.embedder import Embedder, resolve_embedding_model
 from rag.errors import ConfigurationError
 from rag.settings import BUNDLED_EMBEDDING_MODEL
 
@@ -160,3 +160,18 @@ def test_no_copy_on_the_same_device(cache: Path) -> None:
     embedder = Embedder(BUNDLED_EMBEDDING_MODEL, device="cpu", backend="onnx", onnx_cache=cache, query_device="cpu")
     assert (embedder.query_device, embedder.query_backend) == ("cpu", "onnx")
     assert embedder.embed_queries(["hello"]) == embedder.embed(["hello"])
+
+
+def test_weights_stored_as_fp16_export_as_fp32(tmp_path: Path, torch_embedder: Embedder) -> None:
+    # The device's MiniLM is stored as fp16 (half the bytes to carry); its
+    # export made a graph ONNX Runtime refused to load.
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source = resolve_embedding_model(BUNDLED_EMBEDDING_MODEL)
+    half = tmp_path / "minilm-fp16"
+    shutil.copytree(source, half)
+    weights = load_file(str(half / "model.safetensors"))
+    save_file({k: v.to(torch.float16) for k, v in weights.items()}, str(half / "model.safetensors"))
+    onnx = Embedder(str(half), backend="onnx", onnx_cache=tmp_path / "cache")
+    assert min(_cosines(onnx.embed(TEXTS), torch_embedder.embed(TEXTS))) >= 0.999
