@@ -34,6 +34,12 @@ runs llama-batched-bench so. Each round of a service then gets
 same round, measured next to it; a GPU's speed drifts by up to 20% within a
 few minutes (docs/benchmarks.md, session 11), more than a service's overhead.
 
+``--prime`` precedes every measured round of a service with one request of
+the same shape, not timed, as batched_t.sh's llama-batched-bench runs one
+sequence right before its S: a service whose process sat idle while the
+others used the GPU ran its next burst's prompt phase up to 30% slower
+(docs/benchmarks.md, session 15).
+
 Usage::
 
     python bench/load.py --url http://127.0.0.1:8000 --kind chat --model gemma-3-270m-q4_k_m \\
@@ -288,8 +294,12 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             rounds: dict[str, list[dict[str, float]]] = {label: [] for label in labels}
             for r in range(args.rounds):
                 for label in round_order(labels, r):
-                    rounds[label].append(await reference_round(args.reference, s) if label == REFERENCE
-                                         else await one_round(clients[label], targets[label], s, salt=f"{label}-r{r}"))
+                    if label == REFERENCE:
+                        rounds[label].append(await reference_round(args.reference, s))
+                        continue
+                    if args.prime:
+                        await one_round(clients[label], targets[label], 1, salt=f"{label}-prime{r}")
+                    rounds[label].append(await one_round(clients[label], targets[label], s, salt=f"{label}-r{r}"))
             for label in clients:
                 if args.reference:
                     with_reference(rounds[label], rounds[REFERENCE])
@@ -337,6 +347,8 @@ def main() -> None:
     ap.add_argument("--versus-json", type=Path)
     ap.add_argument("--versus-kind", choices=["chat", "ask"], help="the second service's kind (default: --kind)")
     ap.add_argument("--versus-prompt-words", type=int, help="the second service's prompt words")
+    ap.add_argument("--prime", action="store_true",
+                    help="one request of the same shape, not timed, right before each measured round of a service")
     ap.add_argument("--reference", help="a command doing the same work without the service, in the rotation too; "
                                         "{streams} is replaced, it prints 'T TOKENS' last (see above)")
     ap.add_argument("--reference-json", type=Path)

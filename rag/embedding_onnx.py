@@ -246,6 +246,11 @@ class OnnxBackend:
     def embed(self, texts: Sequence[str], batch_size: int) -> list[list[float]]:
         with self._lock:
             encodings = self._tokenizer.encode_batch(list(texts))
+        # Each run has one thread: a few texts (a burst of questions) go in
+        # smaller batches, one for each thread, not one batch on one core (15
+        # questions in one run took most of a 16-stream /ask burst's 75 ms of
+        # embedding on the H100's host, session 15).
+        batch_size = max(1, min(batch_size, -(-len(texts) // self.threads)))
         batches = plan_batches([len(e.ids) for e in encodings], batch_size)
         out: list[Any] = [None] * len(texts)
 

@@ -163,13 +163,13 @@ class Settings(BaseSettings):
     embedding_device: str | None = Field(
         default=None, description="cpu, cuda, mps… Default: chosen automatically."
     )
-    embedding_query_device: str | None = Field(
-        default=None,
+    embedding_query_device: str = Field(
+        default="auto",
         description="Device questions (searches, /ask) are embedded on, by a second copy of "
         "the embedding model when it differs from the embedder's (the backend as "
-        "RAG_EMBEDDING_BACKEND resolves it there: ONNX Runtime on the CPU). Default: the "
-        "embedder's. cpu keeps questions from queueing behind a GPU that generation keeps "
-        "busy; see docs/benchmarks.md.",
+        "RAG_EMBEDDING_BACKEND resolves it there: ONNX Runtime on the CPU). auto: the CPU "
+        "where the embedder runs on CUDA (questions then do not queue behind a GPU that "
+        "generation keeps busy; see docs/benchmarks.md), else the embedder's device.",
     )
     embedding_batch_size: int = Field(default=32, gt=0, description="Texts embedded in one batch.")
     embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(

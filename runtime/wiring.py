@@ -199,6 +199,8 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         raise ConfigurationError(f"cannot create the data directory {settings.data_dir}: {exc}") from exc
     registry = Database(settings.resolved_database_url)
     store = parts.store or _store(settings)
+    # A worker embeds chunks only: no copy of the model for questions.
+    query_device = settings.embedding_query_device if role != "worker" else None
     embedder = parts.embedder or Embedder(
         settings.embedding_model,
         device=settings.embedding_device,
@@ -206,7 +208,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         threads=settings.embedding_threads,
         backend=settings.embedding_backend,
         onnx_cache=settings.model_dir / "onnx",
-        query_device=settings.embedding_query_device,
+        query_device=query_device,
     )
     embedders = EmbedderSet(
         embedder,
@@ -214,7 +216,7 @@ def build_runtime(settings: Settings, role: Role, parts: Parts | None = None) ->
         batch_size=settings.embedding_batch_size,
         backend=settings.embedding_backend,
         onnx_cache=settings.model_dir / "onnx",
-        query_device=settings.embedding_query_device,
+        query_device=query_device,
     )
     blobs = BlobStore(settings.blob_dir)
     lexical = LexicalEncoder(

@@ -17,7 +17,9 @@
 #                    per stream count ($PAIRS times, the two taking turns going first;
 #                    INTERLEAVE=1: round by round instead, through one client, load.py --versus,
 #                    with llama-batched-bench's T for the same S taking its turn in every round
-#                    (batched_t.sh): each round's ratio_to_reference is against the T run beside it),
+#                    (batched_t.sh): each round's ratio_to_reference is against the T run beside it;
+#                    LOAD_ARGS=--prime: one untimed request before each service round, as batched-bench
+#                    runs one sequence before its S),
 #                    llama-batched-bench's T ($TB_ROUNDS runs)
 #                    before and after; then on the first, alternating per stream
 #                    count, /ask (retrieval + generation, over the data directory of
@@ -148,7 +150,7 @@ cpu_ticks() {  # /proc/stat's cpu line: user nice system idle iowait irq softirq
 load() {  # port label model [extra]; after each block, the machine's CPU time during it (steal: the VM's host)
   local before; before=$(cpu_ticks)
   python3 bench/load.py --url http://127.0.0.1:$1 --label $2 --model $3 --streams $STREAMS \
-    --max-tokens 128 --ignore-eos --client $CLIENT --json $W/$2.json "${@:4}" 2>&1 | tee -a $OUT/${LOG:-http.log}
+    --max-tokens 128 --ignore-eos --client $CLIENT --json $W/$2.json ${LOAD_ARGS:-} "${@:4}" 2>&1 | tee -a $OUT/${LOG:-http.log}
   python3 - "$2" "$before" "$(cpu_ticks)" <<'PYEOF' | tee -a $OUT/${LOG:-http.log}
 import sys
 label, a, b = sys.argv[1], list(map(int, sys.argv[2].split())), list(map(int, sys.argv[3].split()))

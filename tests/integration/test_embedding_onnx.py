@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.embedder import Embedder, resolve_embedding_model
+from rag.embedder import Embedder, auto_query_device, resolve_embedding_model
 from rag.errors import ConfigurationError
 from rag.settings import BUNDLED_EMBEDDING_MODEL
 
@@ -75,6 +75,22 @@ def test_batching_and_parallel_runs_do_not_change_the_vectors(cache: Path) -> No
     together = onnx.embed(texts)
     for text, vector in zip(texts, together, strict=True):
         assert onnx.embed_query(text) == pytest.approx(vector, abs=1e-5)
+
+
+def test_a_few_texts_are_spread_over_the_threads(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each ONNX run has one thread: 15 questions in one batch ran on one core.
+    onnx = Embedder(BUNDLED_EMBEDDING_MODEL, backend="onnx", onnx_cache=cache, batch_size=32, threads=4)
+    backend = onnx._onnx
+    runs: list[int] = []
+    run = backend._run
+    monkeypatch.setattr(backend, "_run", lambda encodings: runs.append(len(encodings)) or run(encodings))
+    questions = [f"Which river did expedition {i} cross?" for i in range(15)]
+    vectors = onnx.embed(questions)
+    assert sorted(runs) == [3, 4, 4, 4]
+    assert vectors[7] == pytest.approx(onnx.embed_query(questions[7]), abs=1e-5)
+    runs.clear()
+    onnx.embed([f"chunk {i}" for i in range(200)])
+    assert max(runs) == 32  # many texts: batches of batch_size as before
 
 
 def test_export_is_cached(cache: Path) -> None:
@@ -150,10 +166,18 @@ def test_questions_go_to_a_copy_on_the_query_device(cache: Path, monkeypatch: py
     monkeypatch.setattr(rag.embedder, "_device_kind", lambda device: "gpu" if device == "cpu" else device)
     embedder = Embedder(BUNDLED_EMBEDDING_MODEL, device="cpu", backend="torch", onnx_cache=cache, query_device="cpu:0")
     assert (embedder.device, embedder.backend) == ("cpu", "torch")
-    assert embedder.query_device == "cpu"
+    assert embedder.query_device == "cpu" and embedder.for_queries is not None
     assert embedder.query_backend == "torch"  # torch configured: the copy keeps it
     questions = embedder.embed_queries(TEXTS[:3])
     assert min(_cosines(questions, embedder.embed(TEXTS[:3]))) >= 0.99999
+
+
+def test_auto_puts_questions_on_the_cpu_beside_a_gpu(cache: Path) -> None:
+    assert (auto_query_device("cuda:0"), auto_query_device("cuda"), auto_query_device("cpu"),
+            auto_query_device("mps")) == ("cpu", "cpu", None, None)
+    # Without a GPU here: no copy.
+    embedder = Embedder(BUNDLED_EMBEDDING_MODEL, device="cpu", backend="onnx", onnx_cache=cache, query_device="auto")
+    assert embedder.for_queries is None
 
 
 def test_no_copy_on_the_same_device(cache: Path) -> None:
