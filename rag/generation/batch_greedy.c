@@ -254,3 +254,20 @@ void rag_quiet_log(int level, const char *text, void *user_data) {
         fputs(text, stderr);
     }
 }
+
+/* The tokens sampled in the graph for batch rows 0 … n-1, read in one call
+ * (get: llama_get_sampled_token_ith): a step of 64 next tokens made 64 calls
+ * from Python between the step's end and the next one's start. Returns the
+ * rows read before one had no sampled token (LLAMA_TOKEN_NULL). */
+typedef int32_t (*rag_token_ith)(void *ctx, int32_t i);
+
+int32_t rag_sampled_tokens(rag_token_ith get, void *ctx, int32_t n, int32_t *out) {
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t token = get(ctx, i);
+        if (token < 0) {
+            return i;
+        }
+        out[i] = token;
+    }
+    return n;
+}

@@ -104,6 +104,22 @@ class QuickCalls:
         decode = held["llama_decode"]
         decode.argtypes, decode.restype = lc.llama_decode.argtypes, lc.llama_decode.restype
         self.llama_decode_held = decode
+        self._read_rows: Any = None
+        helpers = cbuild.library()
+        if helpers is not None:
+            read = helpers.rag_sampled_tokens
+            read.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p]
+            read.restype = ctypes.c_int32
+            self._get_token = ctypes.cast(self.llama_get_sampled_token_ith, ctypes.c_void_p)
+            self._read_rows = read
+
+    def sampled_tokens(self, ctx: Any, n: int, out: Any) -> bool:
+        """The tokens sampled in the graph for batch rows 0 … n-1, into ``out``
+        (an int32 NumPy array), in one call; False where that cannot be done
+        (no C helpers, or a row without a sampled token)."""
+        if self._read_rows is None:
+            return False
+        return bool(self._read_rows(self._get_token, ctx, n, out.ctypes.data) == n)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._lc, name)

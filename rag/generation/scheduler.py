@@ -103,8 +103,11 @@ class Scheduler:
         self._busy: list[Slot] = []
         self._stopping = False  # stop() was asked: ends the thread at the next turn
         self._chains_due: dict[int, Slot] = {}  # placed while a step computed: chain to change first
-        # A step of next tokens queued by _collect before its bookkeeping: its outputs, began, called.
-        self._ahead: tuple[list[Slot], float, float] | None = None
+        # A step of next tokens queued by _collect before its bookkeeping: its outputs, began, called,
+        # and whether every one of its tokens is a plain greedy one sampled in the graph (_steady).
+        self._ahead: tuple[list[Slot], float, float, bool] | None = None
+        self._plain = False  # what _steady found
+        self._tokens = batch.np.zeros(batch.capacity, dtype=batch.np.int32)  # a step's tokens, read at once
         self._wake = threading.Event()
         self.closed = False
         # Called on this thread once the text of a step has gone to the jobs'
@@ -232,8 +235,9 @@ class Scheduler:
         whose stop string shows up then has one token decoded in vain. On a
         CPU the decode is the work itself: text first, then the step, and a
         stopped sequence costs nothing more."""
+        plain = False
         if self._ahead is not None:  # queued by the last step's _collect
-            outputs, began, called = self._ahead
+            outputs, began, called, plain = self._ahead
             self._ahead = None
             launched = True
         else:
@@ -254,7 +258,7 @@ class Scheduler:
                 self._admit(in_flight=True)
             self._drain()
         if launched:
-            collected = self._collect(outputs)
+            collected = self._collect(outputs, plain)
             if self._trace is not None:
                 n = self._batch.n
                 self._trace.record(began, called, collected, n, n - self._decodes, len(outputs))
@@ -360,26 +364,31 @@ class Scheduler:
                 job.future.set_exception(BackendError(f"llama_decode failed with {rc}"))
         return False
 
-    def _collect(self, outputs: list[Slot]) -> float:
+    def _collect(self, outputs: list[Slot], plain: bool = False) -> float:
         """Reads the step's sampled tokens (waiting for the device) and decides
         what it can from the token ids alone; the text comes in ``_drain``.
-        Returns when the tokens were read.
+        Returns when the tokens were read. ``plain``: a step queued ahead whose
+        every token is a greedy one sampled in the graph, in rows 0 … n-1: read
+        in one call (``QuickCalls.sampled_tokens``) where that can be done.
         When every sequence of a step of next tokens goes on and nothing
         waits, the next step goes to the device first (``_ahead``): its batch
         is this one with the new tokens, one position on, and what follows
         here runs while it computes."""
         lc = self._lc
         lc.llama_synchronize(self._ctx)  # the wait, letting go of the GIL; the reads below are quick
-        tokens = [self._sample(slot) for slot in outputs]
+        n = len(outputs)
+        if plain and self.backend_sampling and lc.sampled_tokens(self._ctx, n, self._tokens):
+            tokens: list[int] = self._tokens[:n].tolist()
+        else:
+            tokens = [self._sample(slot) for slot in outputs]
         now = time.perf_counter()  # after sampling: llama_decode may return before the device is done
         ahead = self._overlap and self._steady(outputs, tokens)
         if ahead:
             began = time.perf_counter()
-            n = len(tokens)
             self._batch.token[:n] = tokens
             self._batch.pos[:n] += 1
             if self._launch(outputs):
-                self._ahead = (outputs, began, time.perf_counter())
+                self._ahead = (outputs, began, time.perf_counter(), self._plain)
         for slot, token in zip(outputs, tokens, strict=True):
             job = slot.job
             if job is None or job.ending is not None:
@@ -409,20 +418,26 @@ class Scheduler:
         """Whether the step after this one holds just the same sequences' next
         tokens: this one did, every sequence goes on (no end of generation,
         no length reached, no cancel or stop), and no request waits to be
-        placed or has a sampler chain to change."""
+        placed or has a sampler chain to change. Sets ``_plain``: whether every
+        token of that step will be a plain greedy one (no sampler chain of its
+        own, no copy constraint, no log-probabilities)."""
         if (len(outputs) != self._batch.n or self._decodes != self._batch.n or len(self._busy) != len(outputs)
                 or self._waiting or not self._incoming.empty() or self._chains_due or self._stopping):
             return False
+        plain = True
         for slot, token in zip(outputs, tokens, strict=True):
             job = slot.job
             if job is None or job.ending is not None or job.cancelled or job.produced + 1 >= job.max_tokens:
                 return False
+            if slot.custom is not None or job.copy is not None or job.logprobs is not None:
+                plain = False
             if not job.ignore_eog:
                 is_eog = self._eog.get(token)
                 if is_eog is None:
                     is_eog = self._eog[token] = bool(self._lc.llama_vocab_is_eog(self._vocab, token))
                 if is_eog:
                     return False
+        self._plain = plain
         return True
 
     def _drain(self) -> None:

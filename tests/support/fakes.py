@@ -244,5 +244,12 @@ class FakeLlamaCalls:
     def llama_get_sampled_token_ith(self, ctx: Any, i: int) -> int:
         return self.token
 
+    def sampled_tokens(self, ctx: Any, n: int, out: Any) -> bool:
+        """``QuickCalls.sampled_tokens``: rows 0 … n-1's tokens in one call."""
+        self.read_at_once = getattr(self, "read_at_once", 0) + 1
+        for i in range(n):
+            out[i] = self.llama_get_sampled_token_ith(ctx, i)
+        return True
+
     def llama_vocab_is_eog(self, vocab: Any, token: int) -> bool:
         return False

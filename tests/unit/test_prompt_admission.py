@@ -253,6 +253,7 @@ def test_a_step_of_the_same_sequences_next_tokens_is_queued_before_the_last_ones
     finally:
         scheduler.stop()
     assert sum(ahead) >= 4  # most steps of the three streams' next tokens went ahead
+    assert fake.read_at_once >= 4  # their tokens read in one call (checked against the rows below)
     sampled: dict[int, int] = {}  # each sequence's last sampled token
     next_pos: dict[int, int] = {}
     for step, fed in enumerate(fake.fed):
