@@ -23,7 +23,13 @@ Where the rounds had llama-batched-bench run beside them (``bench/load.py
 --reference``, e2e.sh's ``INTERLEAVE=1``), each round's prompt phase and
 decode are also set against that round's own run (its row in
 batched-bench.jsonl, found by its T): ``beside`` lines, the differences'
-median and range; ``--per-round`` prints every round.
+median and range; ``--per-round`` prints every round. The rounds are also
+split by how long the service had done nothing before (``since own``: from
+its last step before the round to the round's first): a burst that came
+within a second of the service's own last step against one after it sat idle
+while the other services and batched-bench used the GPU (session 15: 0.938
+against 0.888 of T on an H100; ``bench/load.py --prime`` makes every round
+the first kind, as batched-bench's S run always is).
 
     python bench/device/timeline.py http.json steps.jsonl [batched-bench.jsonl] [--prefix service-chat-S] [--per-round]
 """
@@ -36,6 +42,8 @@ import json
 import statistics
 from pathlib import Path
 from typing import Any
+
+REST_S = 1.0  # a round that began this long after the service's own last step found it rested
 
 
 def rounds_of(http: dict[str, Any], prefix: str) -> dict[int, list[dict[str, Any]]]:
@@ -53,6 +61,7 @@ def split(r: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, float] | 
     mine = [s for s in steps if t0 <= s["began"] <= t1]
     if not mine:
         return None
+    earlier = [s["collected"] for s in steps if s["collected"] < mine[0]["began"]]
     prompt = [s for s in mine if s["prompt"] > 0]
     prompt_end = prompt[-1]["collected"] if prompt else mine[0]["began"]
     decode = [s for s in mine if s["collected"] > prompt_end]
@@ -69,6 +78,7 @@ def split(r: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, float] | 
         "idle": idle,
         "tail": t1 - mine[-1]["collected"],
         "tokens": r["prompt_tokens"] + r["completion_tokens"],
+        "since_own": mine[0]["began"] - max(earlier) if earlier else float("inf"),
     }
 
 
@@ -96,6 +106,7 @@ def beside(http: dict[str, Any], steps: list[dict[str, Any]], rows: list[dict[st
     for s, rounds in sorted(rounds_of(http, prefix).items()):
         refs = http.get(f"{reference}{s}", {}).get("streams", {}).get(str(s), {}).get("rounds", [])
         pairs = []
+        by_rest: dict[bool, list[float]] = {True: [], False: []}  # ratio to T, by whether the service had rested
         for i, (r, ref) in enumerate(zip(rounds, refs, strict=False)):
             row = next((x for x in rows if x["pl"] == s and abs(x["t"] - ref["t_s"]) < 1e-6), None)
             part = split(r, steps)
@@ -103,10 +114,13 @@ def beside(http: dict[str, Any], steps: list[dict[str, Any]], rows: list[dict[st
                 continue
             d_pp, d_tg = part["prompt_phase"] - row["t_pp"], part["decode"] - row["t_tg"]
             pairs.append((d_pp, d_tg, part["wall"] - row["t"]))
+            if "ratio_to_reference" in r:
+                by_rest[part["since_own"] >= REST_S].append(r["ratio_to_reference"])
             if per_round:
                 print(f"beside S={s} round {i:2d}  wall {part['wall'] * 1e3:6.1f} vs T {row['t'] * 1e3:6.1f}"
                       f"  prompt {part['prompt_phase'] * 1e3:6.1f} vs pp {row['t_pp'] * 1e3:6.1f}"
-                      f"  decode {part['decode'] * 1e3:6.1f} vs tg {row['t_tg'] * 1e3:6.1f}")
+                      f"  decode {part['decode'] * 1e3:6.1f} vs tg {row['t_tg'] * 1e3:6.1f}"
+                      f"  since own {part['since_own']:.2f} s")
         if not pairs:
             continue
         text = []
@@ -114,6 +128,11 @@ def beside(http: dict[str, Any], steps: list[dict[str, Any]], rows: list[dict[st
             v = sorted(p[k] * 1e3 for p in pairs)
             text.append(f"{name} {statistics.median(v):+.1f} ms ({v[0]:+.1f} to {v[-1]:+.1f})")
         print(f"beside {prefix}{s}: rounds {len(pairs)}  " + "  ".join(text))
+        for rested, ratios in sorted(by_rest.items()):
+            if ratios:
+                v = sorted(ratios)
+                print(f"beside {prefix}{s}: {'after' if rested else 'within'} {REST_S:.0f} s of its own last step: "
+                      f"{len(v)} rounds, ratio to T {statistics.median(v):.3f} ({v[0]:.3f}-{v[-1]:.3f})")
 
 
 def main() -> None:
