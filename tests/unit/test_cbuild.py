@@ -46,3 +46,15 @@ def test_the_project_s_helpers_build_and_describe_their_structs(tmp_path: Path) 
     lib.rag_bg_layout(layout)
     # struct ggml_tensor of 64-bit ggml: 336 bytes, view_src at 232, view_offs at 240; 12 callbacks.
     assert tuple(layout) == (336, 232, 240, 12 * ctypes.sizeof(ctypes.c_void_p))
+
+
+def test_without_the_helpers_the_sampler_is_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag.generation.native import backend_init, llama_cpp
+    from rag.generation.sampler import BatchGreedy
+
+    lc = llama_cpp()
+    backend_init(lc)
+    assert BatchGreedy(lc).native  # this machine has a compiler
+    monkeypatch.setattr(cbuild, "library", lambda *args: None)
+    greedy = BatchGreedy(lc)
+    assert greedy.available and not greedy.native
