@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("batch_greedy.c")
 
 _lock = threading.Lock()
-_loaded: dict[Path, ctypes.PyDLL | None] = {}
+_loaded: dict[tuple[Path, Path | None], ctypes.PyDLL | None] = {}
 
 
 def _compiler() -> str | None:
@@ -78,12 +78,12 @@ def build(source: Path = SOURCE, folder: Path | None = None) -> Path:
 def library(source: Path = SOURCE, folder: Path | None = None) -> ctypes.PyDLL | None:
     """The compiled ``source``, loaded once per process (calls into it keep the
     GIL: they return at once); None where it cannot be built or loaded."""
-    key = _target(source, folder)
+    key = (source, folder)
     with _lock:
         if key not in _loaded:
             try:
                 _loaded[key] = ctypes.PyDLL(str(build(source, folder)))
-            except (OSError, subprocess.SubprocessError) as exc:
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # RuntimeError: no home folder
                 log.warning("the C helpers are unavailable, using Python instead: %s", exc)
                 _loaded[key] = None
         return _loaded[key]
