@@ -33,6 +33,7 @@ from rag.prompt import (
     MAX_CHARS_PER_TOKEN,
     BuiltPrompt,
     PromptBuilder,
+    PromptRecipe,
     ResolvedPromptStyle,
     Turn,
     copy_source,
@@ -295,16 +296,17 @@ class Answering:
         model's chat answer cites and may refuse)."""
         return self.extractive and sources is not None and sampling is None and self.prompt_style == "completion"
 
-    def _builder(self, model: TextModel, sources: list[SearchHit] | None, history: Sequence[Turn],
-                 tokenize: Callable[[str], list[int]] | None = None) -> PromptBuilder:
-        return PromptBuilder(
+    def _recipe(self, sources: list[SearchHit] | None, history: Sequence[Turn]) -> PromptRecipe:
+        return PromptRecipe(
             self.prompt_style,
-            tokenize or model.tokenize,
-            model.detokenize,
-            history=history,
+            history=tuple(history),
             retrieval=sources is not None,
             best_last=self.best_last and self.prompt_style == "completion",
         )
+
+    def _builder(self, model: TextModel, sources: list[SearchHit] | None, history: Sequence[Turn],
+                 tokenize: Callable[[str], list[int]] | None = None) -> PromptBuilder:
+        return self._recipe(sources, history).builder(tokenize or model.tokenize, model.detokenize)
 
     @staticmethod
     async def _generate(
@@ -346,8 +348,15 @@ class Answering:
         """The prompt, and extractive decoding's source when the answer is to
         be copied from the passages (greedy answers from passages, completion
         prompts: an instruction-tuned model's chat answer cites and may refuse).
-        ``whole``: whether the whole prompt is expected to fit (None: maybe;
-        False: the model refused it) decides what is asked for in one go."""
+        Copies aside, the model fits the prompt where its tokenizer is
+        (``TextModel.fit_prompt``). ``whole`` (copies): whether the whole prompt
+        is expected to fit (None: maybe; False: the model refused it) decides
+        what is tokenized in one go."""
+        passages = [s.text for s in sources] if sources is not None else []
+        budget = self.n_ctx - max_tokens
+        if not self._copies(sources, sampling):
+            # Fitted where the tokenizer is: one round trip to a model process.
+            return model.fit_prompt(self._recipe(sources, history), question, passages, budget), None
         known: dict[str, list[int]] = {}
 
         def tokenize(text: str) -> list[int]:
@@ -355,18 +364,17 @@ class Answering:
             return list(tokens) if tokens is not None else model.tokenize(text)
 
         builder = self._builder(model, sources, history, tokenize)
-        passages = [s.text for s in sources] if sources is not None else []
-        copy = self._copies(sources, sampling)
-        # What building will most likely tokenize, in one round trip to a model process
-        # (a dozen one by one for five passages and their copies).
+        # Copies need the tokens of each passage here. What building will most likely
+        # tokenize, in one round trip to a model process (a dozen one by one for five
+        # passages and their copies).
         texts = [] if whole is False else builder.likely_texts(question, passages)
         if whole is not True:
             texts += builder.fitting_texts(question, passages)
-        if copy and not self.copy_sentences:
+        if not self.copy_sentences:
             texts += copy_texts(passages, builder.stop)
         known.update(zip(texts, model.tokenize_many(texts), strict=True))
-        prompt = builder.build(question, passages, budget=self.n_ctx - max_tokens)
-        if not copy or not prompt.passages:
+        prompt = builder.build(question, passages, budget=budget)
+        if not prompt.passages:
             return prompt, None
         sentences = question_sentences(question, prompt.passages, self.copy_sentences) if self.copy_sentences else None
         return prompt, copy_source(prompt, tokenize, self.end_bias, sentences)

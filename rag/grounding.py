@@ -103,8 +103,12 @@ def is_refusal(answer: str) -> bool:
     return bool(_REFUSAL.search(answer))
 
 
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Character spans of the sentences of ``text`` (blank-trimmed)."""
+@functools.lru_cache(maxsize=1024)
+def split_sentences(text: str) -> tuple[tuple[int, int], ...]:
+    """Character spans of the sentences of ``text`` (blank-trimmed). Judging
+    one answer splits each of its passages three times, and the passages of
+    a collection come back request after request: half of ``assess``'s time,
+    on the event loop, before the cache."""
     spans: list[tuple[int, int]] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
@@ -119,7 +123,7 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
             b -= 1
         if b > a:
             out.append((a, b))
-    return out
+    return tuple(out)
 
 
 def question_sentences(question: str, passages: Sequence[str], n: int) -> list[str]:

@@ -74,6 +74,7 @@ def _serve(conn: Connection) -> None:
         "tokenize_many": model.tokenize_many,
         "detokenize": model.detokenize,
         "token_text": model.token_text,
+        "fit_prompt": lambda arg: model.fit_prompt(*arg),
     }
     # Calls are answered on threads of their own, several at once: a burst of
     # requests each tokenizing its prompt waited here one after the other,

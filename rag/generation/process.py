@@ -50,12 +50,15 @@ import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.errors import BackendError, ConfigurationError
 from rag.generation.handle import FutureHandle
 from rag.generation.types import Generation, GenerationParams, PromptTooLong, TextModel
 from rag.logs import current_log_format
+
+if TYPE_CHECKING:
+    from rag.prompt import BuiltPrompt, PromptRecipe
 
 __all__ = ["ModelProcess", "RemoteJob", "TokenCache"]
 
@@ -192,6 +195,10 @@ class ModelProcess(TextModel):
     def detokenize(self, tokens: list[int]) -> str:
         result: str = self._call("detokenize", list(tokens))
         return result
+
+    def fit_prompt(self, recipe: PromptRecipe, question: str, passages: Sequence[str], budget: int) -> BuiltPrompt:
+        prompt: BuiltPrompt = self._call("fit_prompt", (recipe, question, list(passages), budget))
+        return prompt
 
     def token_text(self, token: int) -> str:
         result: str = self._call("token_text", token)

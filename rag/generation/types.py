@@ -9,7 +9,10 @@ import concurrent.futures
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from rag.prompt import BuiltPrompt, PromptRecipe
 
 __all__ = ["CopySource", "FlashAttention", "Generation", "GenerationHandle", "GenerationParams", "KvCacheType",
            "PromptTooLong", "Sampling", "TextModel"]
@@ -122,6 +125,12 @@ class TextModel(Protocol):
     def detokenize(self, tokens: list[int]) -> str: ...
 
     def token_text(self, token: int) -> str: ...
+
+    def fit_prompt(self, recipe: PromptRecipe, question: str, passages: Sequence[str], budget: int) -> BuiltPrompt:
+        """The prompt of ``recipe`` with as many of ``passages`` as fit in
+        ``budget`` tokens (``PromptBuilder.build``), built where the tokenizer
+        is: a model in another process builds it there, in one round trip."""
+        return recipe.builder(self.tokenize, self.detokenize).build(question, passages, budget)
 
     def submit(
         self, tokens: list[int], params: GenerationParams, on_text: Callable[[str], bool] | None = None

@@ -19,6 +19,7 @@ from rag.generation import GenerationParams, ModelPool, PromptTooLong, load_mode
 from rag.generation.child import SWITCH_INTERVAL_S
 from rag.generation.llama import LlamaModel
 from rag.generation.process import ModelProcess
+from rag.prompt import PromptRecipe
 from rag.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -66,6 +67,26 @@ def test_the_child_answers_as_the_model_does_in_process(remote: ModelProcess, mo
     assert remote.info["torch_loaded"] is False and remote.info["pid"] == remote.pid != os.getpid()
     # The scheduler thread waits for the GIL no longer than this behind the model process's other threads.
     assert remote.info["switch_interval_s"] == pytest.approx(SWITCH_INTERVAL_S)
+
+
+def test_the_child_fits_a_prompt_as_a_builder_here_does(remote: ModelProcess, model_path: Path) -> None:
+    # One round trip: the child builds the prompt beside its tokenizer, history and cut passage included.
+    vocab = LlamaModel(model_path, n_ctx=1024, vocab_only=True)
+    try:
+        passages = [f"Passage {i}: the tower was painted in {1890 + i} by crew {i}. " * 12 for i in range(1, 6)]
+        recipe = PromptRecipe("gemma-chat", history=(("user", "Who built it?"), ("assistant", "Gustave Eiffel.")))
+        question = "When was the tower painted?"
+        fitted = []
+        for budget in (2000, 400, 120):
+            here = recipe.builder(vocab.tokenize, vocab.detokenize).build(question, passages, budget)
+            there = remote.fit_prompt(recipe, question, passages, budget)
+            assert there == here and len(there.tokens) <= budget
+            fitted.append(there)
+    finally:
+        vocab.close()
+    assert fitted[0].passages_used == 5 and not fitted[0].truncated
+    assert 0 < fitted[1].passages_used < 5 and fitted[1].truncated
+    assert fitted[2].passages_used == 0 or fitted[2].passages_used < fitted[1].passages_used
 
 
 def test_a_prompt_sent_as_text_is_tokenized_in_the_child_within_its_budget(remote: ModelProcess) -> None:
