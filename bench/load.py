@@ -173,7 +173,7 @@ def server_split(streams: list[dict[str, Any]]) -> dict[str, float]:
 
 
 # The service's timings of the way to the model (/ask: the search, its parts, fitting the prompt, the queue).
-_BEFORE_GEN_PARTS = ("retrieval_s", "embed_s", "store_s", "rerank_s", "prompt_s", "queue_s")
+_BEFORE_GEN_PARTS = ("retrieval_s", "search_s", "embed_s", "store_s", "rerank_s", "prompt_s", "queue_s")
 
 
 def _pct(values: list[float], q: float) -> float:
