@@ -75,53 +75,71 @@ def _gpu_likely() -> bool:
 
 
 class Coalesced:
-    """Concurrent calls of a batch function made one call: a call that finds
-    none running runs at once, with whatever else is waiting; calls that come
-    while one runs wait and go together in the next. A lone call waits for
-    nothing; a burst of 16 searches embeds its questions in two forward passes,
-    not one after another (each waited for the others: 104 ms median of
-    `embed_s` at 16 `/ask` streams on the H200, session 11). Thread-safe; what
-    the function raises reaches every call of its batch."""
+    """Concurrent calls of a batch function made few calls: a call that finds
+    fewer than ``concurrency`` running runs at once, with whatever else is
+    waiting; calls that come while that many run wait and go together in the
+    next. A lone call waits for nothing; a burst of 16 searches embeds its
+    questions in two forward passes on a GPU (``concurrency`` 1), not one
+    after another (each waited for the others: 104 ms median of `embed_s` at
+    16 `/ask` streams on the H200, session 11). On CPU cores, where each run
+    has a thread of its own, as many run at once as there are threads: one
+    at a time, a burst's questions came in three or four runs in a row as its
+    requests arrived (38 ms median of `embed_s` at 16 streams on the H100's
+    16 cores, session 16). Thread-safe; what the function raises reaches
+    every call of its batch."""
 
-    def __init__(self, fn: Callable[[list[str]], list[list[float]]]) -> None:
+    def __init__(self, fn: Callable[[list[str]], list[list[float]]], *, concurrency: int = 1) -> None:
         self._fn = fn
+        self._concurrency = max(1, concurrency)
         self._cond = threading.Condition()
-        self._waiting: list[tuple[list[str], concurrent.futures.Future[list[list[float]]]]] = []
-        self._running = False
+        self._waiting: list[_Pending] = []
+        self._running = 0
         self.calls = 0  # of ``fn``
 
     @property
     def waiting(self) -> int:
-        """Calls waiting for the one running."""
+        """Calls waiting for a run to end."""
         with self._cond:
             return len(self._waiting)
 
     def __call__(self, texts: Sequence[str]) -> list[list[float]]:
-        mine: concurrent.futures.Future[list[list[float]]] = concurrent.futures.Future()
+        mine = _Pending(list(texts))
         with self._cond:
-            self._waiting.append((list(texts), mine))
-            while self._running and not mine.done():
+            self._waiting.append(mine)
+            # Until a run took it (then its result comes) or there is room for one more run.
+            while mine in self._waiting and self._running >= self._concurrency:
                 self._cond.wait()
-            if mine.done():
-                return mine.result()
-            self._running = True
+            if mine not in self._waiting:
+                self._cond.wait_for(mine.future.done)
+                return mine.future.result()
+            self._running += 1
             batch, self._waiting = self._waiting, []
             self.calls += 1
         try:
-            vectors = self._fn([text for texts_, _ in batch for text in texts_])
+            vectors = self._fn([text for pending in batch for text in pending.texts])
             start = 0
-            for texts_, future in batch:
-                future.set_result(vectors[start : start + len(texts_)])
-                start += len(texts_)
+            for pending in batch:
+                pending.future.set_result(vectors[start : start + len(pending.texts)])
+                start += len(pending.texts)
         except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
         finally:
             with self._cond:
-                self._running = False
+                self._running -= 1
                 self._cond.notify_all()
-        return mine.result()
+        return mine.future.result()
+
+
+class _Pending:
+    """One call's texts and its result (compared by identity)."""
+
+    __slots__ = ("future", "texts")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.future: concurrent.futures.Future[list[list[float]]] = concurrent.futures.Future()
 
 
 class Embedder:
@@ -160,7 +178,7 @@ class Embedder:
         self.name = model.split(":", 1)[1] if model == BUNDLED_EMBEDDING_MODEL else path.name
         self.model_id = model  # as configured: what an index version records
         self._load(path, device, threads, resolve_embedding_backend(backend, device), onnx_cache)
-        self.embed_queries = Coalesced(self.embed)
+        self.embed_queries = Coalesced(self.embed, concurrency=self.runs_at_once)
         self.query_device, self.query_backend = self.device, self.backend
         self.for_queries: Embedder | None = None  # the copy questions go to
         if query_device == "auto":
@@ -170,7 +188,7 @@ class Embedder:
                 model, device=query_device, batch_size=batch_size, threads=threads, backend=backend,
                 onnx_cache=onnx_cache,
             )
-            self.embed_queries = Coalesced(questions.embed)
+            self.embed_queries = Coalesced(questions.embed, concurrency=questions.runs_at_once)
             self.query_device, self.query_backend = questions.device, questions.backend
             self.for_queries = questions
 
@@ -227,6 +245,15 @@ class Embedder:
                 show_progress_bar=False,
             )
         return [list(map(float, v)) for v in vectors]
+
+    @property
+    def runs_at_once(self) -> int:
+        """Calls of ``embed`` worth running side by side: one on a GPU (one
+        forward pass for many texts), one per thread for ONNX Runtime on the
+        CPU (each run has a core of its own)."""
+        if self._onnx is not None and self.device == "cpu":
+            return int(self._onnx.threads)
+        return 1
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed([text])[0]

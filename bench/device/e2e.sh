@@ -28,8 +28,8 @@
 #                    by round, load.py --versus-kind), and chat with
 #                    random sampling ($SAMPLING); ASK_VERSUS="VAR=value ...": instead, /ask
 #                    of the service now against a second one with those settings (e.g. the
-#                    question embedder on the CPU), rounds alternating, then that one's /ask against
-#                    its own chat as long; at 16 streams the service now once more
+#                    question embedder on the CPU; "before VAR=value": the code before, bundle.sh's
+#                    BEFORE_REF), rounds alternating, then that one's /ask against its own chat as long; at 16 streams the service now once more
 #                    through httpx's client (the client of the earlier sessions);
 #                    BEFORE_SERVICE=0: this checkout's service alone (with INTERLEAVE=1 still T beside each
 #                    chat round). The service now
@@ -242,7 +242,9 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
       v=$((v + 1))
       rm -rf $W/data-ask2 && mkdir -p $W/data-ask2 && tar xzf $ASK_DATA -C $W/data-ask2 --strip-components=1
       echo "versus$v: $variant" | tee -a $OUT/http.log
-      serve 8002 $W/data-ask2 $variant; other=$!
+      code=""  # "before VAR=value ...": that service runs the code before (bundle.sh BEFORE_REF)
+      if [ "${variant%% *}" = before ]; then code=$(before_code); variant=${variant#before}; fi
+      (cd ${code:-.} && CODE=$code serve 8002 $W/data-ask2 $variant); other=$(pgrep -f "port 8002" | head -1)
       wait_ready http://127.0.0.1:8002/readyz 300 $other | tee -a $OUT/http.log
       curl -sf http://127.0.0.1:8002/readyz > /dev/null || { tail -c 3000 $W/serve-8002.log | tee $OUT/serve-8002.log; exit 1; }
       for s in ${STREAMS//,/ }; do
@@ -253,7 +255,7 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
           --api-key $KEY --versus http://127.0.0.1:8002 --versus-label versus$v-chatlong-S$s --versus-kind chat \
           --versus-prompt-words $ASK_WORDS --versus-json $W/versus$v-chatlong-S$s.json
       done
-      kill $other; wait $other
+      kill $other; while kill -0 $other 2>/dev/null; do sleep 0.5; done
     done
   elif [ "${ASK:-1}" = 1 ]; then
     for s in ${STREAMS//,/ }; do

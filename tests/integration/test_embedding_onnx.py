@@ -91,6 +91,9 @@ def test_a_few_texts_are_spread_over_the_threads(cache: Path, monkeypatch: pytes
     runs.clear()
     onnx.embed([f"chunk {i}" for i in range(200)])
     assert max(runs) == 32  # many texts: batches of batch_size as before
+    # Concurrent searches' questions: as many runs side by side as threads, the rest coalesced.
+    torch = Embedder(BUNDLED_EMBEDDING_MODEL, backend="torch")
+    assert (onnx.runs_at_once, torch.runs_at_once) == (4, 1)
 
 
 def test_export_is_cached(cache: Path) -> None:

@@ -1,5 +1,6 @@
 """``Coalesced`` (rag/embedder.py): concurrent searches' questions embedded in
-one call of the embedder, a lone one at once."""
+one call of the embedder, a lone one at once; with room for several runs, as
+many side by side."""
 
 from __future__ import annotations
 
@@ -68,3 +69,31 @@ def test_what_the_embedder_raises_reaches_its_batch_and_the_next_call_goes_on() 
     with pytest.raises(ValueError, match="cannot embed"):
         embed(["bad"])
     assert embed(["ok"]) == [[2.0, 111.0]]
+
+
+def test_with_room_for_two_runs_a_second_call_runs_beside_the_first_and_the_rest_wait_together() -> None:
+    fn = SlowEmbed()
+    embed = Coalesced(fn, concurrency=2)
+    results: dict[str, list[list[float]]] = {}
+
+    def call(texts: list[str]) -> threading.Thread:
+        t = threading.Thread(target=lambda: results.update({texts[0]: embed(texts)}))
+        t.start()
+        return t
+
+    threads = [call(["a"])]
+    deadline = time.monotonic() + 10
+    threads.append(call(["bb"]))
+    while len(fn.calls) < 2:  # the second runs at once, beside the first, still held
+        assert time.monotonic() < deadline, "the second call did not run beside the first"
+        time.sleep(0.005)
+    threads += [call(["ccc"]), call(["dddd", "e"])]
+    while embed.waiting < 2:  # both runs busy: these two wait, then go together
+        assert time.monotonic() < deadline, "the calls never queued"
+        time.sleep(0.005)
+    fn.gate.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(map(sorted, fn.calls)) == [["a"], ["bb"], ["ccc", "dddd", "e"]]
+    assert results["dddd"] == [[4.0, 100.0], [1.0, 101.0]] and results["a"] == [[1.0, 97.0]]
+    assert embed.calls == 3
