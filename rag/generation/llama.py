@@ -20,9 +20,9 @@ import ctypes
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.errors import BackendError, ConfigurationError
 from rag.generation.batch import Batch
@@ -31,10 +31,16 @@ from rag.generation.native import QuickCalls, backend_init, default_gpu_layers, 
 from rag.generation.sampler import BatchGreedy
 from rag.generation.scheduler import Scheduler
 from rag.generation.slots import Slot
+from rag.generation.tokens import TokenCache
 from rag.generation.trace import StepTrace
 from rag.generation.types import FlashAttention, GenerationParams, KvCacheType, TextModel
 
-__all__ = ["LlamaModel"]
+if TYPE_CHECKING:
+    from rag.prompt import BuiltPrompt, PromptRecipe
+
+__all__ = ["FITTED_TEXTS", "LlamaModel"]
+
+FITTED_TEXTS = 256  # texts whose tokens fit_prompt keeps
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,7 @@ class LlamaModel(TextModel):
         self._seq_configs: Any = None  # likewise
         self._lora: Any = None
         self._step_trace = step_trace
+        self._fitted = TokenCache(FITTED_TEXTS)  # fit_prompt's texts: passages come back
 
         self._load_model(vocab_only)
         if vocab_only:  # a tokenizer only: nothing to generate with
@@ -277,6 +284,22 @@ class LlamaModel(TextModel):
             buf = (ctypes.c_int32 * cap)()
             n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, cap, self._add_bos, True)
         return list(buf[:n])
+
+    def fit_prompt(self, recipe: PromptRecipe, question: str, passages: Sequence[str], budget: int) -> BuiltPrompt:
+        """``TextModel.fit_prompt``, the tokens of texts seen before kept: a
+        collection's passages come back request after request, each counted
+        on its own when the whole prompt does not fit (llama.cpp's tokenizer
+        reads about 0.5 M tokens a second on the dev VM: 8.6 ms for one
+        900-token /ask prompt fitted from five passages)."""
+
+        def tokenize(text: str) -> list[int]:
+            tokens = self._fitted.get(text)
+            if tokens is None:
+                tokens = self.tokenize(text)
+                self._fitted.put(text, tokens)
+            return tokens
+
+        return recipe.builder(tokenize, self.detokenize).build(question, passages, budget)
 
     def _piece(self, token: int, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rag.generation.llama import LlamaModel
-from rag.prompt import PromptBuilder, copy_source, copy_texts
+from rag.prompt import PromptBuilder, PromptRecipe, copy_source, copy_texts
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +227,21 @@ def test_what_of_a_conversation_could_fit_at_all() -> None:
     assert reachable("q", [("user", "x" * (limit + 1))], budget=10) == ("q", [])
     many = [("user" if i % 2 == 0 else "assistant", "x") for i in range(100)]
     assert reachable("q", many, budget=10)[1] == many[-4:]  # at most budget // 2 turns, in whole pairs
+
+
+def test_a_model_fits_prompts_as_a_builder_does_keeping_the_passages_tokens(
+    vocab: LlamaModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passages = [f"Passage {i}: the lighthouse keeper logged {i * 7} storms in {1900 + i}. " * 10 for i in range(1, 6)]
+    recipe = PromptRecipe("gemma-chat")
+    tokenized: list[str] = []
+    tokenize = vocab.tokenize
+    monkeypatch.setattr(vocab, "tokenize", lambda text: tokenized.append(text) or tokenize(text))
+    for i, budget in enumerate((400, 400, 250, 2000)):
+        question = f"How many storms were logged in year {i}?"
+        tokenized.clear()
+        fitted = vocab.fit_prompt(recipe, question, passages, budget)
+        assert fitted == recipe.builder(tokenize, vocab.detokenize).build(question, passages, budget)
+        if i == 1:  # the same passages again: only what holds the question is tokenized
+            assert all(question in text or not any(p.strip() in text for p in passages) for text in tokenized)
+    assert fitted.passages_used == 5
