@@ -4,9 +4,10 @@ every ``/ask`` that generated, so a burst's streams, ending together, queue
 their judgings there (the tail of a 16-stream ``/ask`` burst on the H200 was
 43 ms against 4–5 ms for chat, session 11). A 128-word answer against five
 passages of eight sentences, new passages each time (nothing cached from one
-request to the next but words).
+request to the next but words); ``--same-passages``: the same five every
+time, new answers, as a collection's best passages come back.
 
-    python bench/grounding_judge.py [--requests 40]
+    python bench/grounding_judge.py [--requests 40] [--same-passages]
 
 GROUNDING_REPO=DIR: that checkout's code (before/after on one machine).
 """
@@ -34,6 +35,7 @@ WORDS = ["the", "of", "harbor", "bridge", "opened", "in", "1932", "after", "eigh
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--same-passages", action="store_true")
     args = ap.parse_args()
     rng = random.Random(1)
 
@@ -42,8 +44,10 @@ def main() -> None:
 
     judge = GroundingJudge(0.5)
     times = []
+    same = [(i, " ".join(sentence(18) for _ in range(8)) + f" p{i}.") for i in range(1, 6)]
     for r in range(args.requests):
-        passages = [(i, " ".join(sentence(18) for _ in range(8)) + f" r{r}p{i}.") for i in range(1, 6)]
+        passages = same if args.same_passages else [
+            (i, " ".join(sentence(18) for _ in range(8)) + f" r{r}p{i}.") for i in range(1, 6)]
         answer = " ".join(rng.choice(WORDS) for _ in range(128))
         started = time.perf_counter()
         judge.assess("When did the harbor bridge open?", answer, passages, [-0.1] * 128)

@@ -15,7 +15,10 @@ refused by the model process (``submit_text``, ``PromptTooLong``), then
 ``fitting_texts`` in one round trip; or predicted too long (characters per
 token), ``likely_texts`` and ``fitting_texts`` in one round trip; against
 session 10's way (``likely_texts``, then each passage's texts one round trip
-at a time); the three alternating round by round.
+at a time); and the way it goes since session 16, fitted in the model
+process in one round trip (``TextModel.fit_prompt``); alternating round by
+round. ``--same-passages``: every round the same passages (new questions),
+as a collection's best passages come back request after request.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ sys.path[:] = [os.environ.get("PROMPT_BUILD_REPO") or str(_HERE.parent),
 
 from rag.generation.process import ModelProcess  # noqa: E402
 from rag.prompt import PromptBuilder  # noqa: E402
+
+try:
+    from rag.prompt import PromptRecipe
+except ImportError:  # code before session 16 (PROMPT_BUILD_REPO)
+    PromptRecipe = None  # type: ignore[assignment,misc]
 
 FILLER = ("The scheduler packs the prompts of a burst into whole micro-batches, one sequence each, "
           "and the running streams' next tokens into one more.")
@@ -52,6 +60,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=3800)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--refused", action="store_true")
+    ap.add_argument("--same-passages", action="store_true")
     args = ap.parse_args()
     model = ModelProcess(args.model, n_ctx=4096, threads=2, parallel=1, n_gpu_layers=0)
     if args.refused:
@@ -86,13 +95,21 @@ def refused(model: ModelProcess, args: argparse.Namespace) -> None:
 
     times: dict[str, list[float]] = {"refused, fitting_texts": [], "predicted, likely+fitting_texts": [],
                                       "likely_texts, one by one": []}
+    if PromptRecipe is not None:
+        times["fit_prompt, in the model process"] = []
     tokens = 0
     for r in range(args.rounds + 1):
         for way in times:
             question = f"How does the scheduler admit prompts? ({r} {way})"
-            passages = [passage(args.words, f"r{r}p{i}{way[:3]}") for i in range(args.passages)]
+            salt = "" if args.same_passages else f"r{r}"
+            passages = [passage(args.words, f"{salt}p{i}{way[:3]}") for i in range(args.passages)]
             builder = PromptBuilder(args.style, model.tokenize, model.detokenize)
             started = time.perf_counter()
+            if way.startswith("fit_prompt"):
+                prompt = model.fit_prompt(PromptRecipe(args.style), question, passages, args.budget)
+                if r:
+                    times[way].append(time.perf_counter() - started)
+                continue
             if way.startswith("refused"):
                 job = model.submit_text(builder.text(question, passages), args.budget, GenerationParams(max_tokens=8))
                 try:
