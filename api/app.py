@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -30,6 +32,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # rag's blocking calls (asyncio.to_thread) go to the loop's default executor.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(settings.blocking_threads, thread_name_prefix="rag-blocking")
+        )
         rt = runtime if runtime is not None else await run_in_threadpool(build_runtime, settings, role, parts)
         app.state.runtime = rt
         await run_in_threadpool(open_door, app, settings, rt.registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from rag.prompt import EXAMPLES
 from rag.settings import Settings
 from runtime import Parts
 from tests.fast.helpers import sse_events, upload
-from tests.support.fakes import FakeTextModel, crashed
+from tests.support.fakes import FakeTextModel, HashEmbedder, crashed
 
 DOCS = {
     "cats.md": "# Cats\n\nDomestic cats sleep for around sixteen hours every day.\n",
@@ -277,3 +278,31 @@ def test_evaluations(pets: TestClient) -> None:
     assert report["generation"]["sample"] == 2 and "answer-recall@1" in report["table"]
     bad = pets.post("/v1/collections/pets/evaluations", json={"items": items, "k": [0]})
     assert bad.status_code == 422
+
+
+def test_a_burst_of_asks_larger_than_pythons_thread_pool_searches_all_at_once(
+    app_client: Callable[..., TestClient], fast_settings: Settings, embedder: HashEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each search waits in the embedder until all of the burst's are there: in Python's
+    # default pool (cores + 4 threads) the later ones would wait for threads the earlier hold.
+    client = app_client(settings=fast_settings.model_copy(update={"llm_queue_size": 64}))
+    client.post("/v1/collections", json={"name": "pets"})
+    assert upload(client, "pets", {"cats.md": DOCS["cats.md"]}).status_code == 202
+    burst = (os.cpu_count() or 1) + 6
+    together = threading.Barrier(burst, timeout=30)
+    embed = embedder.embed_queries
+
+    def held(texts: list[str]) -> list[list[float]]:
+        together.wait()
+        return embed(texts)
+
+    monkeypatch.setattr(embedder, "embed_queries", held)
+    codes: list[int] = []
+    asks = [threading.Thread(target=lambda: codes.append(client.post(
+        "/v1/collections/pets/ask", json={"question": "How long do cats sleep?"}).status_code)) for _ in range(burst)]
+    for t in asks:
+        t.start()
+    for t in asks:
+        t.join(60)
+    assert codes == [200] * burst
