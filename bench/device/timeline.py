@@ -31,7 +31,13 @@ while the other services and batched-bench used the GPU (session 15: 0.938
 against 0.888 of T on an H100; ``bench/load.py --prime`` makes every round
 the first kind, as batched-bench's S run always is).
 
-    python bench/device/timeline.py http.json steps.jsonl [batched-bench.jsonl] [--prefix service-chat-S] [--per-round]
+``--prompt-steps``: the prompt phase step by step (median over the rounds
+of each step's prompt tokens, its time from start to tokens read, and the
+gap before it), against batched-bench's time per 2,048-token call (its
+``t_pp`` over S × 512 / 2,048 calls).
+
+    python bench/device/timeline.py http.json steps.jsonl [batched-bench.jsonl] [--prefix service-chat-S]
+        [--per-round] [--prompt-steps]
 """
 
 from __future__ import annotations
@@ -135,6 +141,29 @@ def beside(http: dict[str, Any], steps: list[dict[str, Any]], rows: list[dict[st
                       f"{len(v)} rounds, ratio to T {statistics.median(v):.3f} ({v[0]:.3f}-{v[-1]:.3f})")
 
 
+def prompt_steps(http: dict[str, Any], steps: list[dict[str, Any]], tb: dict[int, dict[str, float]],
+                 prefix: str) -> None:
+    """Each round's prompt steps by position: tokens, duration, gap before (medians over the rounds)."""
+    for s, rounds in sorted(rounds_of(http, prefix).items()):
+        by_position: dict[int, list[tuple[float, float, float]]] = {}
+        for r in rounds:
+            mine = [x for x in steps if r["started"] <= x["began"] <= r["started"] + r["wall_s"]]
+            for i, (before, step) in enumerate(itertools.pairwise([None, *mine])):
+                if step["prompt"] <= 0:
+                    break
+                gap = step["began"] - before["collected"] if before is not None else 0.0
+                by_position.setdefault(i, []).append((step["prompt"], step["collected"] - step["began"], gap))
+        if not by_position:
+            continue
+        ref = tb.get(s)
+        per_call = f"  | batched-bench {ref['t_pp'] * 1000 / (s * 512 / 2048):.1f} ms per 2,048 tokens" if ref else ""
+        text = "  ".join(
+            f"#{i} {statistics.median(v[0] for v in vs):.0f} tok {statistics.median(v[1] for v in vs) * 1000:.1f} ms"
+            f" (gap {statistics.median(v[2] for v in vs) * 1000:.2f})"
+            for i, vs in sorted(by_position.items()))
+        print(f"prompt steps {prefix}{s}: {len(rounds)} rounds  {text}{per_call}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("http", type=Path)
@@ -142,6 +171,7 @@ def main() -> None:
     ap.add_argument("batched_bench", type=Path, nargs="?")
     ap.add_argument("--prefix", default="service-chat-S")
     ap.add_argument("--per-round", action="store_true", help="every round beside its own batched-bench run")
+    ap.add_argument("--prompt-steps", action="store_true", help="the prompt phase step by step")
     args = ap.parse_args()
     http = json.loads(args.http.read_text())
     steps = sorted((json.loads(x) for x in args.steps.read_text().splitlines() if x.strip()), key=lambda s: s["began"])
@@ -167,6 +197,8 @@ def main() -> None:
               f"  idle {m['idle'] * 1000:5.1f}  tail {m['tail'] * 1000:5.1f}{ref_text}")
 
     beside(http, steps, rows_of(args.batched_bench), args.prefix, args.per_round)
+    if args.prompt_steps:
+        prompt_steps(http, steps, tb, args.prefix)
 
 
 if __name__ == "__main__":
