@@ -358,6 +358,12 @@ class Settings(BaseSettings):
         description="Reuse the KV cache of a prompt prefix seen before (the fixed "
         "instructions, earlier chat turns) instead of evaluating it again.",
     )
+    llm_swa_full: bool | None = Field(
+        default=None,
+        description="Sliding-window layers (Gemma 3's) keep every position of a slot, not only their window "
+        "plus one micro-batch. Default: with the prompt cache (a cached prompt can then be cut back anywhere), "
+        "and wherever it costs no memory (slots of at most window + n_ubatch cells).",
+    )
     llm_queue_size: int = Field(
         default=8, ge=0, description="Requests that may wait for a free sequence slot; more get 429."
     )

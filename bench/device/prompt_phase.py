@@ -63,7 +63,7 @@ def main() -> None:
     path = Path(sys.argv[1])
     for swa_full in (True, False):
         m = LlamaModel(path, n_ctx=1024, threads=16 if S == 16 else 2, n_gpu_layers=-1, parallel=64, flash_attn="on",
-                       prompt_cache=swa_full, n_batch=2048)
+                       prompt_cache=swa_full, swa_full=swa_full, n_batch=2048)
         assert m._scheduler is not None
         m._scheduler.stop()  # drive the context from here
         try:

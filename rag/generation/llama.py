@@ -45,6 +45,11 @@ FITTED_TEXTS = 256  # texts whose tokens fit_prompt keeps
 log = logging.getLogger(__name__)
 
 
+def _cells(n: int) -> int:
+    """A KV stream's size for n cells: llama.cpp pads it to 256."""
+    return -(-n // 256) * 256
+
+
 class LlamaModel(TextModel):
     """One llama.cpp model with ``parallel`` sequence slots served by its own
     scheduler thread. Thread-safe: ``submit`` and ``generate`` may be called
@@ -65,6 +70,7 @@ class LlamaModel(TextModel):
         lora_path: Path | None = None,
         lora_scale: float = 1.0,
         prompt_cache: bool = True,
+        swa_full: bool | None = None,
         prompt_steps: int | None = None,
         backend_sampling: bool | None = None,
         batch_greedy: bool = True,
@@ -80,6 +86,7 @@ class LlamaModel(TextModel):
         self.n_ctx = n_ctx  # per sequence
         self.parallel = parallel
         self.prompt_cache = prompt_cache
+        self._swa_full = swa_full
         self.n_gpu_layers = default_gpu_layers() if n_gpu_layers is None else n_gpu_layers
         self.threads = threads or os.cpu_count() or 1
         # Tokens per llama_decode call (a step): as llama.cpp's tools on a GPU,
@@ -148,10 +155,7 @@ class LlamaModel(TextModel):
         cparams = lc.llama_context_default_params()
         # One KV stream of n_ctx cells per slot (not one unified buffer: then
         # every sequence's attention would run over all slots' cells, which
-        # halved aggregate decode speed at 16 streams on an H100). With prompt
-        # reuse, a full-size SWA cache keeps old positions so that a cached
-        # prompt can be cut back anywhere; without it, sliding-window layers
-        # keep only their window, as in llama-bench.
+        # halved aggregate decode speed at 16 streams on an H100).
         cparams.n_ctx = self.n_ctx * self.parallel
         cparams.n_batch = self.n_batch
         cparams.n_ubatch = self.n_ubatch
@@ -159,7 +163,7 @@ class LlamaModel(TextModel):
         cparams.n_threads = self.threads
         cparams.n_threads_batch = self.threads
         cparams.kv_unified = False
-        cparams.swa_full = self.prompt_cache
+        cparams.swa_full = self.swa_full
         cparams.no_perf = True
         cparams.flash_attn_type = {
             "auto": lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
@@ -170,6 +174,22 @@ class LlamaModel(TextModel):
         cparams.type_k = kv_type
         cparams.type_v = kv_type
         return cparams
+
+    @property
+    def swa_full(self) -> bool:
+        """Whether sliding-window layers keep every position of a slot (a
+        full-size SWA cache) rather than their window plus one micro-batch.
+        Default: with prompt reuse (a cached prompt can then be cut back
+        anywhere), and wherever the window's cache would be as large anyway
+        (a slot of at most window + n_ubatch cells, e.g. 1,024 cells for
+        Gemma 3's 512-token window): then it costs no memory, and llama.cpp
+        skips the window cache's own bookkeeping (docs/benchmarks.md)."""
+        if self._swa_full is not None:
+            return self._swa_full
+        if self.prompt_cache:
+            return True
+        n_swa = int(self._lc.llama_model_n_swa(self._model))
+        return n_swa > 0 and _cells(min(_cells(self.n_ctx), n_swa + self.n_ubatch)) >= _cells(self.n_ctx)
 
     def _attach_samplers(self, cparams: Any, slots: list[Slot], batch_greedy: bool, native: bool) -> Any:
         """Greedy sampling inside the decode graph: the slots' own chains, or,

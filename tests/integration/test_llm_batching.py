@@ -163,3 +163,26 @@ def test_a_prefix_is_copied_from_a_busy_slot(model_path: Path) -> None:
             fresh.close()
     finally:
         m.close()
+
+
+def test_the_window_cache_is_full_size_where_that_costs_no_memory(model_path: Path) -> None:
+    # Gemma 3's sliding-window layers see 512 tokens: a slot of 1,024 cells needs
+    # as many for its window and a 512-token micro-batch, so it keeps them all;
+    # a 2,048-cell slot keeps its window only, unless prompt reuse needs them all.
+    prompt = PROMPTS[0].replace("Context:\n", "Context:\n" + "Paris hosted the fair that year. " * 100)
+    answers = []
+    for n_ctx, prompt_cache, swa_full, full in [
+        (1024, False, None, True),
+        (2048, False, None, False),
+        (2048, True, None, True),
+        (1024, False, False, False),
+    ]:
+        m = LlamaModel(model_path, n_ctx=n_ctx, threads=2, parallel=1, prompt_cache=prompt_cache, swa_full=swa_full)
+        try:
+            tokens = m.tokenize(prompt)
+            assert len(tokens) > 600  # beyond the window
+            assert m.swa_full is full
+            answers.append(m.generate(tokens, GenerationParams(max_tokens=12, ignore_eog=True)).text)
+        finally:
+            m.close()
+    assert len(set(answers)) == 1, answers
