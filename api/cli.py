@@ -46,8 +46,9 @@ def _configure_logging(settings: Any) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
 
-# uvicorn logs through the root logger (our format); the middleware writes the access lines.
-_UVICORN_LOGGING: dict[str, Any] = {"log_config": None, "access_log": False}
+def _uvicorn_options(settings: Any) -> dict[str, Any]:
+    """uvicorn logs through the root logger (our format); the middleware writes the access lines."""
+    return {"log_config": None, "access_log": False, "timeout_keep_alive": settings.http_keep_alive_s}
 
 
 @app.command()
@@ -67,7 +68,7 @@ def serve(
         create_app(settings, role="api" if settings.is_split_mode else "serve"),
         host=host or settings.bind_host,
         port=port or settings.port,
-        **_UVICORN_LOGGING,
+        **_uvicorn_options(settings),
     )
 
 
@@ -94,7 +95,7 @@ def api(
         create_app(settings, role="api"),
         host=host or settings.bind_host,
         port=port or settings.port,
-        **_UVICORN_LOGGING,
+        **_uvicorn_options(settings),
     )
 
 

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     # --- HTTP -----------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address `rag serve` / `rag api` listen on.")
     port: int = Field(default=8000, description="Port `rag serve` / `rag api` listen on.")
+    http_keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        description="How long an idle keep-alive connection stays open. Longer than clients' and proxies' own idle "
+        "timeouts (aiohttp's 15 s, load balancers' 60 s), so that none sends a request on a connection the service "
+        "is closing at that moment (a reset; uvicorn's own default is 5 s).",
+    )
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="Largest file accepted (413 above).")
     max_request_bytes: int = Field(
         default=200 * 1024 * 1024,

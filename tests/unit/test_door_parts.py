@@ -348,3 +348,23 @@ def test_rag_keys_create_list_and_revoke(tmp_path: Path, monkeypatch: pytest.Mon
     assert "revoked" in runner.invoke(app, ["keys", "list"]).output
     bad = runner.invoke(app, ["keys", "create", "--name", "x", "-s", "everything"])
     assert bad.exit_code == 1 and "scope" in bad.output
+
+
+def test_rag_serve_keeps_idle_connections_longer_than_clients_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With uvicorn's 5 s a pooled client connection (aiohttp keeps them 15 s)
+    # was reset when its next request met the service closing it.
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    seen: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda _app, **options: seen.append(options))
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["serve", "--port", "8123"]).exit_code == 0
+    monkeypatch.setenv("RAG_HTTP_KEEP_ALIVE_S", "30")
+    assert runner.invoke(app, ["serve"]).exit_code == 0
+    assert [(o["timeout_keep_alive"], o.get("port")) for o in seen] == [(75, 8123), (30, 8000)]
