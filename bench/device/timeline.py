@@ -8,10 +8,7 @@ Per round (bench/load.py's ``started`` and ``wall_s``, both on
 * ``first step``: from the round's start to the scheduler's first step (the
   requests' way through the client, the API process and the model process);
 * ``prompt phase``: from that step to the end of the last step holding prompt,
-  against batched-bench's ``t_pp``; ``prompt steps`` how many. Where prompt
-  steps have no outputs (on a GPU since session 17: each prompt's last token
-  comes with the next step of next tokens, and nothing waits for a prompt
-  step), to the end of that next step, which waits for them;
+  against batched-bench's ``t_pp``; ``prompt steps`` how many;
 * ``decode``: from there to the end of the last step, against ``t_tg``; the
   median step;
 * ``idle``: time between steps with nothing to run (waiting for requests);
@@ -37,10 +34,7 @@ the first kind, as batched-bench's S run always is).
 ``--prompt-steps``: the prompt phase step by step (median over the rounds
 of each step's prompt tokens, its time from start to tokens read, and the
 gap before it), against batched-bench's time per 2,048-token call (its
-``t_pp`` over S × 512 / 2,048 calls). A step without outputs is not waited
-for: its time is its launch only, and the step after the last of them
-(``last``: the prompts' last tokens, with the running streams' next ones)
-shows what the device still had to do.
+``t_pp`` over S × 512 / 2,048 calls).
 
     python bench/device/timeline.py http.json steps.jsonl [batched-bench.jsonl] [--prefix service-chat-S]
         [--per-round] [--prompt-steps]
@@ -76,9 +70,6 @@ def split(r: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, float] | 
     earlier = [s["collected"] for s in steps if s["collected"] < mine[0]["began"]]
     prompt = [s for s in mine if s["prompt"] > 0]
     prompt_end = prompt[-1]["collected"] if prompt else mine[0]["began"]
-    if prompt and prompt[-1].get("outputs", 1) == 0:  # the prompts' last tokens come with the next step
-        after = [s for s in mine if s["began"] >= prompt_end]
-        prompt_end = after[0]["collected"] if after else prompt_end
     decode = [s for s in mine if s["collected"] > prompt_end]
     idle = sum(max(0.0, b["began"] - a["collected"]) for a, b in itertools.pairwise(mine))
     periods = [b["began"] - a["began"] for a, b in itertools.pairwise(decode)]
@@ -158,21 +149,16 @@ def prompt_steps(http: dict[str, Any], steps: list[dict[str, Any]], tb: dict[int
         for r in rounds:
             mine = [x for x in steps if r["started"] <= x["began"] <= r["started"] + r["wall_s"]]
             for i, (before, step) in enumerate(itertools.pairwise([None, *mine])):
-                last = step["prompt"] <= 0 and before is not None and before.get("outputs", 1) == 0
-                if step["prompt"] <= 0 and not last:
+                if step["prompt"] <= 0:
                     break
                 gap = step["began"] - before["collected"] if before is not None else 0.0
-                took = step["collected"] - step["began"]
-                by_position.setdefault(i, []).append((step["prompt"] or -step["tokens"], took, gap))
-                if last:
-                    break
+                by_position.setdefault(i, []).append((step["prompt"], step["collected"] - step["began"], gap))
         if not by_position:
             continue
         ref = tb.get(s)
         per_call = f"  | batched-bench {ref['t_pp'] * 1000 / (s * 512 / 2048):.1f} ms per 2,048 tokens" if ref else ""
         text = "  ".join(
-            f"#{i} {abs(statistics.median(v[0] for v in vs)):.0f} tok{' (last)' if vs[0][0] < 0 else ''}"
-            f" {statistics.median(v[1] for v in vs) * 1000:.1f} ms"
+            f"#{i} {statistics.median(v[0] for v in vs):.0f} tok {statistics.median(v[1] for v in vs) * 1000:.1f} ms"
             f" (gap {statistics.median(v[2] for v in vs) * 1000:.2f})"
             for i, vs in sorted(by_position.items()))
         print(f"prompt steps {prefix}{s}: {len(rounds)} rounds  {text}{per_call}")

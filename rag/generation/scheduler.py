@@ -26,14 +26,6 @@ lowest free slots, so that their next tokens go in one micro-batch. With
 step, as they arrive (the policy before; it stalls no stream, and on a CPU,
 where the work is the tokens, it costs nothing more).
 
-On a GPU (``overlap``) those prompt steps leave out each prompt's last
-token: a step with outputs must be read before the next one is queued
-(llama.cpp keeps a step's outputs only until the next decode), so the device
-would sit idle while the host prepared every next step (about 1.5 ms a step
-on an H100: ``bench/device/prompt_phase.py``, "sync" against "async"). Steps
-without outputs go to the device back to back; the prompts' last tokens
-join the next step of next tokens, which samples each stream's first token.
-
 Where a prompt goes and how much of it the KV cache already holds (prompt
 reuse), and each slot's sampler chain: ``rag/generation/slots.py``.
 """
@@ -101,10 +93,6 @@ class Scheduler:
         self._prompt_steps = prompt_steps
         self._n_ubatch = max(1, min(n_ubatch, batch.capacity))
         self._held = 0  # prompt-only steps in a row while sequences waited for their next token
-        # Prompt steps without outputs (the module's note): each prompt's last token waits for a step of
-        # next tokens.
-        self._hold_last = 1 if overlap and prompt_steps > 0 else 0
-        self._unsettled = False  # such a step may still be computing: no sampler chain changes under it
         self._trace = trace
         self._decodes = 0  # next tokens of running sequences in the step being packed
         self._pieces: dict[int, bytes] = {}
@@ -193,14 +181,7 @@ class Scheduler:
             else:
                 self._waiting.append(job)
 
-    def _settle(self) -> None:
-        """Waits for a step that was not waited for (a step without outputs)."""
-        if self._unsettled:
-            self._lc.llama_synchronize(self._ctx)
-            self._unsettled = False
-
     def _shut(self) -> None:
-        self._settle()
         for waiting in self._waiting:
             waiting.future.set_exception(BackendError("the model was closed"))
         for slot in self._slots:
@@ -213,7 +194,7 @@ class Scheduler:
         is computing on the device meanwhile (placing a burst of 16 prompts
         took 3-4 ms between two steps on the H200's host); a slot's sampler
         chain then changes at the next step's start, not under the graph in
-        flight (nor under a step without outputs, which nobody waited for)."""
+        flight."""
         while self._waiting:
             job = self._waiting[0]
             if job.cancelled:
@@ -234,7 +215,7 @@ class Scheduler:
             slot.last_used = time.perf_counter()
             self._lc.llama_sampler_reset(slot.sampler)
             if job.sampling is not None or slot.custom is not None:
-                if in_flight or self._unsettled:
+                if in_flight:
                     self._chains_due[slot.seq_id] = slot
                 else:
                     self._use_sampling(slot)
@@ -260,8 +241,6 @@ class Scheduler:
             self._ahead = None
             launched = True
         else:
-            if self._chains_due:
-                self._settle()  # a chain's buffers may be in use by the graph in flight
             for slot in self._chains_due.values():
                 if slot.job is not None:
                     self._use_sampling(slot)
@@ -296,10 +275,9 @@ class Scheduler:
         if self._prompt_steps <= 0:
             return self._fill_mixed()
         outputs: list[Slot] = []
-        hold = self._hold_last
-        decoding = [s for s in self._busy if s.job is not None and s.job.n_past >= len(s.job.tokens) - hold
+        decoding = [s for s in self._busy if s.job is not None and s.job.n_past >= len(s.job.tokens)
                     and s.job.ending is None]
-        prompts = [s for s in self._busy if s.job is not None and s.job.n_past < len(s.job.tokens) - hold]
+        prompts = [s for s in self._busy if s.job is not None and s.job.n_past < len(s.job.tokens)]
         if prompts and decoding and self._held < self._prompt_steps:
             self._held += 1
             decoding = []  # they wait for this step
@@ -313,7 +291,7 @@ class Scheduler:
             if job.cancelled:
                 self._release(slot, "cancelled")
                 continue
-            left = len(job.tokens) - hold - job.n_past
+            left = len(job.tokens) - job.n_past
             take = min(batch.room, left)
             if take < left:
                 take -= take % self._n_ubatch  # a part ends at a micro-batch boundary
@@ -347,12 +325,7 @@ class Scheduler:
         if job.cancelled:
             self._release(slot, "cancelled")
             return
-        if job.n_past < len(job.tokens):  # a prompt's last token (prompt steps without outputs)
-            token = job.tokens[job.n_past]
-            slot.cached.append(token)
-        else:
-            token = job.last_token
-        job.out_index = self._batch.add_one(token, job.n_past, slot.seq_id, True)
+        job.out_index = self._batch.add_one(job.last_token, job.n_past, slot.seq_id, True)
         job.n_past += 1
         self._decodes += 1
         outputs.append(slot)
@@ -394,8 +367,7 @@ class Scheduler:
     def _collect(self, outputs: list[Slot], plain: bool = False) -> float:
         """Reads the step's sampled tokens (waiting for the device) and decides
         what it can from the token ids alone; the text comes in ``_drain``.
-        Returns when the tokens were read; a step without outputs (the
-        prompt steps on a GPU) is not waited for. ``plain``: a step queued ahead whose
+        Returns when the tokens were read. ``plain``: a step queued ahead whose
         every token is a greedy one sampled in the graph, in rows 0 … n-1: read
         in one call (``QuickCalls.sampled_tokens``) where that can be done.
         When every sequence of a step of next tokens goes on and nothing
@@ -403,11 +375,7 @@ class Scheduler:
         is this one with the new tokens, one position on, and what follows
         here runs while it computes."""
         lc = self._lc
-        if not outputs and self._hold_last:
-            self._unsettled = True
-            return time.perf_counter()  # nothing to read: the next step is queued behind this one
         lc.llama_synchronize(self._ctx)  # the wait, letting go of the GIL; the reads below are quick
-        self._unsettled = False
         n = len(outputs)
         if plain and self.backend_sampling and lc.sampled_tokens(self._ctx, n, self._tokens):
             tokens: list[int] = self._tokens[:n].tolist()

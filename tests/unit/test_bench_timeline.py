@@ -31,26 +31,3 @@ def test_prompt_steps_are_listed_by_position_with_the_gap_before_each(capsys: py
     assert out.startswith("prompt steps service-chat-S16: 2 rounds  #0 508 tok 11.0 ms (gap 0.00)")
     assert "#1 2032 tok 45.0 ms (gap 2.00)" in out  # 18 ms after the start, 17 and 15 ms after the first began
     assert "#2" not in out and out.rstrip().endswith("batched-bench 40.0 ms per 2,048 tokens")
-
-
-def test_prompt_steps_without_outputs_end_with_the_step_of_their_last_tokens(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # On a GPU nothing waits for a prompt step without outputs: its time is its
-    # launch; the step with the prompts' last tokens waits for the device.
-    http = {"service-chat-S16": {"streams": {"16": {"rounds": [{"started": 10.0, "wall_s": 0.2,
-                                                               "prompt_tokens": 508, "completion_tokens": 3}]}}}}
-    steps = [
-        {**step(10.005, 0.002, 2028), "outputs": 0},
-        {**step(10.008, 0.002, 2028), "outputs": 0},
-        {**step(10.011, 0.060, 0), "outputs": 16, "tokens": 16},  # the last tokens, behind the prompt steps
-        {**step(10.072, 0.003, 0), "outputs": 16, "tokens": 16},
-        {**step(10.076, 0.003, 0), "outputs": 16, "tokens": 16},
-    ]
-    parts = timeline.split(http["service-chat-S16"]["streams"]["16"]["rounds"][0], steps)
-    assert parts is not None
-    assert parts["prompt_phase"] == pytest.approx(0.066) and parts["prompt_steps"] == 2
-    assert parts["decode"] == pytest.approx(0.008) and parts["decode_steps"] == 2
-    timeline.prompt_steps(http, steps, {}, "service-chat-S")
-    out = capsys.readouterr().out
-    assert "#1 2028 tok 2.0 ms (gap 1.00)  #2 16 tok (last) 60.0 ms (gap 1.00)" in out and "#3" not in out

@@ -136,8 +136,7 @@ def test_a_burst_of_prompts_goes_in_whole_micro_batches() -> None:
     prompt_steps = [s for s in steps[1:] if len(s) > 17]
     # 16 prompts of 505 tokens: 16 micro-batches of one prompt each, no slivers,
     # four prompts to a 2,048-token step, and no running stream's token among them.
-    # On a GPU each prompt's last token waits for the next step of next tokens.
-    assert [split_equal(s, N_UBATCH) for s in prompt_steps] == [[504] * 4] * 4
+    assert [split_equal(s, N_UBATCH) for s in prompt_steps] == [[505] * 4] * 4
     assert all(0 not in s for s in prompt_steps)
     # Then every stream's next token in one micro-batch (consecutive slots).
     decode = [s for s in steps if len(s) == 17]
@@ -163,7 +162,7 @@ def test_requests_that_come_while_a_step_computes_are_placed_before_it_is_waited
     second_decode = fake.calls.index("decode", fake.calls.index("decode") + 1)
     assert fake.calls[:first_sync].count("seq_rm") == 1 + len(jobs)  # the first stream's, then the burst's
     assert "seq_rm" not in fake.calls[first_sync:second_decode]
-    assert len(steps[1]) == 4 * 504  # the next step holds the burst's prompts (less their last tokens)
+    assert len(steps[1]) == 4 * 505  # the next step holds the burst's prompts
 
 
 def test_the_policy_before_ran_more_passes_for_the_same_burst() -> None:
@@ -197,10 +196,9 @@ def test_the_step_trace_records_every_step_once_the_scheduler_idles(tmp_path: Pa
         time.sleep(0.01)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["tokens"] for r in rows] == [len(s) for s in steps]
-    # The first step is the first stream's 3-token prompt less its last token (on a GPU that comes with
-    # the next step of next tokens); then prompt steps hold prompt tokens only (prompts go first), decode
-    # steps none.
-    assert rows[0]["prompt"] == 2 and rows[0]["outputs"] == 0
+    # The first step is the first stream's 3-token prompt; then prompt steps hold prompt tokens only
+    # (prompts go first), decode steps none.
+    assert rows[0]["prompt"] == 3
     assert all(r["prompt"] == r["tokens"] for r in rows if r["tokens"] > 17)
     assert all(r["prompt"] == 0 for r in rows[1:] if r["tokens"] <= 17)
     assert all(r["began"] <= r["launched"] <= r["collected"] for r in rows)
@@ -213,7 +211,7 @@ class SampledLlama(FakeLlama):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fed: list[list[tuple[int, int, int, bool]]] = []
+        self.fed: list[list[tuple[int, int, int]]] = []
 
     def llama_get_sampled_token_ith(self, ctx: Any, i: int) -> int:
         return 1000 + 100 * len(self.steps) + i
@@ -222,9 +220,9 @@ class SampledLlama(FakeLlama):
         batch = self.batch
         assert batch is not None
         base = batch.seq_values.ctypes.data
-        self.fed.append([((int(p) - base) // 4, int(q), int(t), bool(o))
-                         for p, q, t, o in zip(batch.seq_id[: batch.n], batch.pos[: batch.n], batch.token[: batch.n],
-                                               batch.logits[: batch.n], strict=True)])
+        self.fed.append([((int(p) - base) // 4, int(q), int(t))
+                         for p, q, t in zip(batch.seq_id[: batch.n], batch.pos[: batch.n], batch.token[: batch.n],
+                                            strict=True)])
         return super().llama_decode(ctx, raw)
 
 
@@ -259,31 +257,13 @@ def test_a_step_of_the_same_sequences_next_tokens_is_queued_before_the_last_ones
     sampled: dict[int, int] = {}  # each sequence's last sampled token
     next_pos: dict[int, int] = {}
     for step, fed in enumerate(fake.fed):
-        for _, (seq, pos, token, _) in enumerate(fed):
+        rows = [(i, seq, pos, token) for i, (seq, pos, token) in enumerate(fed)]
+        for _, seq, pos, token in rows:
             if seq in sampled and pos == next_pos[seq]:  # a next token: the one sampled for it last
                 assert token == sampled[seq], (step, seq)
             next_pos[seq] = pos + 1
-        for i, (seq, _, _, output) in enumerate(fed):
-            if output:
+        for i, seq, _, _ in rows:  # the rows with an output: a sequence's last row in the step
+            if all(s != seq or j <= i for j, s, _, _ in rows):
                 sampled[seq] = 1000 + 100 * (step + 1) + i
     lengths = {seq: len(jobs[seq].tokens) for seq in range(3)}
     assert all(next_pos[seq] == lengths[seq] + 7 for seq in range(3))  # 7 next tokens fed after each prompt
-
-
-def test_on_a_gpu_prompt_steps_have_no_outputs_and_are_not_waited_for() -> None:
-    # llama.cpp keeps a step's outputs only until the next decode, so a prompt
-    # step with outputs is waited for before the next one is queued, the
-    # device idle meanwhile. Each prompt's last token comes with the next step
-    # of next tokens instead, which samples every stream's first token.
-    fake = SampledLlama()
-    _, jobs = burst(fake, prompt_steps=8)
-    prompt_steps = [i for i, fed in enumerate(fake.fed) if len(fed) > 17]
-    assert len(prompt_steps) == 4 and all(not any(row[3] for row in fake.fed[i]) for i in prompt_steps)
-    decodes = [i for i, call in enumerate(fake.calls) if call == "decode"]
-    for step in prompt_steps:  # queued right behind the step before, nothing read in between
-        assert "sync" not in fake.calls[decodes[step]:decodes[step + 1]]
-    first = prompt_steps[-1] + 1
-    last_tokens = {seq: (pos, token, output) for seq, pos, token, output in fake.fed[first]}
-    for job in jobs:
-        assert last_tokens[job.slot] == (len(job.tokens) - 1, job.tokens[-1], True)
-        assert job.result(1).completion_tokens == job.max_tokens
