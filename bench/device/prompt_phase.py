@@ -12,9 +12,13 @@ no scheduler), packed in 2,048-token calls two ways:
 
 each with the outputs read after the last call only (``-async``) or after
 every call (``-sync``, as the scheduler does), with the prompt cache's
-full-size SWA cache (the service's default) and without it. Prints the
-median of 7 bursts (after 2 warm-ups) from the first ``llama_decode`` to the
-sampled tokens in hand.
+full-size SWA cache (the service's default) and without it. And
+``single-sync-kept14``: the scheduler's way with the prompt cache on, where
+each slot keeps the 14 tokens a chat prompt shares with the one before it
+(the turn markup) and the prompt is evaluated from there (session 17: chat
+bursts' prompt steps took ~2 ms longer so). Prints the median of 7 bursts
+(after 2 warm-ups) from the first ``llama_decode`` to the sampled tokens in
+hand.
 
 Usage: python3 bench/device/prompt_phase.py MODEL.gguf [--smoke]
 (``--smoke``: 4 prompts of 64 tokens, a few bursts, on whatever device:
@@ -34,29 +38,40 @@ import bench.generation as bg
 from rag.generation.batch import Batch
 from rag.generation.llama import LlamaModel
 
-S, N, PER_CALL, BURSTS = 16, 512, 4, 9
+S, N, PER_CALL, BURSTS, KEPT = 16, 512, 4, 9, 14
 if "--smoke" in sys.argv:
-    S, N, PER_CALL, BURSTS = 4, 64, 2, 3
+    S, N, PER_CALL, BURSTS, KEPT = 4, 64, 2, 3, 14
 
 
-def burst(m: LlamaModel, prompts: list[list[int]], packing: str, sync_each: bool) -> float:
+def burst(m: LlamaModel, prompts: list[list[int]], packing: str, sync_each: bool, kept: int = 0) -> float:
+    """One burst's prompt phase; ``kept``: every slot holds the prompts' first
+    ``kept`` tokens (evaluated before the clock starts), the rest is timed."""
     lc, ctx = m._lc, m._ctx
     lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
-    lc.llama_synchronize(ctx)
     b = Batch(lc, 2048, 64)
+    if kept:
+        for s in range(S):
+            b.add_run(prompts[s][:kept], 0, s, False)
+        assert lc.llama_decode(ctx, b.as_raw()) == 0
+    lc.llama_synchronize(ctx)
     t0 = time.perf_counter()
     for call in range(S // PER_CALL):
         seqs = list(range(call * PER_CALL, (call + 1) * PER_CALL))
         if packing == "single":
             seqs.reverse()
         b.clear()
-        outs = [b.add_run(prompts[s], 0, s, True) for s in seqs]
+        outs = [b.add_run(prompts[s][kept:], kept, s, True) for s in seqs]
         assert lc.llama_decode(ctx, b.as_raw()) == 0
         if sync_each or call == S // PER_CALL - 1:
             for i in outs:
                 lc.llama_get_sampled_token_ith(ctx, i)
     lc.llama_synchronize(ctx)
     return time.perf_counter() - t0
+
+
+def report(swa_full: bool, label: str, ms: list[float]) -> None:
+    print(f"prompt phase swa_full={swa_full!s:<5} {label:<18} median {statistics.median(ms):6.1f} ms "
+          f"(min {min(ms):.1f}, max {max(ms):.1f})", flush=True)
 
 
 def main() -> None:
@@ -74,9 +89,13 @@ def main() -> None:
                         prompts = [bg.prompt_of(m, N, salt=f"{r} {s} ") for s in range(S)]
                         times.append(burst(m, prompts, packing, sync_each))
                     ms = [1000 * t for t in times[2:]]  # after 2 warm-ups
-                    label = f"{packing}-{'sync' if sync_each else 'async'}"
-                    print(f"prompt phase swa_full={swa_full!s:<5} {label:<13} median {statistics.median(ms):6.1f} ms "
-                          f"(min {min(ms):.1f}, max {max(ms):.1f})", flush=True)
+                    report(swa_full, f"{packing}-{'sync' if sync_each else 'async'}", ms)
+            times = []
+            for r in range(BURSTS):  # the same prompts' first KEPT tokens in every slot
+                head = bg.prompt_of(m, KEPT)
+                prompts = [head + bg.prompt_of(m, N - KEPT + 1, salt=f"{r} {s} ")[1:] for s in range(S)]
+                times.append(burst(m, prompts, "single", True, kept=KEPT))
+            report(swa_full, f"single-sync-kept{KEPT}", [1000 * t for t in times[2:]])
         finally:
             m._free()
 
