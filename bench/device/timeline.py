@@ -53,6 +53,8 @@ REST_S = 1.0  # a round that began this long after the service's own last step f
 
 
 def rounds_of(http: dict[str, Any], prefix: str) -> dict[int, list[dict[str, Any]]]:
+    if "label" in http and "streams" in http:  # bench/load.py's JSON of one service, not of several
+        http = {http["label"]: http}
     out: dict[int, list[dict[str, Any]]] = {}
     for label, run in http.items():
         if not label.startswith(prefix) or not label[len(prefix):].isdigit():

@@ -31,3 +31,11 @@ def test_prompt_steps_are_listed_by_position_with_the_gap_before_each(capsys: py
     assert out.startswith("prompt steps service-chat-S16: 2 rounds  #0 508 tok 11.0 ms (gap 0.00)")
     assert "#1 2032 tok 45.0 ms (gap 2.00)" in out  # 18 ms after the start, 17 and 15 ms after the first began
     assert "#2" not in out and out.rstrip().endswith("batched-bench 40.0 ms per 2,048 tokens")
+
+
+def test_a_json_of_one_service_is_read_as_one_of_several() -> None:
+    # bench/load.py without --versus writes one service's report, keyed by its fields, not by its label.
+    one = {"kind": "chat", "url": "http://x", "label": "svc-chat-S1",
+           "streams": {"1": {"rounds": [{"started": 10.0, "wall_s": 1.0}]}}}
+    assert timeline.rounds_of(one, "svc-chat-S") == {1: [{"started": 10.0, "wall_s": 1.0}]}
+    assert timeline.rounds_of({"svc-chat-S1": one}, "svc-chat-S") == timeline.rounds_of(one, "svc-chat-S")
