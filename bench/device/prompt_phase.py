@@ -13,10 +13,12 @@ no scheduler), packed in 2,048-token calls two ways:
 each with the outputs read after the last call only (``-async``) or after
 every call (``-sync``, as the scheduler does), with the prompt cache's
 full-size SWA cache (the service's default) and without it. And
-``single-sync-kept14``: the scheduler's way with the prompt cache on, where
-each slot keeps the 14 tokens a chat prompt shares with the one before it
-(the turn markup) and the prompt is evaluated from there (session 17: chat
-bursts' prompt steps took ~2 ms longer so). Prints the median of 7 bursts
+``single-sync-keptK`` (K = 14, 32, 64, 128): the scheduler's way with the
+prompt cache on, where each slot keeps the first K tokens of the prompt (14:
+the turn markup a chat prompt shares with the one before it) and the rest is
+evaluated from there (session 17: chat bursts' prompt steps took ~2 ms
+longer so); against ``single-sync`` (nothing kept), where reusing a prefix
+starts to pay. Prints the median of 7 bursts
 (after 2 warm-ups) from the first ``llama_decode`` to the sampled tokens in
 hand.
 
@@ -38,9 +40,9 @@ import bench.generation as bg
 from rag.generation.batch import Batch
 from rag.generation.llama import LlamaModel
 
-S, N, PER_CALL, BURSTS, KEPT = 16, 512, 4, 9, 14
+S, N, PER_CALL, BURSTS, KEPTS = 16, 512, 4, 9, (14, 32, 64, 128)
 if "--smoke" in sys.argv:
-    S, N, PER_CALL, BURSTS, KEPT = 4, 64, 2, 3, 14
+    S, N, PER_CALL, BURSTS, KEPTS = 4, 64, 2, 3, (14, 32)
 
 
 def burst(m: LlamaModel, prompts: list[list[int]], packing: str, sync_each: bool, kept: int = 0) -> float:
@@ -90,12 +92,13 @@ def main() -> None:
                         times.append(burst(m, prompts, packing, sync_each))
                     ms = [1000 * t for t in times[2:]]  # after 2 warm-ups
                     report(swa_full, f"{packing}-{'sync' if sync_each else 'async'}", ms)
-            times = []
-            for r in range(BURSTS):  # the same prompts' first KEPT tokens in every slot
-                head = bg.prompt_of(m, KEPT)
-                prompts = [head + bg.prompt_of(m, N - KEPT + 1, salt=f"{r} {s} ")[1:] for s in range(S)]
-                times.append(burst(m, prompts, "single", True, kept=KEPT))
-            report(swa_full, f"single-sync-kept{KEPT}", [1000 * t for t in times[2:]])
+            for kept in KEPTS:
+                times = []
+                for r in range(BURSTS):  # the same prompts' first `kept` tokens in every slot
+                    head = bg.prompt_of(m, kept)
+                    prompts = [head + bg.prompt_of(m, N - kept + 1, salt=f"{r} {s} ")[1:] for s in range(S)]
+                    times.append(burst(m, prompts, "single", True, kept=kept))
+                report(swa_full, f"single-sync-kept{kept}", [1000 * t for t in times[2:]])
         finally:
             m._free()
 
