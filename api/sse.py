@@ -5,11 +5,6 @@ before any output (unknown collection, a full queue: 404, 429) are ordinary
 HTTP errors; an error after that ends the stream with an ``error`` event.
 Starlette cancels the stream when the client disconnects, which closes the
 event iterator and so stops the generation.
-
-Each event goes out in one write, and the last one (``done``, with the
-stream's tail, e.g. ``[DONE]``) together with the response's end: at the end
-of a burst the API process finishes every stream at once, and each write is a
-trip through the middleware and the server's send.
 """
 
 from __future__ import annotations
@@ -20,10 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
-from starlette.types import Send
 
 from api.errors import error_body
-from rag.answering import AnswerDone, AnswerEvent
+from rag.answering import AnswerEvent
 from rag.errors import RagError
 
 __all__ = ["TextFrames", "event_stream", "sse"]
@@ -58,26 +52,6 @@ class TextFrames:
         return self._head + json.dumps(text, ensure_ascii=False).encode() + self._tail
 
 
-class _Last(bytes):
-    """A stream's final bytes: sent with the response's end, in one message."""
-
-
-class _EventStreamResponse(StreamingResponse):
-    """A ``StreamingResponse`` whose body may end with ``_Last``: those bytes
-    and the end of the response go in one message (the body iterator is still
-    run to its end, for its clean-up)."""
-
-    async def stream_response(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        more = True
-        async for chunk in self.body_iterator:
-            if more:
-                more = not isinstance(chunk, _Last)
-                await send({"type": "http.response.body", "body": chunk, "more_body": more})
-        if more:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 async def event_stream(
     events: AsyncIterator[AnswerEvent],
     render: Callable[[AnswerEvent], list[bytes]],
@@ -94,18 +68,13 @@ async def event_stream(
         raise
 
     async def body() -> AsyncIterator[bytes]:
-        ended = False
         try:
-            event: AnswerEvent | None = first
-            while event is not None:
-                data = b"".join(render(event))  # an event in one write
-                if isinstance(event, AnswerDone):  # the last: the tail and the response's end go with it
-                    ended = True
-                    yield _Last(data + tail)
-                elif data:
-                    yield data
-                event = await anext(events, None)
-            if tail and not ended:
+            for chunk in render(first):
+                yield chunk
+            async for event in events:
+                for chunk in render(event):
+                    yield chunk
+            if tail:
                 yield tail
         except RagError as exc:
             log.warning("stream ended by %s: %s", type(exc).__name__, exc.message)
@@ -113,4 +82,4 @@ async def event_stream(
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 
-    return _EventStreamResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -22,6 +22,10 @@ starts to pay. Prints the median of 7 bursts
 (after 2 warm-ups) from the first ``llama_decode`` to the sampled tokens in
 hand.
 
+Every row once for each slot count of ``$PARALLELS`` (default 64, the
+services' slots; e.g. ``64,16``): llama.cpp applies every slot's in-graph
+sampler in every graph it builds.
+
 Usage: python3 bench/device/prompt_phase.py MODEL.gguf [--smoke]
 (``--smoke``: 4 prompts of 64 tokens, a few bursts, on whatever device:
 checks the script, measures nothing.)
@@ -29,6 +33,7 @@ checks the script, measures nothing.)
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -40,9 +45,10 @@ import bench.generation as bg
 from rag.generation.batch import Batch
 from rag.generation.llama import LlamaModel
 
-S, N, PER_CALL, BURSTS, KEPTS = 16, 512, 4, 9, (14, 32, 64, 128)
+S, N, PER_CALL, BURSTS = 16, 512, 4, 9
+KEPTS = [int(k) for k in os.environ.get("KEPTS", "14,32,64,128").split(",") if k]  # KEPTS= : none
 if "--smoke" in sys.argv:
-    S, N, PER_CALL, BURSTS, KEPTS = 4, 64, 2, 3, (14, 32)
+    S, N, PER_CALL, BURSTS, KEPTS = 4, 64, 2, 3, [14, 32]
 
 
 def burst(m: LlamaModel, prompts: list[list[int]], packing: str, sync_each: bool, kept: int = 0) -> float:
@@ -71,36 +77,38 @@ def burst(m: LlamaModel, prompts: list[list[int]], packing: str, sync_each: bool
     return time.perf_counter() - t0
 
 
-def report(swa_full: bool, label: str, ms: list[float]) -> None:
-    print(f"prompt phase swa_full={swa_full!s:<5} {label:<18} median {statistics.median(ms):6.1f} ms "
+def report(swa_full: bool, label: str, ms: list[float], slots: int = 64) -> None:
+    print(f"prompt phase slots={slots:<3} swa_full={swa_full!s:<5} {label:<18} median {statistics.median(ms):6.1f} ms "
           f"(min {min(ms):.1f}, max {max(ms):.1f})", flush=True)
 
 
 def main() -> None:
     path = Path(sys.argv[1])
-    for swa_full in (True, False):
-        m = LlamaModel(path, n_ctx=1024, threads=16 if S == 16 else 2, n_gpu_layers=-1, parallel=64, flash_attn="on",
-                       prompt_cache=swa_full, swa_full=swa_full, n_batch=2048)
-        assert m._scheduler is not None
-        m._scheduler.stop()  # drive the context from here
-        try:
-            for packing in ("bench", "single"):
-                for sync_each in (False, True):
+    for slots in [int(n) for n in os.environ.get("PARALLELS", "64").split(",")]:
+        # Without the full-size SWA cache only at the services' 64 slots (session 17: no difference).
+        for swa_full in (True, False) if slots == 64 else (True,):
+            m = LlamaModel(path, n_ctx=1024, threads=16 if S == 16 else 2, n_gpu_layers=-1, parallel=slots,
+                           flash_attn="on", prompt_cache=swa_full, swa_full=swa_full, n_batch=2048)
+            assert m._scheduler is not None
+            m._scheduler.stop()  # drive the context from here
+            try:
+                for packing in ("bench", "single"):
+                    for sync_each in (False, True):
+                        times = []
+                        for r in range(BURSTS):
+                            prompts = [bg.prompt_of(m, N, salt=f"{r} {s} ") for s in range(S)]
+                            times.append(burst(m, prompts, packing, sync_each))
+                        ms = [1000 * t for t in times[2:]]  # after 2 warm-ups
+                        report(swa_full, f"{packing}-{'sync' if sync_each else 'async'}", ms, slots)
+                for kept in KEPTS:
                     times = []
-                    for r in range(BURSTS):
-                        prompts = [bg.prompt_of(m, N, salt=f"{r} {s} ") for s in range(S)]
-                        times.append(burst(m, prompts, packing, sync_each))
-                    ms = [1000 * t for t in times[2:]]  # after 2 warm-ups
-                    report(swa_full, f"{packing}-{'sync' if sync_each else 'async'}", ms)
-            for kept in KEPTS:
-                times = []
-                for r in range(BURSTS):  # the same prompts' first `kept` tokens in every slot
-                    head = bg.prompt_of(m, kept)
-                    prompts = [head + bg.prompt_of(m, N - kept + 1, salt=f"{r} {s} ")[1:] for s in range(S)]
-                    times.append(burst(m, prompts, "single", True, kept=kept))
-                report(swa_full, f"single-sync-kept{kept}", [1000 * t for t in times[2:]])
-        finally:
-            m._free()
+                    for r in range(BURSTS):  # the same prompts' first `kept` tokens in every slot
+                        head = bg.prompt_of(m, kept)
+                        prompts = [head + bg.prompt_of(m, N - kept + 1, salt=f"{r} {s} ")[1:] for s in range(S)]
+                        times.append(burst(m, prompts, "single", True, kept=kept))
+                    report(swa_full, f"single-sync-kept{kept}", [1000 * t for t in times[2:]], slots)
+            finally:
+                m._free()
 
 
 if __name__ == "__main__":
