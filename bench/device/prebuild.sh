@@ -1,0 +1,53 @@
+#!/bin/bash
+# Here, from the repository root, after bench/device/bundle.sh, on a machine with
+# CUDA's nvcc of the GPU machine's major version (13 there and here, /usr/local/cuda;
+# NVCC=... for another): builds .device/c0/llama.cpp.tgz as setup.sh builds it on the
+# GPU machine (CUDA sm_90, -DGGML_NATIVE=OFF, shared libraries, the same targets), so
+# that a session need not wait 2.5-5 device minutes for that build:
+#
+#   cuBLAS  headers and libraries of the nvidia-cublas wheel of the same major version
+#           (this machine's toolkit has none); the GPU machine's own are used there
+#   libcuda a stub that only names libcuda.so.1 (the driver's, on the GPU machine);
+#           executables link with --allow-shlib-undefined
+#   RPATH   $ORIGIN first: the libraries are found beside the executables
+#
+# Out: .device/c7/prebuilt.tgz (build/bin's executables and libraries) and
+# .device/c7/prebuilt.src (a sha256 of the llama.cpp source it was built from). On the
+# device, after setup.sh (which starts building there anyway): bash
+# bench/device/prebuilt.sh .device/c7 uses these where they load and find the GPU,
+# and stops that build; else the build goes on. ~45 min on 2 cores.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
+TARGETS=${TARGETS:-llama llama-bench llama-batched-bench llama-server}
+D=$PWD/.device
+P=$D/cache/prebuild
+SRC=$D/c0/llama.cpp.tgz
+[ -f "$SRC" ] || { echo "no $SRC: run bench/device/bundle.sh first" >&2; exit 1; }
+MAJOR=$($NVCC --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+mkdir -p $P/stub $P/wheel $D/c7
+C=$P/cublas/nvidia/cu$MAJOR
+if [ ! -f $C/lib/libcublas.so.$MAJOR ]; then
+  $PY -m pip download -q --no-deps "nvidia-cublas==$MAJOR.*" -d $P/wheel
+  rm -rf $P/cublas && mkdir -p $P/cublas
+  $PY -m zipfile -e "$(ls $P/wheel/nvidia_cublas-$MAJOR.*.whl | tail -1)" $P/cublas
+fi
+ln -sf libcublas.so.$MAJOR $C/lib/libcublas.so
+ln -sf libcublasLt.so.$MAJOR $C/lib/libcublasLt.so
+echo "void rag_cuda_stub(void) {}" | gcc -shared -fPIC -x c - -Wl,-soname,libcuda.so.1 -o $P/stub/libcuda.so
+rm -rf $P/llama.cpp $P/build && tar xzf "$SRC" -C $P
+(cd $P && (cd llama.cpp && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)) > $P/src.sha256
+# setup.sh's flags, then what this machine needs to build them.
+cmake -S $P/llama.cpp -B $P/build -G Ninja -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \
+  -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+  -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+  -DBUILD_SHARED_LIBS=ON \
+  -DCMAKE_CUDA_COMPILER=$NVCC -DCMAKE_BUILD_RPATH='$ORIGIN' \
+  -DCUDA_cublas_LIBRARY=$C/lib/libcublas.so -DCUDA_cublasLt_LIBRARY=$C/lib/libcublasLt.so \
+  -DCUDA_cuda_driver_LIBRARY=$P/stub/libcuda.so -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined \
+  -DCMAKE_CUDA_FLAGS="-I$C/include" -DCMAKE_CXX_FLAGS="-I$C/include" > $P/cmake.log 2>&1 \
+  || { tail -30 $P/cmake.log; exit 1; }
+cmake --build $P/build -j"$(nproc)" --target $TARGETS > $P/build.log 2>&1 || { tail -30 $P/build.log; exit 1; }
+(cd $P/build/bin && tar czf $D/c7/prebuilt.tgz $(ls | grep -E '^(llama-[a-z-]+|lib.*\.so.*)$'))
+cp $P/src.sha256 $D/c7/prebuilt.src
+ls -la $D/c7
