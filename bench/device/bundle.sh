@@ -23,6 +23,8 @@
 # Then, on the device, one call per folder: bench/device/setup.sh (with c0),
 # bench/device/part.sh .device/mNN (m01..m10) and .device/c6, and the measurements (e2e.sh).
 #   .device/gpu/                 this commit's code (git archive), for a call from another checkout
+#   .device/c7/  prebuilt.tgz    (bench/device/prebuild.sh, run after this script where CUDA's nvcc
+#                                is installed) llama.cpp built here; bench/device/prebuilt.sh uses it there
 set -euo pipefail
 LCP=${LCP:-0.3.36}
 PY=${PY:-.venv/bin/python}

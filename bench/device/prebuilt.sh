@@ -17,7 +17,7 @@ missing=$(for f in prebuilt/*.so* prebuilt/llama-*; do ldd $f; done 2>&1 | grep 
 [ -z "$missing" ] || { echo "prebuilt: unresolved libraries: $missing; building here"; exit 0; }
 cp -r llama_cpp llama_cpp_pre && cp -a prebuilt/*.so* llama_cpp_pre/lib/
 mkdir -p pre_check && rm -rf pre_check/llama_cpp && mv llama_cpp_pre pre_check/llama_cpp
-gpu=$(cd pre_check && PYTHONPATH=$W/pre_check python3 -c "import llama_cpp as l; l.llama_backend_init(); print(int(l.llama_supports_gpu_offload()))" 2>&1 | tail -1)
+gpu=$(cd pre_check && PYTHONPATH=$W/pre_check:$W/site python3 -c "import llama_cpp as l; l.llama_backend_init(); print(int(l.llama_supports_gpu_offload()))" 2>&1 | tail -1)
 rm -rf pre_check
 [ "$gpu" = 1 ] || { echo "prebuilt: no GPU offload through it ($gpu); building here"; exit 0; }
 # Stop setup.sh's build (its whole session, so that it writes no build.done), then take these.
