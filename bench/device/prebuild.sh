@@ -36,7 +36,7 @@ ln -sf libcublas.so.$MAJOR $C/lib/libcublas.so
 ln -sf libcublasLt.so.$MAJOR $C/lib/libcublasLt.so
 echo "void rag_cuda_stub(void) {}" | gcc -shared -fPIC -x c - -Wl,-soname,libcuda.so.1 -o $P/stub/libcuda.so
 rm -rf $P/llama.cpp $P/build && tar xzf "$SRC" -C $P
-(cd $P && (cd llama.cpp && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)) > $P/src.sha256
+(cd $P && (cd llama.cpp && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)) > $P/src.sha256
 # setup.sh's flags, then what this machine needs to build them.
 cmake -S $P/llama.cpp -B $P/build -G Ninja -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \
   -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \

@@ -18,7 +18,9 @@ prompt cache on, where each slot keeps the first K tokens of the prompt (14:
 the turn markup a chat prompt shares with the one before it) and the rest is
 evaluated from there (session 17: chat bursts' prompt steps took ~2 ms
 longer so); against ``single-sync`` (nothing kept), where reusing a prefix
-starts to pay. Prints the median of 7 bursts
+starts to pay. ``single-sync-cutK`` (``$CUTS``, e.g. ``0,14``): as the service
+does it, each slot first holds an earlier sequence of 637 tokens, cut back to
+its first K with ``llama_memory_seq_rm`` (0: removed whole). Prints the median of 7 bursts
 (after 2 warm-ups) from the first ``llama_decode`` to the sampled tokens in
 hand.
 
@@ -47,17 +49,34 @@ from rag.generation.llama import LlamaModel
 
 S, N, PER_CALL, BURSTS = 16, 512, 4, 9
 KEPTS = [int(k) for k in os.environ.get("KEPTS", "14,32,64,128").split(",") if k]  # KEPTS= : none
+# CUTS=0,14: each slot first holds an earlier sequence of EARLIER tokens (a 509-token
+# prompt and its 128 generated), cut back to K (0: removed whole).
+CUTS = [int(k) for k in os.environ.get("CUTS", "").split(",") if k]
+EARLIER = 637
 if "--smoke" in sys.argv:
     S, N, PER_CALL, BURSTS, KEPTS = 4, 64, 2, 3, [14, 32]
 
 
-def burst(m: LlamaModel, prompts: list[list[int]], packing: str, sync_each: bool, kept: int = 0) -> float:
+def burst(m: LlamaModel, prompts: list[list[int]], packing: str, sync_each: bool, kept: int = 0,
+          before: list[list[int]] | None = None) -> float:
     """One burst's prompt phase; ``kept``: every slot holds the prompts' first
-    ``kept`` tokens (evaluated before the clock starts), the rest is timed."""
+    ``kept`` tokens (evaluated before the clock starts), the rest is timed.
+    ``before``: as in the service, every slot first holds a whole earlier
+    sequence (its first ``kept`` tokens the prompt's), which is then cut back
+    to ``kept`` tokens with ``llama_memory_seq_rm`` (0: removed whole, as
+    without the prompt cache)."""
     lc, ctx = m._lc, m._ctx
-    lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+    mem = lc.llama_get_memory(ctx)
+    lc.llama_memory_clear(mem, True)
     b = Batch(lc, 2048, 64)
-    if kept:
+    if before is not None:
+        for s in range(S):
+            b.clear()
+            b.add_run(before[s], 0, s, False)
+            assert lc.llama_decode(ctx, b.as_raw()) == 0
+            assert lc.llama_memory_seq_rm(mem, s, kept, -1) if kept else lc.llama_memory_seq_rm(mem, s, -1, -1)
+        b.clear()
+    elif kept:
         for s in range(S):
             b.add_run(prompts[s][:kept], 0, s, False)
         assert lc.llama_decode(ctx, b.as_raw()) == 0
@@ -107,6 +126,15 @@ def main() -> None:
                         prompts = [head + bg.prompt_of(m, N - kept + 1, salt=f"{r} {s} ")[1:] for s in range(S)]
                         times.append(burst(m, prompts, "single", True, kept=kept))
                     report(swa_full, f"single-sync-kept{kept}", [1000 * t for t in times[2:]], slots)
+                for kept in CUTS:  # the service's way: a slot's earlier sequence cut back (or removed)
+                    times = []
+                    for r in range(BURSTS):
+                        head = bg.prompt_of(m, max(kept, 1))[:kept]
+                        prompts = [head + bg.prompt_of(m, N - kept + 1, salt=f"{r} {s} ")[1:] for s in range(S)]
+                        before = [head + bg.prompt_of(m, EARLIER - kept + 1, salt=f"earlier {r} {s} ")[1:]
+                                  for s in range(S)]
+                        times.append(burst(m, prompts, "single", True, kept=kept, before=before))
+                    report(swa_full, f"single-sync-cut{kept}", [1000 * t for t in times[2:]], slots)
             finally:
                 m._free()
 

@@ -11,7 +11,7 @@ set -e
 R=$PWD/.device/c0
 mkdir -p /root/w/parts && cd /root/w
 tar xzf $R/llama.cpp.tgz
-(cd llama.cpp && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64) > src.sha256  # prebuilt.sh: built from the same source?
+(cd llama.cpp && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64) > src.sha256  # prebuilt.sh: built from the same source?
 rm -rf llama_cpp && tar xzf $R/llama_cpp.tgz && mkdir -p llama_cpp/lib
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /root/w/site $R/whl/*.whl 2>&1 | tail -3
 python3 --version; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
