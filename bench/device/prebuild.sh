@@ -15,7 +15,7 @@
 # .device/c7/prebuilt.src (a sha256 of the llama.cpp source it was built from). On the
 # device, after setup.sh (which starts building there anyway): bash
 # bench/device/prebuilt.sh .device/c7 uses these where they load and find the GPU,
-# and stops that build; else the build goes on. ~45 min on 2 cores.
+# and stops that build; else the build goes on. 21 min on 2 cores.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
