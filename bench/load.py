@@ -222,10 +222,16 @@ def make_client(args: argparse.Namespace, max_streams: int) -> Any:
 
 
 def round_order(labels: list[str], r: int) -> list[str]:
-    """Round ``r``'s order of the services measured side by side: they take
-    turns going first, round by round (what drifts on the machine meanwhile,
-    the GPU's clocks or another tenant, falls on both alike)."""
-    return labels if r % 2 == 0 else labels[::-1]
+    """Round ``r``'s order of the services measured side by side (and the
+    reference, when there is one): every order in turn, so that over a
+    multiple of ``len(labels)!`` rounds each label runs equally often in each
+    position and right after each other one. Whatever drifts on the machine
+    meanwhile (the GPU's clocks, another tenant), and whatever one run leaves
+    to the next (a process's caches gone cold after another's), falls on all
+    alike. (With two services and the reference, the order that only reversed
+    itself kept the second service always in the middle, never after itself.)"""
+    orders = list(itertools.permutations(labels))
+    return list(orders[r % len(orders)])
 
 
 async def reference_round(command: str, s: int) -> dict[str, float]:

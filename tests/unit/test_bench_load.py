@@ -62,6 +62,23 @@ def test_services_side_by_side_take_turns_going_first_round_by_round() -> None:
     assert round_order(["alone"], 1) == ["alone"]
 
 
+def test_two_services_and_the_reference_take_every_position_and_follow_each_other_alike() -> None:
+    import itertools
+    from collections import Counter
+
+    from bench.load import round_order
+
+    labels = ["now", "before", "reference"]
+    rounds = [round_order(labels, r) for r in range(12)]
+    runs = [label for order in rounds for label in order]
+    for position in range(3):
+        assert Counter(order[position] for order in rounds) == {"now": 4, "before": 4, "reference": 4}
+    after = Counter((a, b) for a, b in itertools.pairwise(runs) if a != b)
+    # Every service runs after the other one and after the reference, not always after the same.
+    assert after[("now", "before")] > 0 and after[("reference", "before")] > 0
+    assert after[("before", "now")] > 0 and after[("reference", "now")] > 0
+
+
 def test_the_reference_runs_its_command_for_the_stream_count_and_reads_its_last_line() -> None:
     import asyncio
 
