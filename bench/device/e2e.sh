@@ -189,7 +189,9 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   rm -rf $W/data-ask $W/data-before && tar xzf $ASK_DATA -C $W
   : > $OUT/batched-bench.jsonl
   batched_bench
-  rm -f $W/steps.jsonl $W/steps-before.jsonl
+  # An earlier call's JSON would be merged into this one's http.json (session 19: a run at 16 streams
+  # reported the 64-stream rounds of the call before it).
+  rm -f $W/steps.jsonl $W/steps-before.jsonl $W/{service,before,reference,versus}*.json
   serve 8000 $W/data-ask RAG_LLM_STEP_TRACE=$W/steps.jsonl $NOW; now=$!
   if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
     code=$(before_code)
