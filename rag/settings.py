@@ -365,6 +365,13 @@ class Settings(BaseSettings):
         description="Reuse the KV cache of a prompt prefix seen before (the fixed "
         "instructions, earlier chat turns) instead of evaluating it again.",
     )
+    llm_prompt_cache_min_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="The shortest cached prefix reused; a shorter one is evaluated again. Default: 32 with a GPU "
+        "(a prompt evaluated from a few kept tokens of turn markup took longer there than the whole prompt), "
+        "0 on a CPU.",
+    )
     llm_swa_full: bool | None = Field(
         default=None,
         description="Sliding-window layers (Gemma 3's) keep every position of a slot, not only their window "

@@ -38,9 +38,10 @@ from rag.generation.types import FlashAttention, GenerationParams, KvCacheType, 
 if TYPE_CHECKING:
     from rag.prompt import BuiltPrompt, PromptRecipe
 
-__all__ = ["FITTED_TEXTS", "LlamaModel"]
+__all__ = ["FITTED_TEXTS", "PROMPT_CACHE_MIN_GPU", "LlamaModel"]
 
 FITTED_TEXTS = 256  # texts whose tokens fit_prompt keeps
+PROMPT_CACHE_MIN_GPU = 32  # the shortest prefix reused on a GPU (LlamaModel.prompt_cache_min)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class LlamaModel(TextModel):
         lora_path: Path | None = None,
         lora_scale: float = 1.0,
         prompt_cache: bool = True,
+        prompt_cache_min: int | None = None,
         swa_full: bool | None = None,
         prompt_steps: int | None = None,
         backend_sampling: bool | None = None,
@@ -89,6 +91,13 @@ class LlamaModel(TextModel):
         self._swa_full = swa_full
         self.n_gpu_layers = default_gpu_layers() if n_gpu_layers is None else n_gpu_layers
         self.threads = threads or os.cpu_count() or 1
+        # The shortest prefix worth reusing. On a GPU a burst of prompts
+        # evaluated from the 14 tokens of turn markup each slot kept took
+        # longer than the whole prompts (docs/benchmarks.md, sessions 17-18);
+        # on a CPU every token kept is work saved.
+        if prompt_cache_min is None:
+            prompt_cache_min = PROMPT_CACHE_MIN_GPU if self.n_gpu_layers != 0 else 0
+        self.prompt_cache_min = prompt_cache_min
         # Tokens per llama_decode call (a step): as llama.cpp's tools on a GPU,
         # where a long prompt then goes in one call; on a CPU a step of 2,048
         # prompt tokens would stall the other streams for seconds.
@@ -258,6 +267,7 @@ class LlamaModel(TextModel):
             # Copying a KV stream costs about as much as evaluating a few
             # dozen tokens on a CPU; on a GPU it is nearly free.
             min_copy=16 if self.n_gpu_layers != 0 else 64,
+            min_keep=self.prompt_cache_min,
             backend_sampling=backend_sampling,
             overlap=overlap,
             name=f"llama-{self.path.stem}",

@@ -41,6 +41,7 @@ def load_models(settings: Settings) -> list[TextModel]:
         "lora_path": lora,
         "lora_scale": settings.llm_lora_scale,
         "prompt_cache": settings.llm_prompt_cache,
+        "prompt_cache_min": settings.llm_prompt_cache_min_tokens,
         "swa_full": settings.llm_swa_full,
         "prompt_steps": settings.llm_prompt_steps,
     }

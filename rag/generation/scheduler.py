@@ -75,6 +75,7 @@ class Scheduler:
         prompt_steps: int = 0,
         n_ubatch: int = 512,
         trace: StepTrace | None = None,
+        min_keep: int = 0,
     ) -> None:
         self._lc = lc
         self._ctx = ctx
@@ -87,6 +88,7 @@ class Scheduler:
         self._piece = piece
         self.prompt_cache = prompt_cache
         self._min_copy = min_copy
+        self._min_keep = min_keep
         self.backend_sampling = backend_sampling  # sampled inside the decode graph
         self._overlap = overlap
         self._greedy_chain = greedy_chain  # a new greedy chain for the decode graph
@@ -204,6 +206,7 @@ class Scheduler:
             placed = place(
                 self._lc, self._mem, job, self._slots,
                 lowest_free=self._prompt_steps > 0, prompt_cache=self.prompt_cache, min_copy=self._min_copy,
+                min_keep=self._min_keep,
             )
             if placed is None:
                 return

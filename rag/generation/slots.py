@@ -97,13 +97,16 @@ def place(
     lowest_free: bool,
     prompt_cache: bool,
     min_copy: int,
+    min_keep: int = 0,
 ) -> tuple[Slot, int] | None:
     """The free slot for ``job`` and how many of its prompt tokens that slot's
     KV cache now holds (the rest is to be evaluated); None when no slot is
     free. ``lowest_free`` (prompts first, see the scheduler's note): the free
     slot with the lowest id. Else the free slot sharing the longest prefix.
     Either way a longer prefix held by any other slot is copied over when it
-    saves more than ``min_copy`` tokens."""
+    saves more than ``min_copy`` tokens. A prefix shorter than ``min_keep``
+    tokens is evaluated again rather than reused (on a GPU a prompt evaluated
+    from a short kept prefix took longer than the whole prompt)."""
     free = [s for s in slots if s.job is None]
     if not free:
         return None
@@ -117,7 +120,7 @@ def place(
         # Longest prefix already in a free slot; else copy it from any slot.
         slot, keep = max(((s, common_prefix(s.cached, job.tokens)) for s in free),
                          key=lambda p: (p[1], -p[0].last_used))
-    if not prompt_cache:
+    if not prompt_cache or keep < min_keep:
         keep = 0
     keep = min(keep, len(job.tokens) - 1)  # the last prompt token is evaluated for its logits
     if keep == 0 or not lc.llama_memory_seq_rm(mem, slot.seq_id, keep, -1):
@@ -136,7 +139,7 @@ def place(
             ((s, min(common_prefix(s.cached, tokens, s.resident), len(tokens) - 1)) for s in ahead),
             key=lambda p: p[1], default=(None, 0),
         )
-        if donor is not None and donor_keep > keep + min_copy:
+        if donor is not None and donor_keep > keep + min_copy and donor_keep >= min_keep:
             # Slots are separate KV streams: llama.cpp copies a whole
             # stream (device to device), then the copy is cut back.
             lc.llama_memory_seq_rm(mem, slot.seq_id, -1, -1)

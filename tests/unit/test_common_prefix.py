@@ -63,3 +63,24 @@ def test_placing_copies_the_longest_prefix_any_slot_holds(seed: int) -> None:
     placed = place(_Memory(), None, job, slots, lowest_free=True, prompt_cache=True, min_copy=min_copy)
     assert placed is not None and placed[0] is target
     assert placed[1] == (best if best > own + min_copy else own)
+
+
+@pytest.mark.parametrize(
+    ("shared", "min_keep", "kept"), [(14, 0, 14), (14, 32, 0), (31, 32, 0), (32, 32, 32), (90, 32, 90)]
+)
+def test_a_prefix_shorter_than_min_keep_is_evaluated_again(shared: int, min_keep: int, kept: int) -> None:
+    """A slot's own prefix, or one copied from another slot, is reused only
+    when it is at least ``min_keep`` tokens long."""
+    prompt = list(range(100, 200))
+    own = Slot(seq_id=0, sampler=None, cached=prompt[:shared] + [-1] * 20)
+    placed = place(_Memory(), None, GenerationJob(prompt, GenerationParams(max_tokens=4)), [own],
+                   lowest_free=True, prompt_cache=True, min_copy=0, min_keep=min_keep)
+    assert placed == (own, kept)
+    # The same prefix held by another slot (busy) is copied only as far.
+    busy = Slot(seq_id=1, sampler=None, cached=prompt[:shared] + [-1] * 20)
+    busy.job = GenerationJob(busy.cached[:], GenerationParams(max_tokens=4))
+    busy.job.n_past = len(busy.cached)
+    empty = Slot(seq_id=0, sampler=None)
+    placed = place(_Memory(), None, GenerationJob(prompt, GenerationParams(max_tokens=4)), [empty, busy],
+                   lowest_free=True, prompt_cache=True, min_copy=0, min_keep=min_keep)
+    assert placed == (empty, kept)
