@@ -91,10 +91,14 @@ class LlamaModel(TextModel):
         self._swa_full = swa_full
         self.n_gpu_layers = default_gpu_layers() if n_gpu_layers is None else n_gpu_layers
         self.threads = threads or os.cpu_count() or 1
-        # The shortest prefix worth reusing. On a GPU a burst of prompts
-        # evaluated from the 14 tokens of turn markup each slot kept took
-        # longer than the whole prompts (docs/benchmarks.md, sessions 17-18);
-        # on a CPU every token kept is work saved.
+        # The shortest prefix worth reusing. On a GPU a service whose chat
+        # prompts each reused the 14 tokens of turn markup a slot kept lost
+        # 0.5-2.6 points of llama-batched-bench's T to one evaluating whole
+        # prompts, in 22-27 of 30 rounds compared pair by pair; from 32 tokens
+        # on it is even with no reuse (docs/benchmarks.md, sessions 18-19;
+        # llama.cpp alone showed no such cost, the cause is not known). A
+        # longer prefix (a conversation's earlier turns, /ask's passages) is
+        # reused as before. On a CPU every token kept is work saved.
         if prompt_cache_min is None:
             prompt_cache_min = PROMPT_CACHE_MIN_GPU if self.n_gpu_layers != 0 else 0
         self.prompt_cache_min = prompt_cache_min

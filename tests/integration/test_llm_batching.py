@@ -11,6 +11,7 @@ import pytest
 
 from rag.generation import GenerationParams
 from rag.generation.llama import LlamaModel
+from rag.generation.slots import common_prefix
 from rag.generation.types import Sampling
 
 pytestmark = pytest.mark.slow
@@ -163,6 +164,29 @@ def test_a_prefix_is_copied_from_a_busy_slot(model_path: Path) -> None:
             fresh.close()
     finally:
         m.close()
+
+
+def test_a_short_shared_prefix_is_evaluated_again_below_prompt_cache_min(model_path: Path) -> None:
+    # Two prompts sharing only their first line: on the CPU (the default
+    # minimum there is 0) the second reuses it; with a minimum above its length
+    # (the GPU's default, 32) it is evaluated again, and the answer is the same.
+    head = "Context: the fair\n"
+    prompts = [head + f"Question: {q}\nShort answer:" for q in ("Who built the tower?", "How tall is it?")]
+    texts, cached = [], []
+    for minimum in (None, 32):
+        m = LlamaModel(model_path, n_ctx=256, threads=2, parallel=1, n_gpu_layers=0, prompt_cache_min=minimum)
+        try:
+            assert m.prompt_cache_min == (0 if minimum is None else minimum)
+            m.generate(m.tokenize(prompts[0]), GenerationParams(max_tokens=2))
+            shared = common_prefix(m.tokenize(prompts[0]), m.tokenize(prompts[1]))
+            assert 0 < shared < 32
+            out = m.generate(m.tokenize(prompts[1]), GenerationParams(max_tokens=8, ignore_eog=True))
+            texts.append(out.text)
+            cached.append((out.cached_tokens, shared))
+        finally:
+            m.close()
+    assert cached[0][0] == cached[0][1] and cached[1][0] == 0, cached
+    assert texts[0] == texts[1]
 
 
 def test_the_window_cache_is_full_size_where_that_costs_no_memory(model_path: Path) -> None:
