@@ -15,7 +15,8 @@
 # .device/c7/prebuilt.src (a sha256 of the llama.cpp source it was built from). On the
 # device, after setup.sh (which starts building there anyway): bash
 # bench/device/prebuilt.sh .device/c7 uses these where they load and find the GPU,
-# and stops that build; else the build goes on. 21 min on 2 cores.
+# and stops that build; else the build goes on. 21 min on 2 cores; run again with more
+# TARGETS (e.g. llama-bench llama-server too), it builds only what is missing.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
@@ -35,8 +36,14 @@ fi
 ln -sf libcublas.so.$MAJOR $C/lib/libcublas.so
 ln -sf libcublasLt.so.$MAJOR $C/lib/libcublasLt.so
 echo "void rag_cuda_stub(void) {}" | gcc -shared -fPIC -x c - -Wl,-soname,libcuda.so.1 -o $P/stub/libcuda.so
-rm -rf $P/llama.cpp $P/build && tar xzf "$SRC" -C $P
-(cd $P && (cd llama.cpp && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)) > $P/src.sha256
+# The same llama.cpp.tgz as the last build here: built on (more TARGETS take minutes, not 21).
+TGZ=$(sha256sum "$SRC" | cut -c1-64)
+if [ -d $P/build ] && [ "$(cat $P/tgz.sha256 2>/dev/null)" = "$TGZ" ]; then
+  echo "building on the last build (the same $SRC)"
+else
+  rm -rf $P/llama.cpp $P/build $P/tgz.sha256 && tar xzf "$SRC" -C $P
+  (cd $P && (cd llama.cpp && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)) > $P/src.sha256
+fi
 # setup.sh's flags, then what this machine needs to build them.
 cmake -S $P/llama.cpp -B $P/build -G Ninja -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \
   -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
@@ -57,4 +64,5 @@ cmake --build $P/build -j"$(nproc)" --target $TARGETS >> $P/build.log 2>&1 || { 
 readelf -d $P/build/bin/libggml-cuda.so | grep -q 'libcuda.so.1' || { echo "libggml-cuda.so does not name libcuda.so.1" >&2; exit 1; }
 (cd $P/build/bin && tar czf $D/c7/prebuilt.tgz $(ls | grep -E '^(llama-[a-z-]+|lib.*\.so.*)$'))
 cp $P/src.sha256 $D/c7/prebuilt.src
+echo "$TGZ" > $P/tgz.sha256
 ls -la $D/c7
