@@ -297,6 +297,12 @@ def _traced(app: Any, stages: list[tuple[str, float]]) -> Any:
     return front
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
     import httpx
 
@@ -432,7 +438,14 @@ def main() -> None:
             _wait_ready(port, proc)
         streams = [int(s) for s in args.streams.split(",")]
         servers = [(n, p, clients.get(n, args.client)) for n, p, *_ in procs]
+        cpu0 = {name: _cpu_s(proc.pid) for name, _, proc, _ in procs}
         results = asyncio.run(drive(args, servers, streams))
+        requests = (args.rounds + 1) * sum(streams)  # with the warm-up round
+        for name, _, proc, _ in procs:
+            cpu = _cpu_s(proc.pid) - cpu0[name]
+            report.setdefault("server_cpu_ms_per_request", {})[name] = cpu / requests * 1000
+            print(f"{name:<14} server CPU {cpu:.2f} s for {requests} requests: "
+                  f"{cpu / requests * 1000:.3f} ms a request (every thread of its process)", flush=True)
     finally:
         for _, _, proc, _ in procs:
             proc.send_signal(signal.SIGTERM)
