@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
-from starlette.types import Send
 
 from api.errors import error_body
-from rag.answering import AnswerDelta, AnswerDone, AnswerEvent
+from rag.answering import AnswerEvent
 from rag.errors import RagError
 
 __all__ = ["TextFrames", "event_stream", "sse"]
@@ -53,25 +52,6 @@ class TextFrames:
         return self._head + json.dumps(text, ensure_ascii=False).encode() + self._tail
 
 
-class _Final(bytes):
-    """A stream's last bytes: they go out with the end of the body."""
-
-
-class _EventStreamResponse(StreamingResponse):
-    """Starlette's streaming response, but a ``_Final`` chunk is sent as the
-    end of the body: one write for it and the chunked encoding's terminator
-    instead of two."""
-
-    async def stream_response(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        ended = False
-        async for chunk in self.body_iterator:
-            ended = isinstance(chunk, _Final)
-            await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
-        if not ended:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 async def event_stream(
     events: AsyncIterator[AnswerEvent],
     render: Callable[[AnswerEvent], list[bytes]],
@@ -79,11 +59,8 @@ async def event_stream(
     tail: bytes = b"",
     error_event: str | None = "error",
 ) -> StreamingResponse:
-    """A streaming response of ``render(event)`` for each event, one write per
-    event, except at the end: the last text, the ``done`` event, ``tail`` and
-    the end of the body go out in one write (they are ready together, and the
-    caller waits for the last of them). Raises what the iterator raises before
-    its first event."""
+    """A streaming response of ``render(event)`` for each event. Raises what the
+    iterator raises before its first event."""
     try:
         first = await anext(events)
     except BaseException:
@@ -91,28 +68,18 @@ async def event_stream(
         raise
 
     async def body() -> AsyncIterator[bytes]:
-        held = b""  # what goes out with the next event's bytes
-
-        def take(event: AnswerEvent) -> bytes:
-            nonlocal held
-            held += b"".join(render(event))
-            if isinstance(event, AnswerDone) or (isinstance(event, AnswerDelta) and event.last):
-                return b""
-            out, held = held, b""
-            return out
-
         try:
-            if out := take(first):
-                yield out
+            for chunk in render(first):
+                yield chunk
             async for event in events:
-                if out := take(event):
-                    yield out
-            held += tail
+                for chunk in render(event):
+                    yield chunk
+            if tail:
+                yield tail
         except RagError as exc:
             log.warning("stream ended by %s: %s", type(exc).__name__, exc.message)
-            held += sse(error_body(exc.code, exc.message), error_event)
+            yield sse(error_body(exc.code, exc.message), error_event)
         finally:
             await events.aclose()  # type: ignore[attr-defined]
-        yield _Final(held)
 
-    return _EventStreamResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)

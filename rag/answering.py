@@ -85,7 +85,6 @@ class AnswerSources:
 @dataclass(frozen=True)
 class AnswerDelta:
     text: str
-    last: bool = False  # no text follows: what ends the answer comes next
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,7 @@ class Answering:
         ``timings``: what it took so far (retrieval)."""
         if sources is not None and self.abstains(sources):
             yield AnswerSources(sources=sources, grounded=False)
-            yield AnswerDelta(NO_ANSWER, last=True)
+            yield AnswerDelta(NO_ANSWER)
             timings["total_s"] = time.perf_counter() - started
             why = "no passage was found" if not sources else "no passage is similar enough to the question"
             yield AnswerDone(Answer(answer=NO_ANSWER, sources=sources, grounded=False, timings=timings, reason=why))
@@ -329,7 +328,7 @@ class Answering:
                 if announce:
                     yield AnswerSources(sources=sources or [], grounded=True)
                     announce = False
-                yield AnswerDelta(piece, last=pieces.last)
+                yield AnswerDelta(piece)
             out.append(await job.wait())
         finally:
             job.cancel()  # a no-op once finished; stops it when the client left

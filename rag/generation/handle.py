@@ -33,6 +33,4 @@ class FutureHandle:
         return self.future.result(timeout)
 
     async def wait(self) -> Generation:
-        if self.future.done():  # no round trip through the loop (wrap_future's call_soon_threadsafe)
-            return self.future.result()
         return await asyncio.wrap_future(self.future)

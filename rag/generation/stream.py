@@ -7,9 +7,6 @@ kept the API process's event loop busy. Here a piece that arrives while the
 consumer has not yet taken the previous ones is appended to them, and the loop
 is woken at most once per batch: a consumer keeping up sees every piece as it
 comes; one falling behind gets the pieces joined, with no extra wake-ups.
-``last`` tells the consumer that the piece it holds is the final one (the
-producer had ended when it was taken), so that it can go out in one write
-with whatever ends the stream.
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ class TextStream:
         self._ended = False
         self._wake_pending = False
         self._ready = asyncio.Event()
-        self.last = False  # whether the piece last yielded is the final one
 
     def push(self, piece: str) -> bool:
         """Adds text; False when the loop is gone (nobody listens)."""
@@ -63,7 +59,6 @@ class TextStream:
                 ended = self._ended
                 self._wake_pending = False
             if parts:
-                self.last = ended
                 yield "".join(parts)
             if ended:
                 return

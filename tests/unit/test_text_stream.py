@@ -3,9 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from rag.generation.handle import FutureHandle
 from rag.generation.stream import TextStream
-from rag.generation.types import Generation
 
 
 def test_pieces_from_another_thread_arrive_in_order_then_the_stream_ends() -> None:
@@ -43,30 +41,3 @@ def test_a_push_after_the_loop_closed_reports_nobody_listens() -> None:
     stream = TextStream(loop)
     loop.close()
     assert stream.push("late") is False
-
-
-def test_the_piece_taken_with_the_end_is_marked_last() -> None:
-    async def scenario() -> list[tuple[str, bool]]:
-        stream = TextStream(asyncio.get_running_loop())
-        got = []
-        stream.push("a")
-        async for piece in stream:
-            got.append((piece, stream.last))
-            if piece == "a":
-                stream.push("b")
-                stream.end()
-        return got
-
-    assert asyncio.run(scenario()) == [("a", False), ("b", True)]
-
-
-def test_waiting_for_a_finished_generation_does_not_go_through_the_loop() -> None:
-    handle = FutureHandle()
-    handle.future.set_result(Generation("x", 1, 1, 0.0, 0.0, "stop"))
-    waiting = handle.wait()
-    try:
-        waiting.send(None)  # runs to the end at once: no suspension
-    except StopIteration as done:
-        assert done.value.text == "x"
-    else:
-        raise AssertionError("wait() suspended on a finished generation")
