@@ -169,6 +169,8 @@ Path(out).write_text(json.dumps({p.stem: json.loads(p.read_text()) for p in sort
                                  if p.stem.startswith(prefixes)}, indent=1))
 PYEOF
 }
+# The services are found by their own command line (pgrep -f "^python3 -m api[.]cli serve .*--port N"):
+# "port 8001" alone matched the device call's shell when its text held those words, and e2e.sh killed it.
 serve() {  # port data-dir [VAR=value...]: rag serve with the model in a model process
   env ${CODE:+PYTHONPATH=$CODE:$W/noextras:$PYTHONPATH} RAG_DATA_DIR=$2 RAG_LLM_MODEL=$M RAG_LLM_PARALLEL=$NP RAG_LLM_QUEUE_SIZE=$NP RAG_LLM_N_CTX=$SLOT \
     RAG_LLM_FLASH_ATTN=on RAG_LLM_THREADS=16 RAG_LLM_PROMPT_STYLE=gemma-chat RAG_EMBEDDING_MODEL=$W/minilm \
@@ -195,7 +197,7 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
   serve 8000 $W/data-ask RAG_LLM_STEP_TRACE=$W/steps.jsonl $NOW; now=$!
   if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
     code=$(before_code)
-    (cd ${code:-.} && CODE=$code serve 8001 $W/data-before $BEFORE); before=$(pgrep -f "port 8001" | head -1)
+    (cd ${code:-.} && CODE=$code serve 8001 $W/data-before $BEFORE); before=$(pgrep -f "^python3 -m api[.]cli serve .*--port 8001" | head -1)
   fi
   wait_ready http://127.0.0.1:8000/readyz 240 $now || { tail -c 3000 $W/serve-8000.log > $OUT/serve.log; exit 1; }
   if [ "${CHAT:-1}" = 1 ] && [ "${BEFORE_SERVICE:-1}" = 1 ]; then
@@ -246,7 +248,7 @@ if [ "$step" = http ]; then  # CHAT=0: no chat before/after pair; ASK=0: no /ask
       echo "versus$v: $variant" | tee -a $OUT/http.log
       code=""  # "before VAR=value ...": that service runs the code before (bundle.sh BEFORE_REF)
       if [ "${variant%% *}" = before ]; then code=$(before_code); variant=${variant#before}; fi
-      (cd ${code:-.} && CODE=$code serve 8002 $W/data-ask2 $variant); other=$(pgrep -f "port 8002" | head -1)
+      (cd ${code:-.} && CODE=$code serve 8002 $W/data-ask2 $variant); other=$(pgrep -f "^python3 -m api[.]cli serve .*--port 8002" | head -1)
       wait_ready http://127.0.0.1:8002/readyz 300 $other | tee -a $OUT/http.log
       curl -sf http://127.0.0.1:8002/readyz > /dev/null || { tail -c 3000 $W/serve-8002.log | tee $OUT/serve-8002.log; exit 1; }
       for s in ${STREAMS//,/ }; do
