@@ -25,6 +25,8 @@
 #   .device/gpu/                 this commit's code (git archive), for a call from another checkout
 #   .device/c7/  prebuilt.tgz    (bench/device/prebuild.sh, run after this script where CUDA's nvcc
 #                                is installed) llama.cpp built here; bench/device/prebuilt.sh uses it there
+#   .device/c8/  prebuilt-tools.tgz  (the same) llama-server and llama-bench, when built: part.sh
+#                                .device/c8 before prebuilt.sh .device/c7
 set -euo pipefail
 LCP=${LCP:-0.3.36}
 PY=${PY:-.venv/bin/python}

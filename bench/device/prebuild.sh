@@ -12,7 +12,10 @@
 #   RPATH   $ORIGIN first: the libraries are found beside the executables
 #
 # Out: .device/c7/prebuilt.tgz (build/bin's executables and libraries) and
-# .device/c7/prebuilt.src (a sha256 of the llama.cpp source it was built from). On the
+# .device/c7/prebuilt.src (a sha256 of the llama.cpp source it was built from); llama-server
+# and llama-bench, when TARGETS has them, with the libraries only they use, in
+# .device/c8/prebuilt-tools.tgz (c7 alone is ~45 MB, and one device call carries 64 MiB with
+# the ~19 MB working tree; session 20's c7 with them was 47.7 MB, too much). On the
 # device, after setup.sh (which starts building there anyway): bash
 # bench/device/prebuilt.sh .device/c7 uses these where they load and find the GPU,
 # and stops that build; else the build goes on. 21 min on 2 cores; run again with more
@@ -62,7 +65,11 @@ nm -D --undefined-only $P/build/bin/libggml-cuda.so | awk '{print $2}' | grep -E
   | sed 's/.*/int &(void) { return 0; }/' | gcc -shared -fPIC -x c - -Wl,-soname,libcuda.so.1 -o $P/stub/libcuda.so
 cmake --build $P/build -j"$(nproc)" --target $TARGETS >> $P/build.log 2>&1 || { tail -30 $P/build.log; exit 1; }
 readelf -d $P/build/bin/libggml-cuda.so | grep -q 'libcuda.so.1' || { echo "libggml-cuda.so does not name libcuda.so.1" >&2; exit 1; }
-(cd $P/build/bin && tar czf $D/c7/prebuilt.tgz $(ls | grep -E '^(llama-[a-z-]+|lib.*\.so.*)$'))
+TOOLS='^(llama-server|llama-bench|libllama-server-impl\.so|libllama-bench-impl\.so|libmtmd\.so.*)$'
+(cd $P/build/bin && tar czf $D/c7/prebuilt.tgz $(ls | grep -E '^(llama-[a-z-]+|lib.*\.so.*)$' | grep -vE "$TOOLS"))
+mkdir -p $D/c8 && rm -f $D/c8/prebuilt-tools.tgz
+tools=$(cd $P/build/bin && ls | grep -E "$TOOLS" || true)
+[ -z "$tools" ] || (cd $P/build/bin && tar czf $D/c8/prebuilt-tools.tgz $tools)
 cp $P/src.sha256 $D/c7/prebuilt.src
 echo "$TGZ" > $P/tgz.sha256
-ls -la $D/c7
+ls -la $D/c7 $D/c8

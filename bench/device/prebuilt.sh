@@ -4,7 +4,8 @@
 # the same llama.cpp.tgz that setup.sh unpacked, its libraries load and the bindings
 # find the GPU through them, it takes the place of the build that setup.sh started
 # (that build is stopped, build.done says 0). Otherwise nothing changes and the build
-# goes on. Says which.
+# goes on. Says which. llama-server and llama-bench (prebuild.sh's .device/c8, carried to
+# /root/w/parts by part.sh .device/c8 before this call) come with it when carried.
 R=$PWD/$1
 W=/root/w
 cd $W
@@ -13,6 +14,7 @@ want=$(cat $R/prebuilt.src)
 have=$(cat src.sha256 2>/dev/null)
 [ "$want" = "$have" ] || { echo "prebuilt: built from another llama.cpp ($want, here $have); building here"; exit 0; }
 rm -rf prebuilt llama_cpp_pre && mkdir -p prebuilt && tar xzf $R/prebuilt.tgz -C prebuilt
+[ ! -f $W/parts/prebuilt-tools.tgz ] || tar xzf $W/parts/prebuilt-tools.tgz -C prebuilt
 missing=$(for f in prebuilt/*.so* prebuilt/llama-*; do ldd $f; done 2>&1 | grep "not found" | sort -u)
 [ -z "$missing" ] || { echo "prebuilt: unresolved libraries: $missing; building here"; exit 0; }
 cp -r llama_cpp llama_cpp_pre && cp -a prebuilt/*.so* llama_cpp_pre/lib/
