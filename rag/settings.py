@@ -378,6 +378,14 @@ class Settings(BaseSettings):
         "plus one micro-batch. Default: with the prompt cache (a cached prompt can then be cut back anywhere), "
         "and wherever it costs no memory (slots of at most window + n_ubatch cells).",
     )
+    llm_gpu_argmax: Literal["auto", "kernel", "graph"] = Field(
+        default="auto",
+        description="How greedy sampling on a GPU takes the argmax of a batch's logits inside the decode graph: "
+        "kernel, one ggml_argmax (fast where the CUDA kernel splits each row across thread blocks, as the "
+        "llama.cpp patch that scripts/install applies to a CUDA build does); graph, two stages of stock ggml "
+        "ops (each chunk's argmax, then the best chunk), fast with stock llama.cpp too. Default: kernel where "
+        "the loaded llama.cpp has that patch, else graph.",
+    )
     llm_queue_size: int = Field(
         default=8, ge=0, description="Requests that may wait for a free sequence slot; more get 429."
     )

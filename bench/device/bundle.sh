@@ -4,8 +4,9 @@
 # in folders of at most ~62 MiB each, because one device call carries 64 MiB:
 #
 #   .device/c0/  llama.cpp.tgz   the llama.cpp vendored in llama-cpp-python==$LCP,
-#                                trimmed (no models/docs/tests/examples/web-UI sources,
-#                                no backends but CPU and CUDA); the server is kept;
+#                                trimmed (no models/docs/examples/web-UI sources, of the
+#                                tests test-backend-ops alone, no backends but CPU and
+#                                CUDA); the server is kept;
 #                                scripts/patches/llama.cpp-*.patch applied, as
 #                                scripts/install does for a CUDA build (PATCH=0: none)
 #                llama_cpp.tgz   llama-cpp-python's Python package (bindings)
@@ -43,7 +44,9 @@ rm -rf $D/cache/src && mkdir -p $D/cache/src
 tar xzf $D/cache/llama_cpp_python-$LCP.tar.gz -C $D/cache/src
 V=$D/cache/src/llama_cpp_python-$LCP
 L=$V/vendor/llama.cpp
+mv $L/tests/test-backend-ops.cpp $V/  # of the tests, only this one stays: each op on the GPU against the CPU
 rm -rf $L/models $L/docs $L/tests $L/examples $L/pocs $L/benches $L/media $L/gguf-py $L/app/ui 2>/dev/null || true
+mkdir -p $L/tests && mv $V/test-backend-ops.cpp $L/tests/
 find $L/tools/ui -mindepth 1 -maxdepth 1 ! -name CMakeLists.txt ! -name '*.in' ! -name sources.cmake -exec rm -rf {} +
 for b in $L/ggml/src/ggml-*/; do
   case $(basename $b) in ggml-cpu|ggml-cuda|ggml-blas) ;; *) rm -rf $b ;; esac
@@ -51,7 +54,9 @@ done
 if [ "${PATCH:-1}" != 0 ]; then
   for p in scripts/patches/llama.cpp-*.patch; do patch -s -p1 -d $L < "$p"; echo "applied $p"; done
 fi
-mkdir -p $L/tests $L/examples $L/pocs && : > $L/tests/CMakeLists.txt && : > $L/examples/CMakeLists.txt && : > $L/pocs/CMakeLists.txt
+mkdir -p $L/examples $L/pocs && : > $L/examples/CMakeLists.txt && : > $L/pocs/CMakeLists.txt
+printf '%s\n' '# bench/device/bundle.sh: of the tests, test-backend-ops alone (e.g. test-backend-ops -o ARGMAX; perf -o ARGMAX)' \
+  'add_executable(test-backend-ops test-backend-ops.cpp)' 'target_link_libraries(test-backend-ops PRIVATE ggml)' > $L/tests/CMakeLists.txt
 tar czf $D/c0/llama.cpp.tgz -C $V/vendor llama.cpp
 tar czf $D/c0/llama_cpp.tgz -C $V llama_cpp
 

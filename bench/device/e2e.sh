@@ -41,7 +41,12 @@
 #                    scheduler, reading the sampled tokens back each step or not;
 #                    $RAW_ROUNDS rounds alternating one copy per row of sampled
 #                    tokens (LLAMA_SAMPLED_COPY_PER_ROW=1, stock llama.cpp) and the
-#                    patched one copy for adjacent rows (scripts/patches/)
+#                    patched one copy for adjacent rows (scripts/patches/; COPY_PER_ROW=0:
+#                    the patched alone); RAW_ARGS=--argmax: the batch's argmax as one
+#                    node (the patched kernel) and in two stages of stock ops
+#   e2e.sh ops       test-backend-ops (prebuild.sh TARGETS with it): ARGMAX on the GPU
+#                    against the CPU, and its speed, the patched split kernel and the
+#                    stock one (GGML_CUDA_ARGMAX_ONE_BLOCK_PER_ROW=1)
 #   e2e.sh trace     bench/device/steptrace.py: the scheduler's phases per step for a
 #                    burst of 16 and of 64 streams (in-process)
 #   e2e.sh embed     bench/device/embed_query.py: one question at a time through the
@@ -95,9 +100,23 @@ if [ "$step" = prompt ]; then  # where the prompt phase of a burst goes (no sche
 fi
 if [ "$step" = raw ]; then  # 128 decode steps of 16 streams without the scheduler (rawdecode.py)
   for r in $(seq 1 $RAW_ROUNDS); do
-    for per_row in 1 0; do
+    for per_row in ${COPY_PER_ROW:-1 0}; do
       LLAMA_SAMPLED_COPY_PER_ROW=$per_row python3 bench/device/rawdecode.py $M --service ${RAW_ARGS---greedy-only} 2>&1 | grep "^raw" \
         | sed "s/^raw/raw round=$r copy_per_row=$per_row/" | tee -a $OUT/rawdecode.log
+    done
+  done
+  exit 0
+fi
+if [ "$step" = ops ]; then  # test-backend-ops: ARGMAX on the GPU against the CPU, then its speed, split kernel or not
+  [ -x $B/test-backend-ops ] || { echo "no test-backend-ops: TARGETS of prebuild.sh/setup.sh" >&2; exit 1; }
+  for one in 0 1; do  # GGML_CUDA_ARGMAX_ONE_BLOCK_PER_ROW=1: the stock kernel (ties: not the first column)
+    GGML_CUDA_ARGMAX_ONE_BLOCK_PER_ROW=$one $B/test-backend-ops -b CUDA0 -o ARGMAX 2>&1 | grep -E "ARGMAX|passed|tests" \
+      | sed "s/^/one_block_per_row=$one /" | tee -a $OUT/ops-argmax.log
+  done
+  for r in 1 2 3; do
+    for one in 0 1; do
+      GGML_CUDA_ARGMAX_ONE_BLOCK_PER_ROW=$one $B/test-backend-ops perf -b CUDA0 -o ARGMAX 2>&1 | grep "ARGMAX" \
+        | sed "s/^/round=$r one_block_per_row=$one /" | tee -a $OUT/ops-argmax-perf.log
     done
   done
   exit 0

@@ -14,7 +14,7 @@
 # Out: .device/c7/prebuilt.tgz (build/bin's executables and libraries) and
 # .device/c7/prebuilt.src (a sha256 of the llama.cpp source it was built from); llama-server
 # and llama-bench, when TARGETS has them, with the libraries only they use, in
-# .device/c8/prebuilt-tools.tgz (c7 alone is ~45 MB, and one device call carries 64 MiB with
+# .device/c8/prebuilt-tools.tgz, with test-backend-ops when TARGETS has it (c7 alone is ~45 MB, and one device call carries 64 MiB with
 # the ~19 MB working tree; session 20's c7 with them was 47.7 MB, too much). On the
 # device, after setup.sh (which starts building there anyway): bash
 # bench/device/prebuilt.sh .device/c7 uses these where they load and find the GPU,
@@ -49,7 +49,7 @@ else
 fi
 # setup.sh's flags, then what this machine needs to build them.
 cmake -S $P/llama.cpp -B $P/build -G Ninja -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \
-  -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+  -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON \
   -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
   -DBUILD_SHARED_LIBS=ON \
   -DCMAKE_CUDA_COMPILER=$NVCC -DCMAKE_BUILD_RPATH='$ORIGIN' \
@@ -65,7 +65,7 @@ nm -D --undefined-only $P/build/bin/libggml-cuda.so | awk '{print $2}' | grep -E
   | sed 's/.*/int &(void) { return 0; }/' | gcc -shared -fPIC -x c - -Wl,-soname,libcuda.so.1 -o $P/stub/libcuda.so
 cmake --build $P/build -j"$(nproc)" --target $TARGETS >> $P/build.log 2>&1 || { tail -30 $P/build.log; exit 1; }
 readelf -d $P/build/bin/libggml-cuda.so | grep -q 'libcuda.so.1' || { echo "libggml-cuda.so does not name libcuda.so.1" >&2; exit 1; }
-TOOLS='^(llama-server|llama-bench|libllama-server-impl\.so|libllama-bench-impl\.so|libmtmd\.so.*)$'
+TOOLS='^(llama-server|llama-bench|test-backend-ops|libllama-server-impl\.so|libllama-bench-impl\.so|libmtmd\.so.*)$'
 (cd $P/build/bin && tar czf $D/c7/prebuilt.tgz $(ls | grep -E '^(llama-[a-z-]+|lib.*\.so.*)$' | grep -vE "$TOOLS"))
 mkdir -p $D/c8 && rm -f $D/c8/prebuilt-tools.tgz
 tools=$(cd $P/build/bin && ls | grep -E "$TOOLS" || true)

@@ -6,7 +6,10 @@ the service's benchmark context (64 slots of 1,024 cells, as e2e.sh), and
 also without reading anything back between steps (llama-batched-bench's
 way, which real generation cannot do: each step needs the last one's
 tokens). ``--greedy-only``: the in-graph greedy variant alone (e2e.sh raw
-runs it with and without LLAMA_SAMPLED_COPY_PER_ROW=1)."""
+runs it with and without LLAMA_SAMPLED_COPY_PER_ROW=1). ``--argmax``: that
+variant with the batch's argmax as one ggml_argmax node (gpu_argmax="kernel":
+the patched CUDA kernel splits rows) and in two stages of stock ops ("graph");
+the tokens' sha1 says whether both picked the same."""
 
 from __future__ import annotations
 
@@ -20,16 +23,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import bench.generation as bg
 from rag.generation.batch import Batch
 from rag.generation.llama import LlamaModel
+from rag.generation.types import GpuArgmax
 
 S = 16
 SERVICE = "--service" in sys.argv
-variants = [(False, "logits out"), (True, "in-graph greedy")] + ([(True, "no read-back")] if SERVICE else [])
+variants: list[tuple[bool, str, GpuArgmax]] = [(False, "logits out", "auto"), (True, "in-graph greedy", "auto")]
+variants += [(True, "no read-back", "auto")] if SERVICE else []
 if "--greedy-only" in sys.argv:
-    variants = [(True, "in-graph greedy")]
-for backend_sampling, label in variants:
+    variants = [(True, "in-graph greedy", "auto")]
+if "--argmax" in sys.argv:
+    variants = [(True, "in-graph greedy, one argmax", "kernel"), (True, "in-graph greedy, two stages", "graph")]
+for backend_sampling, label, gpu_argmax in variants:
     m = LlamaModel(Path(sys.argv[1]), n_ctx=1024 if SERVICE else 832, threads=16, n_gpu_layers=-1,
                    parallel=64 if SERVICE else S, flash_attn="on", prompt_cache=SERVICE,
-                   backend_sampling=backend_sampling)
+                   backend_sampling=backend_sampling, gpu_argmax=gpu_argmax)
     # Stop the scheduler thread and drive the context from here.
     assert m._scheduler is not None
     m._scheduler.stop()
@@ -65,7 +72,8 @@ for backend_sampling, label in variants:
     total = time.perf_counter() - t_start
     d = np.array(times[8:]) * 1000
     step = d.sum(1).mean()
-    print(f"raw {label}: llama_decode {d[:, 0].mean():.2f} ms + wait {d[:, 1].mean():.2f} ms = {step:.2f} ms/step "
+    print(f"raw {label} [{m.sampler}]: llama_decode {d[:, 0].mean():.2f} ms + wait {d[:, 1].mean():.2f} ms "
+          f"= {step:.2f} ms/step "
           f"-> {S / step * 1000:.0f} tok/s; 128 steps in {1000 * total:.1f} ms"
           + (f"; tokens sha1 {hashlib.sha1(repr(sampled).encode()).hexdigest()[:12]}" if sampled else ""), flush=True)
     m._free()

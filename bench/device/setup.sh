@@ -16,7 +16,7 @@ rm -rf llama_cpp && tar xzf $R/llama_cpp.tgz && mkdir -p llama_cpp/lib
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /root/w/site $R/whl/*.whl 2>&1 | tail -3
 python3 --version; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
 cmake -S llama.cpp -B build -G Ninja -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \
-  -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+  -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON \
   -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
   -DBUILD_SHARED_LIBS=ON > cmake.log 2>&1 || { tail -30 cmake.log; exit 1; }
 setsid nohup bash -c "cmake --build build -j16 --target ${TARGETS:-llama llama-bench llama-batched-bench llama-server} > build.log 2>&1; echo \$? > build.done" < /dev/null > /dev/null 2>&1 &

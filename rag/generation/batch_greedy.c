@@ -97,11 +97,13 @@ struct rag_ggml {
 
 enum { GGML_TYPE_F32 = 0, GGML_TYPE_I32 = 26 };
 
-/* What the samplers of one model share: the ggml functions, and the argmax of
- * the logits tensor of the graph being built (forgotten at each new graph:
- * llama.cpp resets every chain before it applies them). */
+/* What the samplers of one model share: the ggml functions, how the argmax
+ * is built (one_argmax), and the argmax of the logits tensor of the graph
+ * being built (forgotten at each new graph: llama.cpp resets every chain
+ * before it applies them). */
 struct rag_bg_shared {
     struct rag_ggml g;
+    int one_argmax;
     void *ctx;
     T parent;
     T argmax;
@@ -120,10 +122,11 @@ void rag_bg_layout(size_t out[4]) {
     out[3] = sizeof(struct llama_sampler_i);
 }
 
-struct rag_bg_shared *rag_bg_shared_new(const struct rag_ggml *g) {
+struct rag_bg_shared *rag_bg_shared_new(const struct rag_ggml *g, int one_argmax) {
     struct rag_bg_shared *s = calloc(1, sizeof *s);
     if (s != NULL) {
         s->g = *g;
+        s->one_argmax = one_argmax;
     }
     return s;
 }
@@ -136,12 +139,18 @@ static void forget(struct rag_bg_shared *s) {
     s->argmax = NULL;
 }
 
-/* The argmax of each row of logits [n_vocab, rows] as I32 [rows], in two
- * stages (one thread block per chunk, not one per 262,144-value row): the
- * argmax within each chunk of C values, the chunk maxima gathered, their
- * argmax, and the token id chunk * C + offset computed in F32 (exact below
- * 2**24). The same graph as sampler.py's BatchGreedy._argmax_rows. */
-static T argmax_rows(const struct rag_ggml *g, void *ctx, T logits, int64_t n_vocab, int64_t rows) {
+/* The argmax of each row of logits [n_vocab, rows] as I32 [rows]. With
+ * one_argmax, one ggml_argmax (a CUDA kernel that splits each row across
+ * thread blocks itself: scripts/patches/llama.cpp-argmax-split.patch). Else
+ * in two stages (one thread block per chunk, not one per 262,144-value row,
+ * as stock CUDA's argmax has it): the argmax within each chunk of C values,
+ * the chunk maxima gathered, their argmax, and the token id chunk * C +
+ * offset computed in F32 (exact below 2**24). The same graph as sampler.py's
+ * BatchGreedy._argmax_rows. */
+static T argmax_rows(const struct rag_ggml *g, int one_argmax, void *ctx, T logits, int64_t n_vocab, int64_t rows) {
+    if (one_argmax) {
+        return g->argmax(ctx, logits);
+    }
     int64_t chunk = 0;
     static const int64_t sizes[] = {1024, 512, 256};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -177,7 +186,7 @@ static void bg_backend_apply(struct llama_sampler *smpl, void *ctx, void *gf, st
             if (s->ctx != ctx || s->parent != p || s->argmax == NULL) {
                 s->ctx = ctx;
                 s->parent = p;
-                s->argmax = argmax_rows(g, ctx, p, p->ne[0], p->ne[1]);
+                s->argmax = argmax_rows(g, s->one_argmax, ctx, p, p->ne[0], p->ne[1]);
             }
             data->sampled = g->view_1d(ctx, s->argmax, 1, 4 * (t->view_offs / row_bytes));
             return;

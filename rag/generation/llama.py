@@ -8,8 +8,10 @@ llama-cpp-python's high-level ``Llama.generate`` copies the 262,144 logits of
 Gemma's vocabulary out of the context every token and samples them on the CPU:
 a few percent on a CPU, half the decode speed on an H100, and 1.4 ms per
 sequence per step in batched decoding. The chains hold ``BatchGreedy``
-(sampler.py), which takes one two-stage argmax over the whole batch's logits
-instead of llama.cpp's one-block argmax per sequence (docs/benchmarks.md); its
+(sampler.py), which takes one argmax over the whole batch's logits instead of
+llama.cpp's one-block argmax per sequence (docs/benchmarks.md): one
+``ggml_argmax`` where the CUDA kernel splits rows across blocks itself (the
+project's llama.cpp patch), else two stages of stock ggml ops; its
 samplers are C (batch_greedy.c) where that compiles, so that llama.cpp builds
 a graph without calling into Python.
 """
@@ -27,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 from rag.errors import BackendError, ConfigurationError
 from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
-from rag.generation.native import QuickCalls, backend_init, default_gpu_layers, llama_cpp
+from rag.generation.native import QuickCalls, backend_init, cuda_argmax_splits_rows, default_gpu_layers, llama_cpp
 from rag.generation.sampler import BatchGreedy
 from rag.generation.scheduler import Scheduler
 from rag.generation.slots import Slot
 from rag.generation.tokens import TokenCache
 from rag.generation.trace import StepTrace
-from rag.generation.types import FlashAttention, GenerationParams, KvCacheType, TextModel
+from rag.generation.types import FlashAttention, GenerationParams, GpuArgmax, KvCacheType, TextModel
 
 if TYPE_CHECKING:
     from rag.prompt import BuiltPrompt, PromptRecipe
@@ -77,6 +79,7 @@ class LlamaModel(TextModel):
         backend_sampling: bool | None = None,
         batch_greedy: bool = True,
         native_sampler: bool = True,
+        gpu_argmax: GpuArgmax = "auto",
         overlap: bool | None = None,
         vocab_only: bool = False,
         step_trace: Path | None = None,
@@ -130,7 +133,9 @@ class LlamaModel(TextModel):
             return
         slots = self._make_slots()
         cparams = self._context_params(flash_attn, kv_cache_type)
-        configs = self._attach_samplers(cparams, slots, batch_greedy, native_sampler) if backend_sampling else None
+        one_argmax = gpu_argmax == "kernel" or (gpu_argmax == "auto" and cuda_argmax_splits_rows())
+        configs = (self._attach_samplers(cparams, slots, batch_greedy, native_sampler, one_argmax)
+                   if backend_sampling else None)
         self._create_context(cparams, kv_cache_type, flash_attn)
         if lora_path is not None:
             self._apply_lora(lora_path, lora_scale)
@@ -206,14 +211,16 @@ class LlamaModel(TextModel):
         n_swa = int(self._lc.llama_model_n_swa(self._model))
         return n_swa > 0 and _cells(min(_cells(self.n_ctx), n_swa + self.n_ubatch)) >= _cells(self.n_ctx)
 
-    def _attach_samplers(self, cparams: Any, slots: list[Slot], batch_greedy: bool, native: bool) -> Any:
+    def _attach_samplers(self, cparams: Any, slots: list[Slot], batch_greedy: bool, native: bool,
+                         one_argmax: bool) -> Any:
         """Greedy sampling inside the decode graph: the slots' own chains, or,
         where it works, one argmax for the whole batch (in C where it builds,
-        unless ``native`` is False). Returns the per-sequence configs, which
-        must live as long as the context."""
+        unless ``native`` is False; one ``ggml_argmax`` node with
+        ``one_argmax``, else two stages). Returns the per-sequence configs,
+        which must live as long as the context."""
         lc = self._lc
         chains = [slot.sampler for slot in slots]
-        greedy = BatchGreedy(lc, native=native) if batch_greedy else None
+        greedy = BatchGreedy(lc, native=native, one_argmax=one_argmax) if batch_greedy else None
         if greedy is not None and greedy.available:
             self._resources.append(greedy.close)  # freed after the chains below
             chains = [greedy.chain() for _ in slots]
@@ -294,15 +301,18 @@ class LlamaModel(TextModel):
     @property
     def sampler(self) -> str:
         """How greedy tokens are chosen: "batch-greedy (C)" or "batch-greedy
-        (Python)" in the decode graph, "llama.cpp greedy" (its stock backend
-        sampler), or "host" (an argmax over the logits, as on a CPU)."""
+        (Python)" in the decode graph, with ", one argmax" where the batch's
+        argmax is one ggml_argmax node (else two stages), "llama.cpp greedy"
+        (its stock backend sampler), or "host" (an argmax over the logits, as
+        on a CPU)."""
         scheduler = self._scheduler
         if scheduler is None or not scheduler.backend_sampling:
             return "host"
         greedy = self._greedy
         if greedy is None or not greedy.available:
             return "llama.cpp greedy"
-        return "batch-greedy (C)" if greedy.native else "batch-greedy (Python)"
+        how = ("C" if greedy.native else "Python") + (", one argmax" if greedy.one_argmax else "")
+        return f"batch-greedy ({how})"
 
     # --- text ----------------------------------------------------------------
     @property

@@ -11,7 +11,8 @@ from typing import Any
 from rag.errors import ConfigurationError
 from rag.generation import cbuild
 
-__all__ = ["QUICK_CALLS", "QuickCalls", "backend_init", "default_gpu_layers", "llama_cpp", "quiet_log"]
+__all__ = ["QUICK_CALLS", "QuickCalls", "backend_init", "cuda_argmax_splits_rows", "default_gpu_layers", "llama_cpp",
+           "quiet_log"]
 
 
 def llama_cpp() -> Any:
@@ -27,6 +28,28 @@ def llama_cpp() -> Any:
 def default_gpu_layers() -> int:
     """All layers when llama.cpp was built with a GPU backend, else none."""
     return -1 if llama_cpp().llama_supports_gpu_offload() else 0
+
+
+def cuda_argmax_splits_rows() -> bool:
+    """Whether the CUDA backend of the llama.cpp loaded splits each row of
+    one ``ggml_argmax`` across thread blocks: the kernel of
+    ``scripts/patches/llama.cpp-argmax-split.patch``, which says so through
+    ``ggml_cuda_argmax_splits_rows`` (0 under
+    ``GGML_CUDA_ARGMAX_ONE_BLOCK_PER_ROW=1``). Stock llama.cpp gives a row one
+    block, and a CPU build has no CUDA backend: False."""
+    try:
+        from llama_cpp import _ggml
+
+        path = os.path.join(os.path.dirname(_ggml.libggml._name), "libggml-cuda.so")
+        if not os.path.exists(path):
+            return False
+        splits = getattr(ctypes.CDLL(path), "ggml_cuda_argmax_splits_rows", None)
+    except (ImportError, OSError, AttributeError):
+        return False
+    if splits is None:
+        return False
+    splits.argtypes, splits.restype = [], ctypes.c_int
+    return bool(splits())
 
 
 _backend_lock = threading.Lock()

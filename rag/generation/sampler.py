@@ -1,5 +1,5 @@
 """``BatchGreedy``: greedy sampling of a whole batch inside llama.cpp's decode
-graph, one two-stage argmax over every sequence's logits (a llama.cpp backend
+graph, one argmax over every sequence's logits (a llama.cpp backend
 sampler of our own: in C, ``batch_greedy.c``, where it can be compiled, else
 written against ggml through ctypes)."""
 
@@ -97,10 +97,16 @@ class BatchGreedy:
     for them; they are used where the library builds and its structs match
     these), so that building a graph never calls into Python; else each
     application is a Python callback.
+
+    ``one_argmax``: the batch's argmax is one ``ggml_argmax`` node, for a CUDA
+    build whose kernel splits each row across thread blocks itself
+    (``native.cuda_argmax_splits_rows``); else two stages of stock ggml ops
+    (``_argmax_rows``).
     """
 
-    def __init__(self, lc: Any, native: bool = True) -> None:
+    def __init__(self, lc: Any, native: bool = True, one_argmax: bool = False) -> None:
         self._lc = lc
+        self.one_argmax = one_argmax
         self._graph = PerGraph()
         self.available = False
         self.native = False
@@ -177,12 +183,13 @@ class BatchGreedy:
             log.warning("batch_greedy.c's structs do not match this llama.cpp (%s, expected %s); "
                         "sampling through Python", tuple(layout), expected)
             return False
-        lib.rag_bg_shared_new.argtypes, lib.rag_bg_shared_new.restype = [ctypes.POINTER(_RagGgml)], ctypes.c_void_p
+        lib.rag_bg_shared_new.argtypes = [ctypes.POINTER(_RagGgml), ctypes.c_int]
+        lib.rag_bg_shared_new.restype = ctypes.c_void_p
         lib.rag_bg_shared_free.argtypes, lib.rag_bg_shared_free.restype = [ctypes.c_void_p], None
         lib.rag_bg_new.argtypes, lib.rag_bg_new.restype = [ctypes.c_void_p], ctypes.c_void_p
         lib.rag_bg_iface.argtypes, lib.rag_bg_iface.restype = [], ctypes.c_void_p
         fns = _RagGgml(*(ctypes.cast(getattr(self._g, field[0]), ctypes.c_void_p).value for field in _RagGgml._fields_))
-        shared = lib.rag_bg_shared_new(ctypes.byref(fns))
+        shared = lib.rag_bg_shared_new(ctypes.byref(fns), int(self.one_argmax))
         if not shared:
             return False
         self._lib, self._shared, self.native = lib, shared, True
@@ -256,14 +263,15 @@ class BatchGreedy:
 
     def _argmax_rows(self, ctx: int, logits: int, n_vocab: int, rows: int) -> int:
         """The argmax of each row of ``logits`` [n_vocab, rows] as an I32
-        tensor [rows]. ggml's argmax gives each row to one thread block, which
-        then reads all 262,144 values alone; in two stages instead: the argmax
-        of each chunk of ``C`` values (many blocks), the chunk maxima gathered
-        (get_rows), their argmax, and the token id ``chunk * C + offset``
-        computed in F32 (exact below 2**24)."""
+        tensor [rows]. With ``one_argmax``, one ``ggml_argmax``. Stock CUDA's
+        argmax gives each row to one thread block, which then reads all 262,144
+        values alone; in two stages instead: the argmax of each chunk of ``C``
+        values (many blocks), the chunk maxima gathered (get_rows), their
+        argmax, and the token id ``chunk * C + offset`` computed in F32 (exact
+        below 2**24)."""
         g = self._g
         chunk = next((c for c in (1024, 512, 256) if n_vocab % c == 0 and n_vocab // c >= 8), 0)
-        if not chunk:
+        if self.one_argmax or not chunk:
             return int(g.ggml_argmax(ctx, logits))
         n_chunks = n_vocab // chunk
         m = n_chunks * rows

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from rag.prompt import BuiltPrompt, PromptRecipe
 
-__all__ = ["CopySource", "FlashAttention", "Generation", "GenerationHandle", "GenerationParams", "KvCacheType",
-           "PromptTooLong", "Sampling", "TextModel"]
+__all__ = ["CopySource", "FlashAttention", "Generation", "GenerationHandle", "GenerationParams", "GpuArgmax",
+           "KvCacheType", "PromptTooLong", "Sampling", "TextModel"]
 
 KvCacheType = Literal["f16", "q8_0", "q4_0"]
 FlashAttention = Literal["auto", "on", "off"]
+GpuArgmax = Literal["auto", "kernel", "graph"]
 
 
 @dataclass(frozen=True)

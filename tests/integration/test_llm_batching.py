@@ -12,7 +12,7 @@ import pytest
 from rag.generation import GenerationParams
 from rag.generation.llama import LlamaModel
 from rag.generation.slots import common_prefix
-from rag.generation.types import Sampling
+from rag.generation.types import GpuArgmax, Sampling
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +105,36 @@ def test_the_gpu_path_answers_together_as_alone(model_path: Path, model: LlamaMo
         done.set()
         other.join()
         m.close()
+
+
+@pytest.mark.parametrize(("gpu_argmax", "patched", "native", "sampler"), [
+    ("kernel", False, True, "batch-greedy (C, one argmax)"),
+    ("kernel", False, False, "batch-greedy (Python, one argmax)"),
+    ("graph", True, True, "batch-greedy (C)"),
+    ("auto", True, True, "batch-greedy (C, one argmax)"),
+    ("auto", False, True, "batch-greedy (C)"),
+])
+def test_the_batch_argmax_as_one_node_or_in_two_stages_picks_the_host_s_tokens(
+    model_path: Path, model: LlamaModel, monkeypatch: pytest.MonkeyPatch, gpu_argmax: GpuArgmax, patched: bool,
+    native: bool, sampler: str,
+) -> None:
+    # One ggml_argmax over the batch's [n_vocab, rows] logits (a CUDA build with
+    # scripts/patches/llama.cpp-argmax-split.patch, whose kernel splits rows
+    # itself; "auto" asks the loaded library, here pretended) or two stages of
+    # stock ggml ops: every sequence of a batch gets what an argmax over its
+    # logits on the host picks.
+    monkeypatch.setattr("rag.generation.llama.cuda_argmax_splits_rows", lambda: patched)
+    m = LlamaModel(model_path, n_ctx=1024, threads=2, parallel=4, n_batch=256, n_ubatch=64, backend_sampling=True,
+                   native_sampler=native, gpu_argmax=gpu_argmax)
+    try:
+        assert m.sampler == sampler
+        jobs = [m.submit(m.tokenize(p), GenerationParams(max_tokens=12)) for p in PROMPTS[:3]]
+        together = [j.result(timeout=300) for j in jobs]
+    finally:
+        m.close()
+    on_host = [model.generate(model.tokenize(p), GenerationParams(max_tokens=12)) for p in PROMPTS[:3]]
+    for a, h in zip(together, on_host, strict=True):
+        assert a.text.split("\n")[0][:30] == h.text.split("\n")[0][:30]
 
 
 def test_a_repeated_prefix_is_not_evaluated_again(model: LlamaModel) -> None:

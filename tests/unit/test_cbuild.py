@@ -58,3 +58,10 @@ def test_without_the_helpers_the_sampler_is_python(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(cbuild, "library", lambda *args: None)
     greedy = BatchGreedy(lc)
     assert greedy.available and not greedy.native
+
+
+def test_a_cpu_build_of_llama_cpp_has_no_split_argmax_kernel() -> None:
+    # "auto" then takes the batch's argmax in two stages of stock ggml ops.
+    from rag.generation.native import cuda_argmax_splits_rows
+
+    assert cuda_argmax_splits_rows() is False
