@@ -68,7 +68,9 @@ cd $W
 while [ ! -f build.done ]; do sleep 5; done
 [ "$(cat build.done)" = 0 ] || { tail -30 build.log; exit 1; }
 cp -a build/bin/*.so* llama_cpp/lib/ 2>/dev/null
-[ -f model.gguf ] || cat parts/model.* > model.gguf
+# The model from its parts, once they are all here (e2e.sh ops, which needs none, may run before they are:
+# session 21's ops call left an empty model.gguf that the next call took for the model).
+[ -s model.gguf ] || ! ls parts/model.* > /dev/null 2>&1 || cat parts/model.* > model.gguf
 [ -d minilm ] || [ ! -f parts/minilm.tgz ] || tar xzf parts/minilm.tgz
 echo "model sha256 $(sha256sum model.gguf | cut -c1-16)"
 export PYTHONPATH=$W:$W/site:$REPO PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1

@@ -19,7 +19,8 @@
 # device, after setup.sh (which starts building there anyway): bash
 # bench/device/prebuilt.sh .device/c7 uses these where they load and find the GPU,
 # and stops that build; else the build goes on. 21 min on 2 cores; run again with more
-# TARGETS (e.g. llama-bench llama-server too), it builds only what is missing.
+# TARGETS (e.g. llama-bench llama-server too), it builds only what is missing; on a changed
+# llama.cpp.tgz (a patch edited) only what the changed files touch (FRESH=1: from scratch).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
@@ -43,10 +44,16 @@ echo "void rag_cuda_stub(void) {}" | gcc -shared -fPIC -x c - -Wl,-soname,libcud
 TGZ=$(sha256sum "$SRC" | cut -c1-64)
 if [ -d $P/build ] && [ "$(cat $P/tgz.sha256 2>/dev/null)" = "$TGZ" ]; then
   echo "building on the last build (the same $SRC)"
+elif [ -d $P/build ] && [ -d $P/llama.cpp ] && [ "${FRESH:-0}" = 0 ]; then
+  # Another source (a patch changed, say): copied over the last one file by file where the content
+  # differs (rsync -c leaves the others' times alone), so the build redoes only what those touch.
+  rm -rf $P/new && mkdir -p $P/new && tar xzf "$SRC" -C $P/new
+  echo "building on the last build; changed: $(rsync -rci --delete $P/new/llama.cpp/ $P/llama.cpp/ | awk '{print $2}' | tr '\n' ' ')"
+  rm -rf $P/new $P/tgz.sha256
 else
   rm -rf $P/llama.cpp $P/build $P/tgz.sha256 && tar xzf "$SRC" -C $P
-  (cd $P && (cd llama.cpp && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)) > $P/src.sha256
 fi
+(cd $P/llama.cpp && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64) > $P/src.sha256
 # setup.sh's flags, then what this machine needs to build them.
 cmake -S $P/llama.cpp -B $P/build -G Ninja -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF \
   -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON \
