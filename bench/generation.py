@@ -404,6 +404,9 @@ def main() -> None:
                     help="the model in this process, or in a model process as the service runs it")
     ap.add_argument("--compare-inline", action="store_true",
                     help="also measure the model in this process (single, batched): the cost of the model process")
+    ap.add_argument("--step-trace", type=Path, metavar="DIR",
+                    help="single: each variant's scheduler steps (RAG_LLM_STEP_TRACE) to DIR/steps-single-NAME.jsonl, "
+                         "every round appended (bench/device/stepsplit.py splits the decode steps)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -437,7 +440,9 @@ def main() -> None:
             if args.compare_inline:
                 variants.append(("service_inline", True, argparse.Namespace(**{**vars(args), "isolation": "inline"})))
             for name, cache, how in variants:
-                model = make_model(path, how, n_ctx=4096, parallel=1, prompt_cache=cache)
+                trace = None if args.step_trace is None else args.step_trace / f"steps-single-{name}.jsonl"
+                traced = {} if trace is None else {"step_trace": trace}
+                model = make_model(path, how, n_ctx=4096, parallel=1, prompt_cache=cache, **traced)
                 try:
                     # Warm-up as llama-bench's: one prompt of the largest size first.
                     model.generate(prompt_of(model, max(pps), salt="w "), GenerationParams(max_tokens=4))

@@ -386,6 +386,13 @@ class Settings(BaseSettings):
         "ops (each chunk's argmax, then the best chunk), fast with stock llama.cpp too. Default: kernel where "
         "the loaded llama.cpp has that patch, else graph.",
     )
+    llm_chain_steps: bool = Field(
+        default=True,
+        description="On a GPU, a step of the same streams' next tokens goes to llama.cpp before the last "
+        "step's tokens are known (llama_decode_chained, a llama.cpp patch that scripts/install applies to a "
+        "CUDA build; without it, or with false, the next step is queued once they are read): llama.cpp's "
+        "work on the host for a step then runs while the GPU computes the one before.",
+    )
     llm_queue_size: int = Field(
         default=8, ge=0, description="Requests that may wait for a free sequence slot; more get 429."
     )

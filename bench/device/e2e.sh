@@ -7,7 +7,8 @@
 #                    and of before (prompt_steps=0, "-mixed"), all four loaded at
 #                    once and their rounds alternating, against llama-batched-bench's
 #                    total time T (same n_batch/n_ubatch, n_ctx per slot, sequences);
-#                    single stream and the 1,839-token prompt against llama-bench
+#                    single stream and the 1,839-token prompt against llama-bench, its
+#                    decode steps split by the step trace (single-steps.log, stepsplit.py)
 #   e2e.sh http      the same client (bench/load.py --client $CLIENT, default aiohttp)
 #                    against two services at once (rag serve, model process, embedder
 #                    on the GPU): now and before ($BEFORE: settings of the service
@@ -43,7 +44,9 @@
 #                    tokens (LLAMA_SAMPLED_COPY_PER_ROW=1, stock llama.cpp) and the
 #                    patched one copy for adjacent rows (scripts/patches/; COPY_PER_ROW=0:
 #                    the patched alone); RAW_ARGS=--argmax: the batch's argmax as one
-#                    node (the patched kernel) and in two stages of stock ops
+#                    node (the patched kernel) and in two stages of stock ops;
+#                    RAW_ARGS="--streams 1" (with COPY_PER_ROW=0): one sequence, the
+#                    logits copied out as llama-bench's tg does, against the in-graph greedy
 #   e2e.sh ops       test-backend-ops (prebuild.sh TARGETS with it): ARGMAX on the GPU
 #                    against the CPU, and its speed, the patched split kernel and the
 #                    stock one (GGML_CUDA_ARGMAX_ONE_BLOCK_PER_ROW=1)
@@ -100,7 +103,7 @@ if [ "$step" = prompt ]; then  # where the prompt phase of a burst goes (no sche
   python3 bench/device/prompt_phase.py $M 2>&1 | grep "^prompt phase" | tee $OUT/prompt-phase.log
   exit 0
 fi
-if [ "$step" = raw ]; then  # 128 decode steps of 16 streams without the scheduler (rawdecode.py)
+if [ "$step" = raw ]; then  # 128 decode steps of 16 streams (RAW_ARGS --streams) without the scheduler (rawdecode.py)
   for r in $(seq 1 $RAW_ROUNDS); do
     for per_row in ${COPY_PER_ROW:-1 0}; do
       LLAMA_SAMPLED_COPY_PER_ROW=$per_row python3 bench/device/rawdecode.py $M --service ${RAW_ARGS---greedy-only} 2>&1 | grep "^raw" \
@@ -150,9 +153,17 @@ if [ "$step" = harness ]; then
   python3 bench/generation.py --model $M --batched-bench $B/llama-batched-bench --threads 16 --n-gpu-layers -1 \
     --flash-attn on --rounds $ROUNDS --streams $STREAMS --slot-ctx $SLOT --skip single,high_level,batched,prefix \
     --caller-modes ${MODES:-process,inline,process-mixed,inline-mixed} --json $OUT/caller.json 2>&1 | grep -v "^load\|^llama_kv" | tee $OUT/caller.log
+  rm -f $W/steps-single-*.jsonl
   python3 bench/generation.py --model $M --llama-bench $B/llama-bench --threads 16 --n-gpu-layers -1 \
     --flash-attn on --isolation process --rounds ${SINGLE_ROUNDS:-5} --reps 5 --skip high_level,batched,caller \
-    --json $OUT/single.json 2>&1 | grep -v "^load\|^llama_kv" | tee $OUT/single.log
+    --step-trace $W --json $OUT/single.json 2>&1 | grep -v "^load\|^llama_kv" | tee $OUT/single.log
+  # Where a single stream's decode step goes (stepsplit.py), against llama-bench's time a token (median tg128)
+  tg=$(python3 -c 'import json, statistics, sys; r = json.load(open(sys.argv[1]))["rounds"]
+print(statistics.median(x["llama_bench"]["tg128"] for x in r))' $OUT/single.json)
+  for f in $W/steps-single-*.jsonl; do
+    echo "$(basename $f .jsonl): $(python3 bench/device/stepsplit.py $f --tg $tg)" | tee -a $OUT/single-steps.log
+    gzip -c $f > $OUT/$(basename $f).gz && rm -f $f
+  done
   exit 0
 fi
 

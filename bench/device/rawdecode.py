@@ -1,15 +1,17 @@
-"""On the GPU machine: 16 sequences decoded through llama-cpp-python's ctypes
-API the way llama-batched-bench does it (fixed tokens, no scheduler), with the
-logits copied out and with the service's in-graph greedy sampling, to split a
-service step's time into llama.cpp's and the scheduler's. ``--service``: on
-the service's benchmark context (64 slots of 1,024 cells, as e2e.sh), and
-also without reading anything back between steps (llama-batched-bench's
-way, which real generation cannot do: each step needs the last one's
-tokens). ``--greedy-only``: the in-graph greedy variant alone (e2e.sh raw
-runs it with and without LLAMA_SAMPLED_COPY_PER_ROW=1). ``--argmax``: that
-variant with the batch's argmax as one ggml_argmax node (gpu_argmax="kernel":
-the patched CUDA kernel splits rows) and in two stages of stock ops ("graph");
-the tokens' sha1 says whether both picked the same."""
+"""On the GPU machine: 16 sequences (``--streams``) decoded through
+llama-cpp-python's ctypes API the way llama-batched-bench does it (fixed
+tokens, no scheduler), with the logits copied out and with the service's
+in-graph greedy sampling, to split a service step's time into llama.cpp's and
+the scheduler's. ``--service``: on the service's benchmark context (64 slots
+of 1,024 cells, as e2e.sh), and also without reading anything back between
+steps (llama-batched-bench's way, which real generation cannot do: each step
+needs the last one's tokens). ``--greedy-only``: the in-graph greedy variant
+alone (e2e.sh raw runs it with and without LLAMA_SAMPLED_COPY_PER_ROW=1).
+``--argmax``: that variant with the batch's argmax as one ggml_argmax node
+(gpu_argmax="kernel": the patched CUDA kernel splits rows) and in two stages
+of stock ops ("graph"); the tokens' sha1 says whether both picked the same.
+``--streams N``: N sequences, not 16 (1: llama-bench's tg, one token a step,
+against the service's single stream)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from rag.generation.batch import Batch
 from rag.generation.llama import LlamaModel
 from rag.generation.types import GpuArgmax
 
-S = 16
+S = int(sys.argv[sys.argv.index("--streams") + 1]) if "--streams" in sys.argv else 16
 SERVICE = "--service" in sys.argv
 variants: list[tuple[bool, str, GpuArgmax]] = [(False, "logits out", "auto"), (True, "in-graph greedy", "auto")]
 variants += [(True, "no read-back", "auto")] if SERVICE else []

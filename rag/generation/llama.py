@@ -80,6 +80,7 @@ class LlamaModel(TextModel):
         batch_greedy: bool = True,
         native_sampler: bool = True,
         gpu_argmax: GpuArgmax = "auto",
+        chain_steps: bool = True,
         overlap: bool | None = None,
         vocab_only: bool = False,
         step_trace: Path | None = None,
@@ -126,6 +127,7 @@ class LlamaModel(TextModel):
         self._seq_configs: Any = None  # likewise
         self._lora: Any = None
         self._step_trace = step_trace
+        self._chain_steps = chain_steps
         self._fitted = TokenCache(FITTED_TEXTS)  # fit_prompt's texts: passages come back
 
         self._load_model(vocab_only)
@@ -286,6 +288,7 @@ class LlamaModel(TextModel):
             prompt_steps=self.prompt_steps,
             n_ubatch=self.n_ubatch,
             trace=StepTrace(self._step_trace) if self._step_trace is not None else None,
+            chain=self._chain_steps,
         )
 
     def _greedy_chain(self) -> Any:

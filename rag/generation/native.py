@@ -127,6 +127,16 @@ class QuickCalls:
         decode = held["llama_decode"]
         decode.argtypes, decode.restype = lc.llama_decode.argtypes, lc.llama_decode.restype
         self.llama_decode_held = decode
+        # llama_decode_chained (scripts/patches/llama.cpp-chained-decode.patch; a stock build has none):
+        # through the CDLL, letting go of the GIL, since it waits for the step before.
+        try:
+            chained = lib["llama_decode_chained"]
+        except AttributeError:
+            chained = None
+        else:
+            chained.argtypes = [*lc.llama_decode.argtypes, ctypes.c_void_p]
+            chained.restype = ctypes.c_int32
+        self._chained: Any = chained
         self._read_rows: Any = None
         helpers = cbuild.library()
         if helpers is not None:
@@ -143,6 +153,21 @@ class QuickCalls:
         if self._read_rows is None:
             return False
         return bool(self._read_rows(self._get_token, ctx, n, out.ctypes.data) == n)
+
+    @property
+    def chained_available(self) -> bool:
+        """Whether the llama.cpp loaded has ``llama_decode_chained``."""
+        return self._chained is not None
+
+    def decode_chained(self, ctx: Any, batch: Any, prev: Any) -> int:
+        """``llama_decode`` of a batch of next tokens whose ids are the tokens
+        sampled in the graph by the decode before (batch row i gets that
+        decode's token of row i: the same sequences, in the same order). Its
+        work on the host is done while the device still computes that decode;
+        then it waits for it, writes its tokens to ``prev`` (an int32 NumPy
+        array, rows 0 … n-1) and queues this one."""
+        assert self._chained is not None
+        return int(self._chained(ctx, batch, prev.ctypes.data))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._lc, name)

@@ -44,6 +44,7 @@ def load_models(settings: Settings) -> list[TextModel]:
         "prompt_cache_min": settings.llm_prompt_cache_min_tokens,
         "swa_full": settings.llm_swa_full,
         "gpu_argmax": settings.llm_gpu_argmax,
+        "chain_steps": settings.llm_chain_steps,
         "prompt_steps": settings.llm_prompt_steps,
     }
     if settings.llm_step_trace is not None:

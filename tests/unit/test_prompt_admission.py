@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from rag.errors import BackendError
 from rag.generation import GenerationParams
 from rag.generation.batch import Batch
 from rag.generation.job import GenerationJob
@@ -236,8 +237,8 @@ def test_a_step_of_the_same_sequences_next_tokens_is_queued_before_the_last_ones
     ahead: list[bool] = []
 
     class Watched(Scheduler):
-        def _steady(self, outputs: list[Slot], tokens: list[int]) -> bool:
-            ahead.append(super()._steady(outputs, tokens))
+        def _steady(self, outputs: list[Slot], jobs: list[GenerationJob | None], tokens: list[int]) -> bool:
+            ahead.append(super()._steady(outputs, jobs, tokens))
             return ahead[-1]
 
     scheduler = Watched(
@@ -267,3 +268,161 @@ def test_a_step_of_the_same_sequences_next_tokens_is_queued_before_the_last_ones
                 sampled[seq] = 1000 + 100 * (step + 1) + i
     lengths = {seq: len(jobs[seq].tokens) for seq in range(3)}
     assert all(next_pos[seq] == lengths[seq] + 7 for seq in range(3))  # 7 next tokens fed after each prompt
+
+
+class ChainedLlama(SampledLlama):
+    """llama.cpp with ``llama_decode_chained`` (scripts/patches/llama.cpp-chained-decode.patch):
+    the batch's token ids are the last decode's sampled tokens, row by row, written to ``prev``
+    too. ``eog``: a sampled token that ends generation; ``on_chained``: called with each
+    chained call's tokens (a request coming while the step computes)."""
+
+    chained_available = True
+
+    def __init__(self, eog: int = -1) -> None:
+        super().__init__()
+        self.eog = eog
+        self.chained: list[int] = []  # the steps queued chained
+        self.on_chained: Any = None
+
+    def llama_vocab_is_eog(self, vocab: Any, token: int) -> bool:
+        return token == self.eog
+
+    def decode_chained(self, ctx: Any, raw: Any, prev: Any) -> int:
+        batch = self.batch
+        assert batch is not None
+        n = batch.n
+        tokens = [self.llama_get_sampled_token_ith(ctx, i) for i in range(n)]  # the last decode's
+        prev[:n] = tokens
+        placeholder = batch.token[:n].copy()
+        batch.token[:n] = tokens  # what llama.cpp feeds (and this fake records)
+        self.chained.append(len(self.steps))
+        rc = self.llama_decode(ctx, raw)
+        batch.token[:n] = placeholder
+        if self.on_chained is not None:
+            self.on_chained(tokens)
+        return rc
+
+
+def chained_scheduler(fake: SampledLlama, slots: int, *, chain: bool = True) -> Scheduler:
+    batch = Batch(SimpleNamespace(llama_batch=SimpleNamespace), N_BATCH, slots)
+    fake.batch = batch
+    return Scheduler(
+        fake, object(), object(), [Slot(seq_id=i, sampler=None) for i in range(slots)], batch,
+        n_vocab=16, piece=lambda t: b"x", prompt_cache=False, min_copy=16, backend_sampling=True,
+        overlap=True, name="fake", prompt_steps=8, n_ubatch=N_UBATCH, chain=chain,
+    )
+
+
+def fed_consistently(fed: list[list[tuple[int, int, int]]]) -> dict[int, int]:
+    """Checks that every next token a step fed a sequence is the one sampled for it last (at the
+    position after its last; a row at an earlier position starts another job's prompt);
+    returns each sequence's next position."""
+    sampled: dict[int, int] = {}
+    next_pos: dict[int, int] = {}
+    for step, rows in enumerate(fed):
+        for seq, pos, token in rows:
+            if pos < next_pos.get(seq, 0):  # a new job's prompt in the slot: nothing sampled for it yet
+                sampled.pop(seq, None)
+            elif seq in sampled and pos == next_pos[seq]:
+                assert token == sampled[seq], (step, seq, pos)
+            next_pos[seq] = pos + 1
+        for i, (seq, _, _) in enumerate(rows):  # the rows with an output: a sequence's last row in the step
+            if all(s != seq or j <= i for j, (s, _, _) in enumerate(rows)):
+                sampled[seq] = 1000 + 100 * (step + 1) + i
+    return next_pos
+
+
+def test_chained_steps_feed_every_sequence_the_token_sampled_for_it_last() -> None:
+    # With llama_decode_chained a step of the same sequences' next tokens is queued before the
+    # last step's tokens are read; llama.cpp takes them on its side, and hands them back.
+    fake = ChainedLlama()
+    scheduler = chained_scheduler(fake, 3)
+    try:
+        jobs = [GenerationJob(list(range(1, 5 + i)), GenerationParams(max_tokens=12)) for i in range(3)]
+        for job in jobs:
+            scheduler.put(job)
+        results = [job.result(10) for job in jobs]
+    finally:
+        scheduler.stop()
+    assert all(r.completion_tokens == 12 and r.finish_reason == "length" for r in results)
+    assert len(fake.chained) >= 6
+    next_pos = fed_consistently(fake.fed)
+    # No token decoded in vain: each sequence got its prompt and 11 next tokens (the 12th is never fed).
+    assert all(next_pos[seq] == len(jobs[seq].tokens) + 11 for seq in range(3))
+
+
+def test_a_stream_ending_in_a_chained_step_passes_its_slot_on_without_its_token_in_vain() -> None:
+    # Stream A (slot 0) samples an end of generation; the step after, already queued with A's row,
+    # computes while a new request C takes A's slot. A's row of that step is not C's first token.
+    fake = ChainedLlama()
+    scheduler = chained_scheduler(fake, 2)
+    a = GenerationJob([1, 2, 3], GenerationParams(max_tokens=40))
+    b = GenerationJob([1, 2, 3, 4], GenerationParams(max_tokens=40))
+    c = GenerationJob([5, 6, 7, 8, 9], GenerationParams(max_tokens=6))
+
+    def come(tokens: list[int]) -> None:
+        if len(fake.chained) == 4:
+            fake.eog = tokens[0]  # A's token of the step before this one: its end
+            fake.on_chained = None
+            scheduler.put(c)
+
+    fake.on_chained = come
+    try:
+        scheduler.put(a)
+        scheduler.put(b)
+        results = {name: job.result(10) for name, job in (("a", a), ("b", b), ("c", c))}
+    finally:
+        scheduler.stop()
+    assert results["a"].finish_reason == "stop"
+    assert results["b"].completion_tokens == 40 and results["c"].completion_tokens == 6
+    assert c.slot == 0 and a.slot == 0
+    next_pos = fed_consistently(fake.fed)  # C's next tokens are the ones sampled for C
+    c_rows = [(step, pos) for step, rows in enumerate(fake.fed) for seq, pos, token in rows
+              if seq == 0 and token in (5, 6, 7, 8, 9)]
+    assert [pos for _, pos in c_rows] == [0, 1, 2, 3, 4]  # C's prompt (nothing of A's kept: no prompt cache)
+    assert c_rows[0][0] == fake.chained[3] + 1  # in the step after the one with A's row in vain: no more of A's
+    # then C's 6 tokens, the first 5 fed back: none of them A's row decoded in vain
+    assert next_pos[0] == len(c.tokens) + 5
+    assert all(seq != 0 or pos >= 5 for rows in fake.fed[c_rows[0][0] + 1:] for seq, pos, _ in rows)
+
+
+def test_steps_are_not_chained_when_the_setting_is_off_or_llama_cpp_lacks_the_call() -> None:
+    for fake, chain in ((ChainedLlama(), False), (SampledLlama(), True)):
+        scheduler = chained_scheduler(fake, 2, chain=chain)
+        try:
+            jobs = [GenerationJob([1, 2, 3], GenerationParams(max_tokens=10)) for _ in range(2)]
+            for job in jobs:
+                scheduler.put(job)
+            assert all(job.result(10).completion_tokens == 10 for job in jobs)
+        finally:
+            scheduler.stop()
+        assert not getattr(fake, "chained", [])
+        fed_consistently(fake.fed)
+
+
+@pytest.mark.parametrize("chained", [False, True])
+def test_a_failed_decode_fails_the_running_requests_and_the_scheduler_serves_on(chained: bool) -> None:
+    fake = ChainedLlama()
+    failing = {6}  # the step llama.cpp refuses (1: no KV slot), chained or not
+
+    def decode(ctx: Any, raw: Any, _decode: Any = fake.llama_decode) -> int:
+        if len(fake.steps) in failing:
+            failing.clear()
+            return 1
+        return int(_decode(ctx, raw))
+
+    fake.llama_decode = decode  # type: ignore[method-assign]
+    scheduler = chained_scheduler(fake, 2, chain=chained)
+    try:
+        jobs = [GenerationJob([1, 2, 3], GenerationParams(max_tokens=20)) for _ in range(2)]
+        for job in jobs:
+            scheduler.put(job)
+        for job in jobs:
+            with pytest.raises(BackendError, match="llama_decode failed with 1"):
+                job.result(10)
+        later = GenerationJob([4, 5, 6], GenerationParams(max_tokens=3))
+        scheduler.put(later)
+        assert later.result(10).completion_tokens == 3
+    finally:
+        scheduler.stop()
+    assert bool(fake.chained) == chained
