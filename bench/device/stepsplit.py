@@ -7,7 +7,9 @@ sequences they hold, the medians of
   it returns once the step is queued);
 * ``wait``: ``launched`` → ``collected``, the wait for the step's tokens;
 * ``between``: the last step's ``collected`` → this one's ``began``, the
-  scheduler's own work on the way from one step to the next;
+  scheduler's own work on the way from one step to the next (negative for a
+  chained step, queued before the last one's tokens were read: its ``host``
+  then holds the wait for the step before);
 * ``period``: ``collected`` to ``collected``, a step as the caller's tokens
   come (1,000 / tokens-per-second of one stream).
 
@@ -37,7 +39,7 @@ def split(paths: list[Path]) -> dict[int, dict[str, float]]:
             if row["prompt"] or last["prompt"] or row["tokens"] != last["tokens"]:
                 continue
             between = row["began"] - last["collected"]
-            if not 0 <= between < _IDLE_S:
+            if between >= _IDLE_S:
                 continue
             parts = by_size.setdefault(row["tokens"], {"host": [], "wait": [], "between": [], "period": []})
             parts["host"].append(row["launched"] - row["began"])

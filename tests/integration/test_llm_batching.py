@@ -4,8 +4,10 @@ concurrent requests, prompt-prefix reuse, stop strings, cancellation."""
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,3 +242,38 @@ def test_the_window_cache_is_full_size_where_that_costs_no_memory(model_path: Pa
         finally:
             m.close()
     assert len(set(answers)) == 1, answers
+
+
+def test_chained_steps_decode_what_steps_queued_after_their_tokens_decode(model_path: Path) -> None:
+    # llama_decode_chained (scripts/patches/llama.cpp-chained-decode.patch, applied to CUDA builds; a stock
+    # build has no such call and the test is skipped): the same greedy answers, with requests ending on stop
+    # strings and length at different steps and others arriving while steps are chained.
+    from rag.generation.native import QuickCalls, llama_cpp
+
+    if not QuickCalls(llama_cpp()).chained_available:
+        pytest.skip("this llama.cpp build has no llama_decode_chained (a stock CPU build)")
+    answers: dict[bool, list[tuple[str, int, str]]] = {}
+    for chain in (False, True):
+        m = LlamaModel(model_path, n_ctx=512, threads=2, parallel=4, n_batch=256, n_ubatch=64,
+                       backend_sampling=True, overlap=True, chain_steps=chain)
+        try:
+            scheduler = m._scheduler
+            assert scheduler is not None and scheduler._chain == chain
+            chained: list[int] = []
+
+            def counted(lc: QuickCalls, ctx: Any, batch: Any, prev: Any, seen: list[int] = chained) -> int:
+                seen.append(batch.n_tokens)
+                return QuickCalls.decode_chained(lc, ctx, batch, prev)
+
+            scheduler._lc.decode_chained = types.MethodType(counted, scheduler._lc)
+            params = [GenerationParams(max_tokens=12 + 6 * i, stop=("\n",) if i % 2 else ()) for i in range(4)]
+            jobs = [m.submit(m.tokenize(p), params[i]) for i, p in enumerate(PROMPTS)]
+            first = jobs[3].result(timeout=300)
+            later = [m.submit(m.tokenize(p), GenerationParams(max_tokens=10)) for p in PROMPTS[:2]]
+            results = [first, *(j.result(timeout=300) for j in jobs[:3] + later)]
+            answers[chain] = [(g.text, g.completion_tokens, g.finish_reason) for g in results]
+            assert (len(chained) > 10) == chain and (not chain or max(chained) == 4)
+        finally:
+            m.close()
+    assert answers[True] == answers[False]
+    assert {reason for _, _, reason in answers[True]} == {"stop", "length"}

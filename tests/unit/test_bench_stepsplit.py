@@ -46,3 +46,12 @@ def test_the_single_stream_is_set_against_llama_bench(tmp_path: Path, monkeypatc
     out = capsys.readouterr().out
     assert "steps of   1 sequences:      4 steps" in out
     assert "period 1.250" in out and "llama-bench 1.000 ms a token: ratio 0.800" in out
+
+
+def test_chained_steps_began_before_the_last_ones_tokens_were_read_and_still_count(tmp_path: Path) -> None:
+    # llama_decode_chained: step k+1 is queued (began) before step k's tokens come back (collected).
+    rows = [(0.0, 0.001, 0.002, 1, 0)]
+    for _ in range(4):
+        rows.append((rows[-1][2] - 0.0005, rows[-1][2] + 0.0001, rows[-1][2] + 0.001, 1, 0))
+    one = stepsplit.split([write(tmp_path / "s.jsonl", rows)])[1]
+    assert one["steps"] == 4 and one["between"] == pytest.approx(-0.5) and one["period"] == pytest.approx(1.0)
