@@ -47,6 +47,8 @@
 #                    node (the patched kernel) and in two stages of stock ops;
 #                    RAW_ARGS="--streams 1" (with COPY_PER_ROW=0): one sequence, the
 #                    logits copied out as llama-bench's tg does, against the in-graph greedy
+#   e2e.sh chain     bench/device/chaincheck.py: the same greedy requests through LlamaModel with
+#                    chained decode steps (llama_decode_chained) and without: answers compared
 #   e2e.sh ops       test-backend-ops (prebuild.sh TARGETS with it): ARGMAX on the GPU
 #                    against the CPU, and its speed, the patched split kernel and the
 #                    stock one (GGML_CUDA_ARGMAX_ONE_BLOCK_PER_ROW=1)
@@ -110,6 +112,10 @@ if [ "$step" = raw ]; then  # 128 decode steps of 16 streams (RAW_ARGS --streams
         | sed "s/^raw/raw round=$r copy_per_row=$per_row/" | tee -a $OUT/rawdecode.log
     done
   done
+  exit 0
+fi
+if [ "$step" = chain ]; then  # the same greedy requests with chained decode steps and without (chaincheck.py)
+  python3 bench/device/chaincheck.py $M 2>&1 | grep "^chain" | tee $OUT/chaincheck.log
   exit 0
 fi
 if [ "$step" = ops ]; then  # test-backend-ops: ARGMAX on the GPU against the CPU, then its speed, split kernel or not
