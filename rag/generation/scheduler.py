@@ -456,8 +456,7 @@ class Scheduler:
         placed or has a sampler chain to change. Sets ``_plain``: whether every
         token of that step will be a plain greedy one (no sampler chain of its
         own, no copy constraint, no log-probabilities)."""
-        if (len(outputs) != self._batch.n or self._decodes != self._batch.n or len(self._busy) != len(outputs)
-                or self._waiting or not self._incoming.empty() or self._chains_due or self._stopping):
+        if not self._alone(outputs):
             return False
         plain = True
         for slot, launched_for, token in zip(outputs, jobs, tokens, strict=True):
@@ -476,12 +475,17 @@ class Scheduler:
         self._plain = plain
         return True
 
+    def _alone(self, outputs: list[Slot]) -> bool:
+        """Whether this step held just the running sequences' next tokens and
+        nothing waits: no request to place, no sampler chain to change."""
+        return not (len(outputs) != self._batch.n or self._decodes != self._batch.n or len(self._busy) != len(outputs)
+                    or self._waiting or not self._incoming.empty() or self._chains_due or self._stopping)
+
     def _chainable(self, outputs: list[Slot], jobs: list[GenerationJob | None]) -> bool:
         """``_steady`` before the step's tokens are known: the same sequences
         and nothing waiting, every one wanting a token after this step's; an
         end of generation among this step's tokens is only seen afterwards."""
-        if (len(outputs) != self._batch.n or self._decodes != self._batch.n or len(self._busy) != len(outputs)
-                or self._waiting or not self._incoming.empty() or self._chains_due or self._stopping):
+        if not self._alone(outputs):
             return False
         for slot, launched_for in zip(outputs, jobs, strict=True):
             job = slot.job
