@@ -16,16 +16,17 @@
 #   .device/c6/  minilm.tgz      the bundled embedder (all-MiniLM-L6-v2) as a local
 #                                sentence-transformers folder, weights stored in fp16
 #                                (half the bytes; loaded back as fp32)
-#                data-ask.tgz    (bench/device/askdata.sh, run after this script)
 #                py_spy-*.whl    with PYSPY=1: the profiler for e2e.sh profile
 #                before.tgz      with BEFORE_REF=<commit>: that commit's service code, which
 #                                e2e.sh http serves beside this checkout's
 #
 # Then, on the device, one call per folder: bench/device/setup.sh (with c0),
-# bench/device/part.sh .device/mNN (m01..m10) and .device/c6, and the measurements (e2e.sh).
+# bench/device/part.sh .device/mNN (m01..m10), .device/c6 and .device/c5 (askdata.sh), and the measurements (e2e.sh).
 #   .device/gpu/                 this commit's code (git archive), for a call from another checkout
-#   .device/c7/  prebuilt.tgz    (bench/device/prebuild.sh, run after this script where CUDA's nvcc
-#                                is installed) llama.cpp built here; bench/device/prebuilt.sh uses it there
+#   .device/c5/  data-ask.tgz    (bench/device/askdata.sh, run after this script)
+#   .device/c7/  prebuilt.tgz.0  (bench/device/prebuild.sh, run after this script where CUDA's nvcc
+#                                is installed) llama.cpp built here, its first half (the second in
+#                                .device/c9, part.sh .device/c9 first); bench/device/prebuilt.sh uses it there
 #   .device/c8/  prebuilt-tools.tgz  (the same) llama-server and llama-bench, when built: part.sh
 #                                .device/c8 before prebuilt.sh .device/c7
 set -euo pipefail

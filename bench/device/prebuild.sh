@@ -11,7 +11,7 @@
 #           executables link with --allow-shlib-undefined
 #   RPATH   $ORIGIN first: the libraries are found beside the executables
 #
-# Out: .device/c7/prebuilt.tgz (build/bin's executables and libraries) and
+# Out: .device/c7/prebuilt.tgz.0 and .device/c9/prebuilt.tgz.1 (build/bin's executables and libraries, in two halves) and
 # .device/c7/prebuilt.src (a sha256 of the llama.cpp source it was built from); llama-server
 # and llama-bench, when TARGETS has them, with the libraries only they use, in
 # .device/c8/prebuilt-tools.tgz, with test-backend-ops when TARGETS has it (c7 alone is ~45 MB, and one device call carries 64 MiB with
@@ -77,6 +77,10 @@ TOOLS='^(llama-server|llama-bench|test-backend-ops|libllama-server-impl\.so|libl
 mkdir -p $D/c8 && rm -f $D/c8/prebuilt-tools.tgz
 tools=$(cd $P/build/bin && ls | grep -E "$TOOLS" || true)
 [ -z "$tools" ] || (cd $P/build/bin && tar czf $D/c8/prebuilt-tools.tgz $tools)
+# In two halves, c7 and c9: the whole (45.5 MB) beside the 21 MB working tree was refused in session 23
+# (one call carries 64 MiB). prebuilt.sh joins them: part.sh .device/c9 first, then prebuilt.sh .device/c7.
+rm -rf $D/c9 && mkdir -p $D/c9 && rm -f $D/c7/prebuilt.tgz.*
+(cd $D/c7 && split -n 2 -d -a 1 prebuilt.tgz prebuilt.tgz. && rm prebuilt.tgz && mv prebuilt.tgz.1 $D/c9/)
 cp $P/src.sha256 $D/c7/prebuilt.src
 echo "$TGZ" > $P/tgz.sha256
-ls -la $D/c7 $D/c8
+ls -la $D/c7 $D/c8 $D/c9

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Device, from the repository root, right after setup.sh, carrying the folder that
-# bench/device/prebuild.sh filled here (.device/c7): when its llama.cpp was built from
+# bench/device/prebuild.sh filled here (.device/c7, after part.sh .device/c9): when its llama.cpp was built from
 # the same llama.cpp.tgz that setup.sh unpacked, its libraries load and the bindings
 # find the GPU through them, it takes the place of the build that setup.sh started
 # (that build is stopped, build.done says 0). Otherwise nothing changes and the build
@@ -9,11 +9,15 @@
 R=$PWD/$1
 W=/root/w
 cd $W
-[ -f $R/prebuilt.tgz ] || { echo "prebuilt: none carried; building here"; exit 0; }
+# prebuild.sh's two halves: .device/c9's, kept in parts/ by an earlier call (part.sh .device/c9), and this one's.
+[ -f $R/prebuilt.tgz ] || [ ! -f $R/prebuilt.tgz.0 ] || [ ! -f $W/parts/prebuilt.tgz.1 ] \
+  || cat $R/prebuilt.tgz.0 $W/parts/prebuilt.tgz.1 > $W/prebuilt.tgz
+[ -f $R/prebuilt.tgz ] && cp $R/prebuilt.tgz $W/prebuilt.tgz
+[ -f $W/prebuilt.tgz ] || { echo "prebuilt: none carried; building here"; exit 0; }
 want=$(cat $R/prebuilt.src)
 have=$(cat src.sha256 2>/dev/null)
 [ "$want" = "$have" ] || { echo "prebuilt: built from another llama.cpp ($want, here $have); building here"; exit 0; }
-rm -rf prebuilt llama_cpp_pre && mkdir -p prebuilt && tar xzf $R/prebuilt.tgz -C prebuilt
+rm -rf prebuilt llama_cpp_pre && mkdir -p prebuilt && tar xzf $W/prebuilt.tgz -C prebuilt
 [ ! -f $W/parts/prebuilt-tools.tgz ] || tar xzf $W/parts/prebuilt-tools.tgz -C prebuilt
 missing=$(for f in prebuilt/*.so* prebuilt/llama-*; do ldd $f; done 2>&1 | grep "not found" | sort -u)
 [ -z "$missing" ] || { echo "prebuilt: unresolved libraries: $missing; building here"; exit 0; }
